@@ -1,0 +1,98 @@
+"""The TunnelauthError tree: every expected failure, with structured fields and its exit status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tunnelauth.status import ExitStatus
+
+
+class TunnelauthError(Exception):
+    """Base of every error tunnelauth expects; ``status`` is the exit code it maps to."""
+
+    status: ExitStatus = ExitStatus.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(TunnelauthError):
+    """The command line, a name or the configuration is invalid."""
+
+    status = ExitStatus.USAGE
+
+
+class SSHError(TunnelauthError):
+    """Connecting or authenticating to the host failed, or the link was lost."""
+
+    status = ExitStatus.SSH_FAILED
+
+    def __init__(
+        self, message: str, *, host: str = "", stderr_tail: str = "", hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.host = host
+        self.stderr_tail = stderr_tail
+
+
+class HostKeyError(SSHError):
+    """The server's host key is unknown, changed or was refused."""
+
+    status = ExitStatus.HOST_KEY
+
+
+class PortUnavailableError(TunnelauthError):
+    """The redirect URI's port cannot be bound on this machine."""
+
+    status = ExitStatus.PORT_UNAVAILABLE
+
+    def __init__(self, message: str, *, port: int, holder: str = "", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.port = port
+        self.holder = holder
+
+
+class LoginFailedError(TunnelauthError):
+    """The remote login reported a failure or exited non-zero."""
+
+    status = ExitStatus.LOGIN_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_status: int | None = None,
+        last_lines: Sequence[str] = (),
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_status = exit_status
+        self.last_lines = list(last_lines)
+
+
+class TimedOutError(TunnelauthError):
+    """A deadline passed (connect, overall login, or the remote's own timeout)."""
+
+    status = ExitStatus.TIMED_OUT
+
+
+class CommandNotFoundError(TunnelauthError):
+    """The remote command could not be found on the host."""
+
+    status = ExitStatus.COMMAND_NOT_FOUND
+
+
+class ChannelRefusedError(TunnelauthError):
+    """The server refused a direct-tcpip channel (forwarding disabled, or nothing listening)."""
+
+    def __init__(self, message: str, *, administratively: bool, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.administratively = administratively
+
+
+class Interrupted(TunnelauthError):
+    """The user interrupted the run (SIGINT, SIGTERM, SIGHUP)."""
+
+    status = ExitStatus.INTERRUPTED
