@@ -1,1 +1,1 @@
-"""SSH transports: each carries one remote process and its direct-tcpip channels over ONE connection."""
+"""SSH transports: one connection carries the remote process and its direct-tcpip channels."""

@@ -1,0 +1,114 @@
+"""Run settings: one frozen dataclass; precedence CLI > environment > config file > default."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunnelauth.errors import UsageError
+
+BACKENDS = ("auto", "openssh", "asyncssh", "paramiko")
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where and how to connect: everything else comes from the user's ssh config."""
+
+    host: str
+    jump: tuple[str, ...] = ()
+    ssh_config: Path | None = None
+    identity: tuple[Path, ...] = ()
+    port: int | None = None
+    login: str | None = None
+    options: tuple[str, ...] = ()
+
+    @property
+    def has_connection_flags(self) -> bool:
+        """Whether flags change the connection (``-F`` only selects a config and does not count)."""
+        return bool(self.jump or self.identity or self.port or self.login or self.options)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs, resolved once at the edge."""
+
+    target: SSHTarget
+    program: str  # remote binary (hermes, or the command given to `run`)
+    args: tuple[str, ...]  # its arguments
+    provider: str | None = None  # provider name, None for `run`
+    timeout: float = 600.0
+    no_browser: bool = False
+    browser_cmd: str | None = None
+    verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
+    backend: str = "auto"
+    connect_timeout: float = 30.0
+    batch: bool = False
+    show_secrets: bool = False
+    sources: Mapping[str, str] = field(default_factory=dict)  # setting → where it came from
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    """The TOML config file: ``--config``, ``$TUNNELAUTH_CONFIG``, or the platform config dir."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("TUNNELAUTH_CONFIG")
+    if env:
+        return Path(env)
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("tunnelauth")) / "config.toml"
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Parse the config file; a missing file is an empty config, a broken one a usage error."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from exc
+    return data
+
+
+def host_section(config: Mapping[str, Any], host: str) -> Mapping[str, Any]:
+    """The ``[hosts."HOST"]`` table for ``host`` (empty if none)."""
+    hosts = config.get("hosts", {})
+    if not isinstance(hosts, Mapping):
+        raise UsageError("config: [hosts] must be a table")
+    section = hosts.get(host, {})
+    if not isinstance(section, Mapping):
+        raise UsageError(f"config: [hosts.{host!r}] must be a table")
+    return section
+
+
+def resolve_host(cli_host: str | None, config: Mapping[str, Any]) -> tuple[str, str]:
+    """HOST from the command line, else ``$TUNNELAUTH_HOST``, else ``default_host``; with source."""
+    if cli_host:
+        return cli_host, "flag"
+    env = os.environ.get("TUNNELAUTH_HOST")
+    if env:
+        return env, "env"
+    default = config.get("default_host")
+    if isinstance(default, str) and default:
+        return default, "file"
+    raise UsageError(
+        "no host given",
+        hint="name one (tunnelauth xai user@host), set TUNNELAUTH_HOST, "
+        "or set default_host in the config file",
+    )
+
+
+def validate_host(host: str) -> str:
+    """An ssh destination must not look like an option or hold whitespace or control bytes."""
+    if not host or host.startswith("-") or any(c.isspace() or ord(c) < 32 for c in host):
+        raise UsageError(f"invalid host {host!r}")
+    return host

@@ -1,0 +1,355 @@
+"""The OpenSSH transport: one private ControlMaster (or the user's live one) carries everything.
+
+Every other ssh process tunnelauth starts is a multiplexing client of that master, so a run
+authenticates exactly once; the remote command runs with ``-tt`` and the browser's callback
+travels over ``-W 127.0.0.1:P`` channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunnelauth.errors import CommandNotFoundError, HostKeyError, SSHError, UsageError
+from tunnelauth.settings import SSHTarget
+from tunnelauth.transports import sshargs
+from tunnelauth.transports.base import ExecResult
+
+STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
+
+
+async def _run(argv: Sequence[str], *, timeout: float, stdin: bytes = b"") -> ExecResult:
+    """Run a short local command with a deadline; it is killed and reaped if the deadline passes."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except BaseException:
+        _kill_group(proc)
+        with contextlib.suppress(ProcessLookupError):
+            await proc.wait()
+        raise
+    return ExecResult(proc.returncode, out, err)
+
+
+def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group of a child started with ``start_new_session``."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+
+async def _reap(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """Wait ``grace`` seconds for a child to exit, then end its group and reap it."""
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        _kill_group(proc, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 2.0)
+        except TimeoutError:
+            _kill_group(proc)
+            await proc.wait()
+
+
+class _StderrTail:
+    """Collects the tail of a child's stderr in the background."""
+
+    def __init__(self, stream: asyncio.StreamReader | None) -> None:
+        self._data = bytearray()
+        self._task = asyncio.ensure_future(self._pump(stream)) if stream else None
+
+    async def _pump(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(4096):
+            self._data += chunk
+            del self._data[:-STDERR_LIMIT]
+
+    async def text(self, timeout: float = 1.0) -> str:
+        """The collected text, after the stream ended (or ``timeout`` passed)."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        return self._data.decode("utf-8", "replace")
+
+    def cancel(self) -> None:
+        """Stop collecting."""
+        if self._task is not None:
+            self._task.cancel()
+
+
+class OpenSSHProcess:
+    """The remote command, run as ``ssh -tt`` over the master."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self._stderr = _StderrTail(proc.stderr)
+        assert proc.stdout is not None and proc.stdin is not None
+        self._stdout = proc.stdout
+        self._stdin = proc.stdin
+
+    async def read(self) -> bytes:
+        """Next chunk of the merged remote output, ``b""`` at the end."""
+        return await self._stdout.read(65536)
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the remote PTY."""
+        if not self._stdin.is_closing():
+            self._stdin.write(data)
+
+    def interrupt(self) -> None:
+        """Ctrl-C through the PTY: the remote line discipline turns it into SIGINT."""
+        self.write(b"\x03")
+
+    async def wait(self) -> int | None:
+        """The remote exit status; ``None`` when ssh itself failed (255) or was killed."""
+        code = await self._proc.wait()
+        return None if code < 0 or code == 255 else code
+
+    async def stderr_text(self) -> str:
+        """What the local ssh client printed (its own errors, not the remote's stderr)."""
+        return await self._stderr.text()
+
+    async def close(self) -> None:
+        """Interrupt the remote if it still runs, then end the session (SIGHUP on the remote)."""
+        if self._proc.returncode is None:
+            self.interrupt()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), 2.0)
+        if self._proc.returncode is None:
+            with contextlib.suppress(OSError):
+                self._stdin.close()
+            _kill_group(self._proc, signal.SIGTERM)
+        await _reap(self._proc, 2.0)
+        self._stderr.cancel()
+
+
+class OpenSSHChannel:
+    """A direct-tcpip channel carried by an ``ssh -W`` client of the master."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        assert proc.stdout is not None and proc.stdin is not None
+        self.reader: asyncio.StreamReader = proc.stdout
+        self._stdin = proc.stdin
+        self._stderr = _StderrTail(proc.stderr)
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes to the remote end."""
+        self._stdin.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the bytes are handed to ssh."""
+        await self._stdin.drain()
+
+    def write_eof(self) -> None:
+        """Half-close towards the remote."""
+        if self._stdin.can_write_eof():
+            self._stdin.write_eof()
+
+    async def refusal(self) -> str | None:
+        """The server's refusal, read from ssh's stderr once the client has ended."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), 5.0)
+        return sshargs.channel_refusal(await self._stderr.text())
+
+    async def close(self) -> None:
+        """Close the channel and reap its ssh client."""
+        with contextlib.suppress(OSError):
+            self._stdin.close()
+        await _reap(self._proc, 2.0)
+        self._stderr.cancel()
+
+
+@dataclass
+class _Master:
+    socket: str
+    owned: bool
+    tempdir: str | None
+
+
+class OpenSSHTransport:
+    """Drives the system ``ssh`` binary through one ControlMaster."""
+
+    name = "openssh"
+
+    def __init__(
+        self,
+        target: SSHTarget,
+        *,
+        connect_timeout: float = 30.0,
+        batch: bool = False,
+        ssh: str | None = None,
+    ) -> None:
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.batch = batch
+        self.ssh = ssh or shutil.which("ssh") or "ssh"
+        self.config: dict[str, str] = {}
+        self._master: _Master | None = None
+        self.reused_master = False
+
+    @property
+    def socket(self) -> str:
+        """The control socket in use (after ``connect``)."""
+        if self._master is None:
+            raise RuntimeError("not connected")
+        return self._master.socket
+
+    async def connect(self) -> None:
+        """Adopt the user's live master for the host, or open and authenticate a private one."""
+        if shutil.which(self.ssh) is None:
+            raise CommandNotFoundError(
+                "the ssh client was not found on this machine",
+                hint="install OpenSSH, or use --backend asyncssh",
+            )
+        self.config = await self._query_config()
+        if not self.target.has_connection_flags:
+            path = sshargs.existing_control_path(self.config)
+            if path and os.path.exists(path) and await self._check(path):
+                self._master = _Master(path, owned=False, tempdir=None)
+                self.reused_master = True
+                return
+        await self._open_master()
+
+    async def _query_config(self) -> dict[str, str]:
+        argv = sshargs.config_query_argv(self.ssh, self.target)
+        result = await _run(argv, timeout=10.0)
+        if result.exit_status != 0:
+            message = result.stderr.decode("utf-8", "replace").strip()
+            raise UsageError(f"ssh rejected the connection settings: {message}")
+        return sshargs.parse_config_dump(result.stdout.decode("utf-8", "replace"))
+
+    async def _check(self, socket: str) -> bool:
+        argv = sshargs.control_argv(self.ssh, self.target, socket, "check")
+        try:
+            result = await _run(argv, timeout=3.0)
+        except TimeoutError:
+            return False
+        return result.exit_status == 0
+
+    async def _open_master(self) -> None:
+        tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=_short_tmp())
+        socket = os.path.join(tempdir, "m")
+        self._master = _Master(socket, owned=True, tempdir=tempdir)
+        keepalive = self.config.get("serveraliveinterval", "0") in ("0", "")
+        argv = sshargs.master_argv(
+            self.ssh, self.target, socket, batch=self.batch, keepalive=keepalive
+        )
+        # The master runs in tunnelauth's own process group so ssh can ask for a password or
+        # passphrase on the terminal; with -f it detaches once authenticated. Its stderr goes to
+        # a file: a pipe would be inherited by the detached master and never reach EOF.
+        log_path = os.path.join(tempdir, "connect.log")
+        with open(log_path, "wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL if self.batch else None,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+            )
+        try:
+            code = await asyncio.wait_for(proc.wait(), self.connect_timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            await self._discard_master()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise SSHError(
+                f"connecting to {self.target.host} timed out after {self.connect_timeout:g} s",
+                host=self.target.host,
+            ) from None
+        with open(log_path, "rb") as log:
+            stderr = log.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
+        if code != 0 or not await self._check(socket):
+            await self._discard_master()
+            raise _connect_error(self.target.host, stderr)
+
+    async def _discard_master(self) -> None:
+        master, self._master = self._master, None
+        if master is None or not master.owned:
+            return
+        if os.path.exists(master.socket):
+            with contextlib.suppress(TimeoutError):
+                await _run(
+                    sshargs.control_argv(self.ssh, self.target, master.socket, "exit"),
+                    timeout=5.0,
+                )
+        if master.tempdir:
+            shutil.rmtree(master.tempdir, ignore_errors=True)
+
+    async def alive(self) -> bool:
+        """Whether the master still answers (the link is up)."""
+        return self._master is not None and await self._check(self._master.socket)
+
+    async def start(self, command: str) -> OpenSSHProcess:
+        """Run ``command`` with a PTY over the master."""
+        argv = sshargs.session_argv(self.ssh, self.target, self.socket, command)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        return OpenSSHProcess(proc)
+
+    async def open_channel(self, host: str, port: int) -> OpenSSHChannel:
+        """A direct-tcpip channel to ``host:port`` on the remote side, over the master."""
+        argv = sshargs.stdio_forward_argv(self.ssh, self.target, self.socket, host, port)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        return OpenSSHChannel(proc)
+
+    async def exec(self, command: str, *, stdin: bytes = b"", timeout: float) -> ExecResult:
+        """Run a short command over the master without a PTY."""
+        argv = sshargs.exec_argv(self.ssh, self.target, self.socket, command)
+        return await _run(argv, timeout=timeout, stdin=stdin)
+
+    async def close(self) -> None:
+        """End a master tunnelauth opened (never one it adopted) and remove its temp dir."""
+        await self._discard_master()
+
+
+def _short_tmp() -> str | None:
+    """A temp dir short enough for a control socket path (macOS limits it to 104 bytes)."""
+    return "/tmp" if os.path.isdir("/tmp") and os.access("/tmp", os.W_OK) else None
+
+
+def _connect_error(host: str, stderr: str) -> SSHError:
+    """Turn ssh's stderr after a failed connect into the matching error."""
+    kind, detail = sshargs.classify_connect_failure(stderr)
+    tail = "\n".join(stderr.strip().splitlines()[-6:])
+    if kind == "hostkey":
+        return HostKeyError(
+            f"host key for {host} could not be verified: {detail}",
+            host=host,
+            stderr_tail=tail,
+            hint="check the key with the host's owner, then add it to known_hosts "
+            "(tunnelauth never weakens StrictHostKeyChecking)",
+        )
+    if kind == "auth":
+        return SSHError(
+            f"SSH authentication to {host} failed",
+            host=host,
+            stderr_tail=tail,
+            hint="check `ssh HOST true` works with the same options",
+        )
+    last = tail.splitlines()[-1] if tail else "ssh exited with an error"
+    return SSHError(f"cannot connect to {host}: {last}", host=host, stderr_tail=tail)

@@ -1,0 +1,165 @@
+"""Pure helpers for the OpenSSH transport: argv building and reading ssh's answers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from tunnelauth.settings import SSHTarget
+
+# Options tunnelauth forces on its own master whatever the user's config says: no agent or X11
+# forwarding to a host that may be compromised, no forwards from the config (tunnelauth owns the
+# laptop end), no RemoteCommand replacing ours, no escape character, and a short ControlPersist
+# so a killed tunnelauth cannot leave the master running for long.
+MASTER_OVERRIDES: tuple[str, ...] = (
+    "ForwardAgent=no",
+    "ForwardX11=no",
+    "ClearAllForwardings=yes",
+    "RemoteCommand=none",
+    "RequestTTY=no",
+    "PermitLocalCommand=no",
+    "ControlMaster=yes",
+    "ControlPersist=15",
+    "ExitOnForwardFailure=yes",
+)
+
+# Options for every client that must go through the master and never open a connection of its
+# own: if the control socket is gone, ProxyCommand=false makes the fallback fail at once instead
+# of silently authenticating a second time.
+MUX_ONLY: tuple[str, ...] = (
+    "ControlMaster=no",
+    "ProxyJump=none",
+    "ProxyCommand=false",
+    "BatchMode=yes",
+    "ForwardAgent=no",
+    "ForwardX11=no",
+    "ClearAllForwardings=yes",
+    "RemoteCommand=none",
+    "PermitLocalCommand=no",
+)
+
+
+def target_args(target: SSHTarget) -> list[str]:
+    """The ssh flags that describe the connection (config, jumps, key, port, login, -o)."""
+    args: list[str] = []
+    if target.ssh_config is not None:
+        args += ["-F", str(target.ssh_config)]
+    if target.jump:
+        args += ["-J", ",".join(target.jump)]
+    for identity in target.identity:
+        args += ["-i", str(identity)]
+    if target.port is not None:
+        args += ["-p", str(target.port)]
+    if target.login is not None:
+        args += ["-l", target.login]
+    for option in target.options:
+        args += ["-o", option]
+    return args
+
+
+def _o(options: Sequence[str]) -> list[str]:
+    """``-o`` flags for each option."""
+    out: list[str] = []
+    for option in options:
+        out += ["-o", option]
+    return out
+
+
+def config_query_argv(ssh: str, target: SSHTarget) -> list[str]:
+    """``ssh -G``: ask ssh for the effective configuration of the target."""
+    return [ssh, "-G", *target_args(target), "--", target.host]
+
+
+def master_argv(
+    ssh: str, target: SSHTarget, socket: str, *, batch: bool, keepalive: bool
+) -> list[str]:
+    """Start a private ControlMaster that backgrounds itself once authenticated."""
+    extra = [*MASTER_OVERRIDES, f"ControlPath={socket}"]
+    if batch:
+        extra.append("BatchMode=yes")
+    if keepalive:
+        extra += ["ServerAliveInterval=5", "ServerAliveCountMax=3"]
+    return [ssh, *target_args(target), *_o(extra), "-e", "none", "-f", "-N", "--", target.host]
+
+
+def mux_argv(ssh: str, target: SSHTarget, socket: str, *rest: str) -> list[str]:
+    """A client that only talks through the control socket (``rest`` = mode flags)."""
+    config = ["-F", str(target.ssh_config)] if target.ssh_config is not None else []
+    return [ssh, *config, "-S", socket, *_o(MUX_ONLY), "-e", "none", *rest]
+
+
+def session_argv(ssh: str, target: SSHTarget, socket: str, command: str) -> list[str]:
+    """Run ``command`` over the master with a forced PTY."""
+    return mux_argv(ssh, target, socket, "-tt", "--", target.host, command)
+
+
+def exec_argv(ssh: str, target: SSHTarget, socket: str, command: str) -> list[str]:
+    """Run a short ``command`` over the master without a PTY."""
+    return mux_argv(ssh, target, socket, "-T", "--", target.host, command)
+
+
+def stdio_forward_argv(ssh: str, target: SSHTarget, socket: str, host: str, port: int) -> list[str]:
+    """Open a direct-tcpip channel to ``host:port`` over the master, carried on stdin/stdout."""
+    dest = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return mux_argv(ssh, target, socket, "-W", dest, "--", target.host)
+
+
+def control_argv(ssh: str, target: SSHTarget, socket: str, command: str) -> list[str]:
+    """``ssh -O check|exit`` against a control socket."""
+    return mux_argv(ssh, target, socket, "-O", command, "--", target.host)
+
+
+def parse_config_dump(text: str) -> dict[str, str]:
+    """Parse ``ssh -G`` output into ``{keyword: value}`` (keywords lower-case, first one wins)."""
+    result: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and key.lower() not in result:
+            result[key.lower()] = value.strip()
+    return result
+
+
+def existing_control_path(config: Mapping[str, str]) -> str | None:
+    """The user's ControlPath from ``ssh -G`` if one is configured, else ``None``."""
+    path = config.get("controlpath", "none")
+    if not path or path.lower() == "none":
+        return None
+    return path
+
+
+_REFUSED = re.compile(r"open failed: (?P<why>.+)$", re.MULTILINE)
+
+
+def channel_refusal(stderr: str) -> str | None:
+    """The server's refusal message in an ``ssh -W`` client's stderr, if it refused."""
+    match = _REFUSED.search(stderr)
+    if match:
+        return match.group("why").strip()
+    lowered = stderr.lower()
+    if "administratively prohibited" in lowered:
+        return "administratively prohibited"
+    if "session open refused" in lowered or "stdio forwarding failed" in lowered:
+        return stderr.strip().splitlines()[-1]
+    return None
+
+
+_FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
+
+
+def classify_connect_failure(stderr: str) -> tuple[str, str | None]:
+    """Classify ssh's stderr after a failed connect: (``hostkey``|``auth``|``connect``, detail)."""
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        found = _FINGERPRINT.search(stderr)
+        detail = "the host key changed"
+        if found:
+            detail += f" (the server now offers {found.group(1)})"
+        return "hostkey", detail
+    if "Host key verification failed" in stderr or "No ED25519 host key is known" in stderr:
+        found = _FINGERPRINT.search(stderr)
+        detail = "the host key is not known"
+        if found:
+            detail += f" (server offers {found.group(1)})"
+        return "hostkey", detail
+    if "Permission denied" in stderr or "Too many authentication failures" in stderr:
+        return "auth", "authentication failed"
+    return "connect", None
