@@ -16,6 +16,7 @@ class TunnelauthError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.reported = False  # set once the error was shown to the user
 
 
 class UsageError(TunnelauthError):

@@ -54,11 +54,11 @@ async def _reap(proc: asyncio.subprocess.Process, grace: float) -> None:
     """Wait ``grace`` seconds for a child to exit, then end its group and reap it."""
     try:
         await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
+    except asyncio.TimeoutError:
         _kill_group(proc, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), 2.0)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             _kill_group(proc)
             await proc.wait()
 
@@ -78,7 +78,7 @@ class _StderrTail:
     async def text(self, timeout: float = 1.0) -> str:
         """The collected text, after the stream ended (or ``timeout`` passed)."""
         if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
         return self._data.decode("utf-8", "replace")
 
@@ -124,7 +124,7 @@ class OpenSSHProcess:
         """Interrupt the remote if it still runs, then end the session (SIGHUP on the remote)."""
         if self._proc.returncode is None:
             self.interrupt()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._proc.wait(), 2.0)
         if self._proc.returncode is None:
             with contextlib.suppress(OSError):
@@ -159,7 +159,7 @@ class OpenSSHChannel:
 
     async def refusal(self) -> str | None:
         """The server's refusal, read from ssh's stderr once the client has ended."""
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._proc.wait(), 5.0)
         return sshargs.channel_refusal(await self._stderr.text())
 
@@ -234,7 +234,7 @@ class OpenSSHTransport:
         argv = sshargs.control_argv(self.ssh, self.target, socket, "check")
         try:
             result = await _run(argv, timeout=3.0)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return False
         return result.exit_status == 0
 
@@ -259,7 +259,7 @@ class OpenSSHTransport:
             )
         try:
             code = await asyncio.wait_for(proc.wait(), self.connect_timeout)
-        except (TimeoutError, asyncio.CancelledError) as exc:
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
@@ -281,7 +281,7 @@ class OpenSSHTransport:
         if master is None or not master.owned:
             return
         if os.path.exists(master.socket):
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await _run(
                     sshargs.control_argv(self.ssh, self.target, master.socket, "exit"),
                     timeout=5.0,

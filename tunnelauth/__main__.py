@@ -1,0 +1,5 @@
+"""``python -m tunnelauth``."""
+
+from tunnelauth.entry import main
+
+raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""The only module that imports rich: a live status on a terminal, plain lines elsewhere.
+
+Everything goes to stderr; stdout stays free for machine-readable output.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.spinner import Spinner
+from rich.text import Text
+
+from tunnelauth.report import Stage
+
+
+class ConsoleReporter:
+    """Human output: a live status line on a terminal, plain lines when stderr is not one."""
+
+    def __init__(self, *, verbosity: int = 0, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self.verbosity = verbosity
+        self.started = time.monotonic()
+        self._stage = Stage.CONNECTING
+        self._detail = ""
+        self._live: Live | None = None
+        if self.console.is_terminal and verbosity >= 0:
+            self._live = Live(
+                self, console=self.console, refresh_per_second=8, transient=True, redirect_stderr=False
+            )
+            self._live.start()
+
+    def __rich__(self) -> RenderableType:
+        elapsed = time.monotonic() - self.started
+        label = Text.assemble(
+            (f" {self._stage.value}", "bold cyan"),
+            (f" {self._detail}" if self._detail else "", "cyan"),
+            (f"  {elapsed:4.1f}s", "dim"),
+        )
+        return Group(Spinner("dots", text=label))
+
+    # -- Reporter ------------------------------------------------------------------------
+
+    def stage(self, stage: Stage, detail: str = "") -> None:
+        """Update the live status (plain mode prints a line per stage with -v)."""
+        self._stage, self._detail = stage, detail
+        if self._live is None and self.verbosity > 0:
+            self._line(f"[{stage.value}] {detail}".rstrip(), "cyan")
+
+    def remote_line(self, text: str) -> None:
+        """Remote output, dimmed."""
+        if self.verbosity >= 0 and text.strip():
+            self._line(f"  │ {text}", "dim")
+
+    def info(self, message: str) -> None:
+        """A notable step."""
+        if self.verbosity >= 0:
+            self._line(message)
+
+    def debug(self, message: str) -> None:
+        """Shown with -v."""
+        if self.verbosity > 0:
+            self._line(f"· {message}", "dim cyan")
+
+    def warn(self, message: str) -> None:
+        """Shown even with -q."""
+        self._line(f"! {message}", "yellow")
+
+    def open_url(self, url: str, host: str, how: str, *, unusual_host: bool) -> None:
+        """Say which page opens (its host prominently); print it when the user must open it."""
+        if unusual_host:
+            self.warn(f"the login page is on {host}, not the provider's usual host: check it")
+        if how == "printed":
+            self.console.print(
+                Panel(
+                    Text(url, style="bold"),
+                    title=f"open this page in a browser on this machine ({host})",
+                    border_style="green",
+                )
+            )
+        elif self.verbosity >= 0:
+            self._line(f"opened the login page on {host} in the browser", "green")
+            if self.verbosity > 0:
+                self._line(f"  {url}", "dim")
+
+    def device_code(self, url: str, code: str | None) -> None:
+        """Show the code big: the user types it at ``url``."""
+        body = Text.assemble(
+            ("enter this code: ", ""), (code or "(none shown)", "bold reverse"), f"\nat {url}"
+        )
+        self.console.print(Panel(body, title="device login", border_style="magenta"))
+
+    def prompt(self, text: str, secret: bool) -> None:
+        """Pause the live display so the user can answer the remote."""
+        self._pause()
+        kind = "it will not be shown or logged" if secret else "press Enter to send"
+        self.console.print(Text.assemble(("remote asks: ", "bold"), text, (f"  ({kind})", "dim")))
+
+    def prompt_done(self) -> None:
+        """Resume the live display."""
+        self._resume()
+
+    def finish(self, ok: bool, message: str, hint: str | None, last_lines: list[str]) -> None:
+        """The final verdict."""
+        self.close()
+        if not ok and last_lines:
+            self.console.print(Text("last lines from the remote:", style="dim"))
+            for line in last_lines:
+                self.console.print(Text(f"  │ {line}", style="dim"))
+        if ok:
+            if self.verbosity >= 0:
+                self.console.print(Text(f"✓ {message}", style="bold green"))
+        else:
+            self.console.print(Text(f"✗ {message}", style="bold red"))
+        if hint:
+            self.console.print(Text(f"  {hint}", style="yellow"))
+
+    def close(self) -> None:
+        """Stop the live display."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _line(self, message: str, style: str = "") -> None:
+        self.console.print(Text(message, style=style))
+
+    def _pause(self) -> None:
+        if self._live is not None and self._live.is_started:
+            self._live.stop()
+
+    def _resume(self) -> None:
+        if self._live is not None and not self._live.is_started:
+            self._live.start()

@@ -1,0 +1,68 @@
+"""What the flow tells the user: a small protocol the renderers implement (no rich import here)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Protocol
+
+
+class Stage(str, Enum):
+    """The stages a login goes through, shown in the live status."""
+
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    LISTENING = "listening"
+    WAITING_BROWSER = "waiting for the browser"
+    WAITING_APPROVAL = "waiting for approval"
+    PROMPT = "waiting for your input"
+    FINISHING = "finishing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Reporter(Protocol):
+    """Receives what happens during a run; implementations decide how it looks."""
+
+    def stage(self, stage: Stage, detail: str = "") -> None:
+        """The run entered ``stage``."""
+        ...
+
+    def remote_line(self, text: str) -> None:
+        """A sanitized line of remote output."""
+        ...
+
+    def info(self, message: str) -> None:
+        """A notable step (shown unless quiet)."""
+        ...
+
+    def debug(self, message: str) -> None:
+        """Detail shown with -v only."""
+        ...
+
+    def warn(self, message: str) -> None:
+        """Something the user should look at, even when quiet."""
+        ...
+
+    def open_url(self, url: str, host: str, how: str, *, unusual_host: bool) -> None:
+        """The authorize / verification URL and how it was opened (``printed`` = by the user)."""
+        ...
+
+    def device_code(self, url: str, code: str | None) -> None:
+        """A device code to enter at ``url``."""
+        ...
+
+    def prompt(self, text: str, secret: bool) -> None:
+        """The remote waits for a line; the user's next line goes to it."""
+        ...
+
+    def prompt_done(self) -> None:
+        """The remote prompt was answered."""
+        ...
+
+    def finish(self, ok: bool, message: str, hint: str | None, last_lines: list[str]) -> None:
+        """The run ended; ``last_lines`` are the remote's last lines on failure."""
+        ...
+
+    def close(self) -> None:
+        """Stop any live display and restore the terminal."""
+        ...
