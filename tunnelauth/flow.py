@@ -1,0 +1,372 @@
+"""The orchestrator: the only module that decides. Transports move bytes; the watcher reads text.
+
+One run: connect once, start the remote login with a PTY, turn its output into events, and act
+on them (listen on the callback port, open the browser, relay a prompt answer), then tear
+everything down in reverse order and return, or raise the error that names the exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from urllib.parse import urlsplit
+
+from tunnelauth.browser import BrowserLauncher, is_safe_browser_url
+from tunnelauth.errors import (
+    CommandNotFoundError,
+    Interrupted,
+    LoginFailedError,
+    SSHError,
+    TimedOutError,
+    TunnelauthError,
+)
+from tunnelauth.events import (
+    AuthorizeUrl,
+    Callback,
+    DeviceCode,
+    Event,
+    Outcome,
+    Prompt,
+    RemoteLine,
+    Status,
+)
+from tunnelauth.listener import CallbackListener, ListenerEvent
+from tunnelauth.providers import PROVIDERS
+from tunnelauth.remote import NOT_FOUND_MARKER, remote_command
+from tunnelauth.report import Reporter, Stage
+from tunnelauth.sanitize import redact
+from tunnelauth.settings import Settings
+from tunnelauth.transports.base import RemoteProcess, Transport
+from tunnelauth.watch import Watcher
+
+IDLE_WINDOW = 0.3  # seconds of silence after which a partial line counts as a prompt
+EXIT_WAIT = 15.0  # how long the remote may take to exit after its output ended
+LAST_LINES = 12  # remote lines shown with a failure
+BROWSER_GRACE = 5.0  # how long a --browser-cmd may keep running after the login ended
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _is_loopback_url(url: str) -> bool:
+    """Whether ``url`` points at a loopback host (its port is then the laptop port)."""
+    try:
+        return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
+    except ValueError:
+        return False
+
+
+class Login:
+    """One login in progress: state read from events and the resources it opened."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        reporter: Reporter,
+        browser: BrowserLauncher,
+        stack: AsyncExitStack,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.reporter = reporter
+        self.browser = browser
+        self.stack = stack
+        self.watcher = Watcher()
+        self.process: RemoteProcess | None = None
+        self.listener: CallbackListener | None = None
+        self.listen_source = ""
+        self.remote_host = "127.0.0.1"
+        self.remote_port: int | None = None
+        self.authorize: AuthorizeUrl | None = None
+        self.opened: set[str] = set()
+        self.status: Status | None = None
+        self.prompt: Prompt | None = None
+        self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
+        usual = PROVIDERS[settings.provider].usual_hosts if settings.provider else ()
+        self.usual_hosts = usual
+
+    # -- the main loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start the remote command, follow its output to the end, and judge the result."""
+        command = remote_command(self.settings.program, self.settings.args)
+        self.reporter.stage(Stage.RUNNING, self._display_command())
+        self.process = await self.transport.start(command)
+        self.stack.push_async_callback(self.process.close)
+        self.stack.push_async_callback(self._close_listener)
+        self._watch_stdin()
+        await self._follow(self.process)
+        exit_status = await self._wait_exit(self.process)
+        self._judge(exit_status)
+
+    async def _follow(self, process: RemoteProcess) -> None:
+        """Feed remote output to the watcher until it ends; idle silence may reveal a prompt."""
+        while True:
+            try:
+                chunk = await asyncio.wait_for(process.read(), IDLE_WINDOW)
+            except asyncio.TimeoutError:
+                await self._handle_all(self.watcher.idle())
+                await self._maybe_open_browser(idle=True)
+                continue
+            if not chunk:
+                await self._handle_all(self.watcher.close())
+                return
+            await self._handle_all(self.watcher.feed(chunk))
+
+    async def _wait_exit(self, process: RemoteProcess) -> int | None:
+        """The remote exit status once its output ended."""
+        try:
+            return await asyncio.wait_for(process.wait(), EXIT_WAIT)
+        except asyncio.TimeoutError:
+            return None
+
+    def _judge(self, exit_status: int | None) -> None:
+        """Decide the outcome from the status line and the exit status; raise on failure."""
+        status, lines = self.status, list(self.last_lines)
+        missing = status is not None and status.outcome is Outcome.NOT_FOUND
+        if missing or (exit_status == 127 and any(NOT_FOUND_MARKER in line for line in lines)):
+            raise CommandNotFoundError(
+                f"{self.settings.program!r} was not found on {self.settings.target.host}",
+                hint="install it there, or name its path with --hermes PATH "
+                "(a leading ~ is expanded on the remote)",
+            )
+        if exit_status is None and self.status is None:
+            raise SSHError(
+                f"the connection to {self.settings.target.host} ended before the login finished",
+                host=self.settings.target.host,
+                hint="the remote login is left to end by its own timeout",
+            )
+        if status is not None and status.outcome is Outcome.TIMED_OUT:
+            raise TimedOutError(f"the remote login timed out: {status.line.strip()}")
+        if status is not None and status.outcome is Outcome.FAILED:
+            raise LoginFailedError(
+                f"the remote login failed: {status.line.strip()}",
+                exit_status=exit_status,
+                last_lines=lines,
+            )
+        if exit_status != 0:
+            why = f"exited with status {exit_status}" if exit_status is not None else "was cut off"
+            said = " after printing its success line" if status is not None else ""
+            raise LoginFailedError(
+                f"the remote login {why}{said}", exit_status=exit_status, last_lines=lines
+            )
+
+    # -- events --------------------------------------------------------------------------
+
+    async def _handle_all(self, events: list[Event]) -> None:
+        for event in events:
+            await self._handle(event)
+
+    async def _handle(self, event: Event) -> None:
+        if isinstance(event, RemoteLine):
+            if event.text.strip():
+                self.last_lines.append(self._redacted(event.text))
+            self.reporter.remote_line(self._redacted(event.text))
+            if self.prompt is not None:
+                self.prompt = None
+                self.reporter.prompt_done()
+        elif isinstance(event, Callback):
+            await self._on_callback(event)
+        elif isinstance(event, AuthorizeUrl):
+            self.authorize = event
+            await self._maybe_open_browser(idle=False)
+        elif isinstance(event, DeviceCode):
+            await self._on_device_code(event)
+        elif isinstance(event, Prompt):
+            self._on_prompt(event)
+        elif isinstance(event, Status):
+            self._on_status(event)
+
+    async def _on_callback(self, event: Callback) -> None:
+        """Listen on the redirect URI's port on the laptop; carry to the remote's listener."""
+        self.remote_port = event.port
+        self.remote_host = event.host  # "localhost" is resolved by the remote sshd
+        if self.listener is not None:
+            if self.listener.port == event.port:
+                return
+            if event.source == "announcement" and self.listen_source == "redirect_uri":
+                # The redirect URI fixes the laptop port; a later announcement only moves the
+                # remote end (hermes prints the port it really bound).
+                self.reporter.debug(f"remote listener moved to port {event.port}")
+                return
+            await self._close_listener()
+        self.listener = await CallbackListener.open(
+            host=event.host,
+            port=event.port,
+            path=event.path,
+            open_channel=self._open_channel,
+            on_event=self._on_listener_event,
+        )
+        self.listen_source = event.source
+        self.reporter.stage(Stage.LISTENING, f"127.0.0.1:{event.port} → remote port {event.port}")
+        await self._maybe_open_browser(idle=False)
+
+    async def _open_channel(self) -> object:
+        assert self.remote_port is not None
+        return await self.transport.open_channel(self.remote_host, self.remote_port)
+
+    def _on_listener_event(self, event: ListenerEvent) -> None:
+        self.reporter.debug(f"browser: {event.kind} {event.path} {event.detail}".rstrip())
+        if event.kind == "refused":
+            self.reporter.warn(f"the SSH server refused the tunnel: {event.detail}")
+
+    async def _close_listener(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            await listener.close()
+
+    async def _maybe_open_browser(self, *, idle: bool) -> None:
+        """Open the authorize URL once the laptop end is ready for its redirect."""
+        auth = self.authorize
+        if auth is None or auth.url in self.opened:
+            return
+        redirect = auth.redirect_uri
+        needs_listener = _is_loopback_url(auth.url) or (
+            redirect is not None and _is_loopback_url(redirect)
+        )
+        if needs_listener and self.listener is None:
+            return
+        if not needs_listener and redirect is None and self.listener is None and not idle:
+            return  # a callback announcement may still follow the URL
+        await self._open(auth.url, auth.host)
+        self.reporter.stage(Stage.WAITING_BROWSER)
+
+    async def _on_device_code(self, event: DeviceCode) -> None:
+        if event.url not in self.opened:
+            await self._open(event.url, urlsplit(event.url).hostname or "")
+        self.reporter.device_code(event.url, event.code)
+        self.reporter.stage(Stage.WAITING_APPROVAL)
+
+    async def _open(self, url: str, host: str) -> None:
+        self.opened.add(url)
+        if not is_safe_browser_url(url):
+            self.reporter.warn(f"not opening an unsafe URL from the remote: {url[:200]!r}")
+            return
+        unusual = bool(self.usual_hosts) and not any(
+            host == h or host.endswith("." + h) for h in self.usual_hosts
+        )
+        how = "printed" if self.settings.no_browser else await self.browser.open(url)
+        self.reporter.open_url(url, host, how, unusual_host=unusual and not _is_loopback_url(url))
+
+    def _on_prompt(self, event: Prompt) -> None:
+        self.prompt = event
+        if self.listener is not None and event.kind.value == "paste":
+            self.reporter.debug("the remote also accepts a pasted redirect URL")
+            return
+        self.reporter.prompt(event.text, event.kind.is_secret)
+        self.reporter.stage(Stage.PROMPT)
+
+    def _on_status(self, event: Status) -> None:
+        if self.status is None or event.outcome is not Outcome.SUCCEEDED:
+            self.status = event
+        if event.outcome is Outcome.SUCCEEDED and self.listener is not None:
+            self.listener.stop_carrying()
+        self.reporter.stage(Stage.FINISHING, event.line.strip())
+
+    # -- the user's keyboard -------------------------------------------------------------
+
+    def _watch_stdin(self) -> None:
+        """Relay the user's lines to a remote prompt (only while one is showing)."""
+        if self.settings.batch or not sys.stdin.isatty():
+            return
+        loop = asyncio.get_running_loop()
+        fd = sys.stdin.fileno()
+        loop.add_reader(fd, self._on_stdin, fd)
+        self.stack.callback(loop.remove_reader, fd)
+
+    def _on_stdin(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 8192)
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(fd)
+            return
+        if self.prompt is None or self.process is None:
+            self.reporter.warn("not sent: the remote is not asking for input right now")
+            return
+        self.process.write(data.rstrip(b"\r\n") + b"\r")
+        self.prompt = None
+        self.reporter.prompt_done()
+
+    # -- display helpers -----------------------------------------------------------------
+
+    def _redacted(self, text: str) -> str:
+        return text if self.settings.show_secrets else redact(text)
+
+    def _display_command(self) -> str:
+        return " ".join([os.path.basename(self.settings.program), *self.settings.args])
+
+
+def make_transport(settings: Settings) -> Transport:
+    """The transport the settings ask for (``auto`` = OpenSSH)."""
+    from tunnelauth.transports.openssh import OpenSSHTransport
+
+    return OpenSSHTransport(
+        settings.target, connect_timeout=settings.connect_timeout, batch=settings.batch
+    )
+
+
+async def login(
+    settings: Settings,
+    reporter: Reporter,
+    *,
+    transport_factory: Callable[[Settings], Transport] = make_transport,
+) -> None:
+    """Run one login to its end; raises a TunnelauthError naming the exit status on failure."""
+    started = time.monotonic()
+    async with AsyncExitStack() as stack:
+        transport = transport_factory(settings)
+        reporter.stage(Stage.CONNECTING, settings.target.host)
+        stack.push_async_callback(transport.close)
+        await transport.connect()
+        reporter.debug(f"connected with {transport.name} in {time.monotonic() - started:.2f} s")
+        browser = BrowserLauncher(command=settings.browser_cmd)
+        stack.push_async_callback(browser.close, BROWSER_GRACE)
+        flow = Login(settings, transport, reporter, browser, stack)
+        try:
+            await asyncio.wait_for(flow.run(), settings.timeout)
+        except asyncio.TimeoutError:
+            raise TimedOutError(
+                f"the login did not finish within {settings.timeout:g} s",
+                hint="raise --timeout if the provider needs longer",
+            ) from None
+
+
+def run(settings: Settings, reporter: Reporter) -> None:
+    """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            if not received:
+                received.append(signum)
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await login(settings, reporter)
+        except asyncio.CancelledError:
+            if received:
+                name = signal.Signals(received[0]).name
+                raise Interrupted(f"interrupted by {name}; everything was closed") from None
+            raise
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; everything was closed") from None
+    except TunnelauthError:
+        raise
