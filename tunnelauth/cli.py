@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -30,19 +30,19 @@ from tunnelauth.status import ExitStatus
 
 # Options shared by every login command: (parameter name, flags, type, help, takes a value).
 _OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
-    ("jump", ("-J", "--jump"), Optional[list[str]], "Jump host(s), comma list; repeatable.", True),
-    ("ssh_config", ("-F", "--ssh-config"), Optional[Path], "ssh config file to use.", True),
-    ("identity", ("-i", "--identity"), Optional[list[Path]], "Identity (key) file.", True),
-    ("port", ("-p", "--port"), Optional[int], "SSH port of the host.", True),
-    ("login", ("-l", "--login"), Optional[str], "SSH user name.", True),
-    ("ssh_option", ("-o", "--ssh-option"), Optional[list[str]], "ssh -o option; repeatable.", True),
-    ("hermes", ("--hermes",), Optional[str], "Remote hermes binary (~ expands remotely).", True),
-    ("profile", ("--profile",), Optional[str], "hermes profile (hermes -p NAME).", True),
-    ("timeout", ("--timeout",), Optional[float], "Overall deadline in seconds.", True),
-    ("connect_timeout", ("--connect-timeout",), Optional[float], "SSH connect deadline.", True),
-    ("browser_cmd", ("--browser-cmd",), Optional[str], "Browser command; {url} = the URL.", True),
-    ("backend", ("--backend",), Optional[str], "SSH backend: " + "|".join(BACKENDS), True),
-    ("config", ("--config",), Optional[Path], "tunnelauth config file (TOML).", True),
+    ("jump", ("-J", "--jump"), list[str] | None, "Jump host(s), comma list; repeatable.", True),
+    ("ssh_config", ("-F", "--ssh-config"), Path | None, "ssh config file to use.", True),
+    ("identity", ("-i", "--identity"), list[Path] | None, "Identity (key) file.", True),
+    ("port", ("-p", "--port"), int | None, "SSH port of the host.", True),
+    ("login", ("-l", "--login"), str | None, "SSH user name.", True),
+    ("ssh_option", ("-o", "--ssh-option"), list[str] | None, "ssh -o option; repeatable.", True),
+    ("hermes", ("--hermes",), str | None, "Remote hermes binary (~ expands remotely).", True),
+    ("profile", ("--profile",), str | None, "hermes profile (hermes -p NAME).", True),
+    ("timeout", ("--timeout",), float | None, "Overall deadline in seconds.", True),
+    ("connect_timeout", ("--connect-timeout",), float | None, "SSH connect deadline.", True),
+    ("browser_cmd", ("--browser-cmd",), str | None, "Browser command; {url} = the URL.", True),
+    ("backend", ("--backend",), str | None, "SSH backend: " + "|".join(BACKENDS), True),
+    ("config", ("--config",), Path | None, "tunnelauth config file (TOML).", True),
     ("no_browser", ("--no-browser",), bool, "Print the URL instead of opening a browser.", False),
     ("batch", ("--batch",), bool, "Never prompt (automatic without a TTY or with CI set).", False),
     ("show_secrets", ("--show-secrets",), bool, "Do not redact codes in output.", False),
@@ -50,10 +50,28 @@ _OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
     ("verbose", ("-v", "--verbose"), int, "More detail (repeatable).", False),
 )
 
+_METAVARS = {
+    "jump": "HOST",
+    "ssh_config": "FILE",
+    "identity": "FILE",
+    "port": "PORT",
+    "login": "USER",
+    "ssh_option": "OPTION",
+    "hermes": "PATH",
+    "profile": "NAME",
+    "timeout": "SECONDS",
+    "connect_timeout": "SECONDS",
+    "browser_cmd": "CMD",
+    "backend": "NAME",
+    "config": "FILE",
+}
+
 _VALUE_FLAGS = {flag for _, flags, _, _, takes in _OPTION_SPECS if takes for flag in flags}
 _BOOL_FLAGS = {flag for _, flags, _, _, takes in _OPTION_SPECS if not takes for flag in flags}
 
-HostArg = Annotated[Optional[str], typer.Argument(help="SSH destination ([user@]host or alias).")]
+HostArg = Annotated[
+    str | None, typer.Argument(help="SSH destination ([user@]host or alias).", metavar="HOST")
+]
 
 
 def _common_parameters() -> list[inspect.Parameter]:
@@ -63,11 +81,16 @@ def _common_parameters() -> list[inspect.Parameter]:
             option = typer.Option(*flags, help=help_text, count=True)
             default: Any = 0
         else:
-            option = typer.Option(*flags, help=help_text, show_default=False)
+            option = typer.Option(
+                *flags, help=help_text, show_default=False, metavar=_METAVARS.get(name)
+            )
             default = False if kind is bool else None
         params.append(
             inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=Annotated[kind, option],
             )
         )
     return params
@@ -92,7 +115,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show version.")
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show version."),
     ] = False,
 ) -> None:
     """tunnelauth: one command to log a remote CLI in through SSH."""
@@ -120,7 +144,9 @@ for _name, _spec in PROVIDERS.items():
         _server = inspect.Parameter(
             "server",
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            annotation=Annotated[str, typer.Argument(help="MCP server name from hermes config.")],
+            annotation=Annotated[
+                str, typer.Argument(help="MCP server name from hermes config.", metavar="NAME")
+            ],
         )
         _register("mcp", "Log in an MCP server: hermes mcp login NAME.", [_server, _host_param()])
     else:
@@ -306,11 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitStatus.INTERRUPTED)
     except KeyboardInterrupt:
         return int(ExitStatus.INTERRUPTED)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        # click's usage errors (typer may vendor click, so match by behaviour, not by class).
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
             return int(ExitStatus.USAGE)
         raise
     return int(ExitStatus.OK)

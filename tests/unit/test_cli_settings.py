@@ -1,0 +1,95 @@
+"""Command-line parsing: options before or after the subcommand, host fallbacks, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunnelauth.cli import build_settings, main, normalize_argv
+from tunnelauth.errors import UsageError
+from tunnelauth.status import ExitStatus
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No user config or env leaks into these tests."""
+    for var in ("TUNNELAUTH_HOST", "TUNNELAUTH_CONFIG", "TUNNELAUTH_HERMES", "CI"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tmp_path / "config.toml"
+    monkeypatch.setenv("TUNNELAUTH_CONFIG", str(cfg))
+    return cfg
+
+
+def test_options_before_the_subcommand_are_moved_after_it() -> None:
+    args, run = normalize_argv(["--jump", "bastion", "-v", "mcp", "linear", "-F", "cfg"])
+    assert args == ["mcp", "linear", "-F", "cfg", "--jump", "bastion", "-v"]
+    assert run == []
+
+
+def test_run_command_is_split_at_double_dash() -> None:
+    args, run = normalize_argv(["-J", "b", "run", "host", "--", "rclone", "config", "-v"])
+    assert args == ["run", "host", "-J", "b"]
+    assert run == ["rclone", "config", "-v"]
+
+
+def test_host_falls_back_to_env_then_config(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_env.write_text('default_host = "fromfile"\n[hosts.fromfile]\njump = "bastion"\n')
+    settings = build_settings("spotify", {})
+    assert settings.target.host == "fromfile"
+    assert settings.target.jump == ("bastion",)
+    assert settings.sources["host"] == "file"
+    monkeypatch.setenv("TUNNELAUTH_HOST", "fromenv")
+    assert build_settings("spotify", {}).target.host == "fromenv"
+    assert build_settings("spotify", {"host": "flag"}).target.host == "flag"
+
+
+def test_no_host_anywhere_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        build_settings("xai", {})
+
+
+def test_provider_maps_to_the_real_remote_command() -> None:
+    s = build_settings("spotify", {"host": "h"})
+    assert (s.program, s.args) == ("hermes", ("auth", "spotify", "login", "--no-browser"))
+    s = build_settings("mcp", {"host": "h", "server": "linear", "profile": "work"})
+    assert s.args == ("-p", "work", "mcp", "login", "linear")
+    s = build_settings("xai", {"host": "h", "hermes": "~/venv/bin/hermes"})
+    assert s.program == "~/venv/bin/hermes"
+    assert s.args == ("auth", "add", "xai-oauth", "--no-browser")
+
+
+def test_jump_lists_are_split_and_validated() -> None:
+    s = build_settings("nous", {"host": "h", "jump": ["a,b", "c"]})
+    assert s.target.jump == ("a", "b", "c")
+    with pytest.raises(UsageError):
+        build_settings("nous", {"host": "h", "jump": ["-oProxyCommand=x"]})
+
+
+@pytest.mark.parametrize("bad", ["../x", "a b", "x;rm", "-rf", "$(id)", ""])
+def test_unsafe_names_are_refused(bad: str) -> None:
+    with pytest.raises(UsageError):
+        build_settings("mcp", {"host": "h", "server": bad})
+
+
+def test_hosts_that_look_like_options_are_refused() -> None:
+    with pytest.raises(UsageError):
+        build_settings("xai", {"host": "-oProxyCommand=touch /tmp/x"})
+
+
+def test_cli_reports_usage_errors_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mcp", "bad name!", "host"]) == ExitStatus.USAGE
+    assert "invalid MCP server name" in capsys.readouterr().err
+    assert main(["run", "host"]) == ExitStatus.USAGE
+    assert main(["nosuchcommand"]) == ExitStatus.USAGE
+
+
+def test_version_and_providers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert "tunnelauth" in capsys.readouterr().out
+    assert main(["providers"]) == 0
+    out = capsys.readouterr().out
+    assert "hermes auth spotify login --no-browser" in out
+    assert "hermes mcp login NAME" in out

@@ -1,0 +1,94 @@
+"""The remote wrapper command, run for real by local shells with a fake HOME."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tunnelauth.providers import hermes_args
+from tunnelauth.remote import NOT_FOUND_MARKER, remote_command
+
+SHELLS = [s for s in ("sh", "bash", "dash", "zsh") if shutil.which(s)]
+
+ECHO_ARGV = """#!/usr/bin/env python3
+import json, os, sys
+out = os.environ["ARGV_OUT"]
+with open(out, "w") as fh:
+    json.dump({"argv": sys.argv[1:], "unbuffered": os.environ.get("PYTHONUNBUFFERED")}, fh)
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fake remote home with a program in ~/.local/bin only (not on PATH)."""
+    bindir = tmp_path / "home" / ".local" / "bin"
+    bindir.mkdir(parents=True)
+    prog = bindir / "hermes"
+    prog.write_text(ECHO_ARGV)
+    prog.chmod(0o755)
+    return tmp_path / "home"
+
+
+def _run(shell: str, command: str, home: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")}
+    return subprocess.run(
+        [shell, "-c", command], env=env, capture_output=True, text=True, timeout=20, check=False
+    )
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_finds_hermes_outside_path_and_passes_arguments_verbatim(
+    shell: str, home: Path, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    nasty = [f"$(touch {canary})", f"; touch {canary}", 'it\'s "quoted"', "a b", "`id`", ""]
+    result = _run(shell, remote_command("hermes", ["mcp", "login", *nasty]), home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "argv.json").read_text())
+    assert data["argv"] == ["mcp", "login", *nasty]
+    assert data["unbuffered"] == "1"
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_tilde_path_is_expanded_on_the_remote(shell: str, home: Path, tmp_path: Path) -> None:
+    result = _run(shell, remote_command("~/.local/bin/hermes", ["--version"]), home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "argv.json").read_text())["argv"] == ["--version"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_missing_program_prints_marker_and_exits_127(
+    shell: str, home: Path, tmp_path: Path
+) -> None:
+    result = _run(shell, remote_command("nosuchcli", ["login"]), home, tmp_path)
+    assert result.returncode == 127
+    assert f"{NOT_FOUND_MARKER} nosuchcli" in result.stdout
+
+
+def test_program_with_a_slash_must_be_executable(home: Path, tmp_path: Path) -> None:
+    result = _run("sh", remote_command("/nonexistent/hermes", []), home, tmp_path)
+    assert result.returncode == 127
+    assert NOT_FOUND_MARKER in result.stdout
+
+
+def test_nul_bytes_are_refused() -> None:
+    with pytest.raises(ValueError):
+        remote_command("hermes", ["a\0b"])
+
+
+def test_profile_and_server_names_reach_hermes_as_arguments(home: Path, tmp_path: Path) -> None:
+    args = hermes_args("mcp", name="linear", profile="work")
+    result = _run("sh", remote_command("hermes", args), home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "argv.json").read_text())["argv"] == [
+        "-p",
+        "work",
+        "mcp",
+        "login",
+        "linear",
+    ]
