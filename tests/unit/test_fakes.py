@@ -485,6 +485,16 @@ def test_spotify_port_taken(spawn: Any, home: Path) -> None:
             "127.0.0.1:43827: [Errno 98] Address already in use") in s.transcript()
 
 
+def test_spotify_bind_busy_mode(spawn: Any, home: Path, provider: Provider) -> None:
+    """``bind_busy`` prints the bind failure without touching the port (legacy wording)."""
+    configure(home, provider, mode="bind_busy", version="legacy")
+    s = spawn(["auth", "spotify", "login", "--no-browser"], home, env_for(home))
+    assert s.finish() == 1
+    assert s.transcript().endswith("Could not bind callback server on 127.0.0.1:43827: "
+                                   "[Errno 98] Address already in use\n")
+    assert record(home, "spotify")["port"] is None
+
+
 def test_spotify_asks_for_client_id_then_crash_mode(
     spawn: Any, home: Path, provider: Provider
 ) -> None:
@@ -745,10 +755,9 @@ def test_profile_switches_home(home: Path) -> None:
 # -- loopback-cli ---------------------------------------------------------------------------
 
 
-def test_loopback_cli_plain(spawn: Any, provider: Provider) -> None:
-    """Authorize URL, the plugin-style waiting line, then success."""
-    env = env_for(Path("/nonexistent"), SSL_CERT_FILE=str(provider.ca))
-    s = spawn(["--provider", provider.base], None, env, program=LOOPBACK_CLI)
+def test_loopback_cli_plain(spawn: Any, home: Path, provider: Provider) -> None:
+    """Provider and CA from fake.json; authorize URL, the plugin-style waiting line, success."""
+    s = spawn([], None, env_for(home), program=LOOPBACK_CLI)
     s.expect_exact("Open this URL:")
     url = s.expect(URL_RE)
     waiting = s.expect(re.compile(r"Waiting for callback on http://127\.0\.0\.1:\d+/callback "
