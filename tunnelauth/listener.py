@@ -227,6 +227,8 @@ class CallbackListener:
         if exc.errno == errno.EADDRINUSE:
             holder = await asyncio.to_thread(ports.who_holds, self.port) or ""
             who = holder or "another program (it could not be identified)"
+            if not holder and await asyncio.to_thread(ports.closing_on, self.port):
+                who = "connections of an earlier program that are still closing (TIME_WAIT)"
             return PortUnavailableError(
                 f"port {self.port} is already in use on {where} by {who}",
                 port=self.port,
@@ -335,14 +337,14 @@ class CallbackListener:
                     self._emit(ListenerEvent("carry_failed", redacted, 502, "no answer"))
                     writer.write(local_response(502, *_NO_ANSWER_PAGE, request.method))
                 return
-            status = response_status(first)
+            # Counted at the first answer byte: the remote has the request and answered it.
+            self.carried += 1
+            self._emit(ListenerEvent("request_carried", redacted, response_status(first)))
             chunk = first
             while chunk:
                 writer.write(chunk)
                 await asyncio.wait_for(writer.drain(), self._response_timeout)
                 chunk = await asyncio.wait_for(channel.reader.read(_CHUNK), self._response_timeout)
-            self.carried += 1
-            self._emit(ListenerEvent("request_carried", redacted, status))
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
             why = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
             self._emit(ListenerEvent("carry_failed", redacted, None, why or type(exc).__name__))

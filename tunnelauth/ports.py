@@ -85,6 +85,19 @@ def who_holds(port: int) -> str | None:
     return None
 
 
+def closing_on(port: int) -> bool:
+    """Whether connections on local ``port`` sit in TIME_WAIT (they block a bind for a minute)."""
+    import psutil
+
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return False
+    return any(
+        c.status == psutil.CONN_TIME_WAIT and c.laddr and c.laddr.port == port for c in connections
+    )
+
+
 def _listener_from_psutil(port: int) -> tuple[bool, int | None]:
     """(a listener was seen, its pid if visible) according to psutil."""
     import psutil  # imported late: only needed when a port is actually taken
