@@ -288,8 +288,9 @@ class CallbackListener:
                 read_request(reader, max_head=self._max_head, max_body=self._max_body),
                 self._request_timeout,
             )
-        except asyncio.TimeoutError:
-            # A preconnect that never sent anything: close quietly, it was never a request.
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            # A preconnect that never sent anything, or a browser that went away mid-request:
+            # nothing was carried, so there is nothing to report.
             await self._finish(reader, writer)
             return
         except LocalAnswer as answer:

@@ -22,7 +22,12 @@ from tunnelauth.transports.base import Channel
 
 SECRET = "s3cr3t-one-time-code"
 DEADLINE = 30.0
-HERMES_PAGE = b"<html><body>" + b"x" * 200_000 + b"<p id=done>Authenticated</p></body></html>"
+# The image makes a real browser send a second request to the port after the callback.
+HERMES_PAGE = (
+    b"<html><body><img src=/favicon.ico>"
+    + b"x" * 200_000
+    + b"<p id=done>Authenticated</p></body></html>"
+)
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
@@ -354,6 +359,7 @@ def test_chromium_gets_the_whole_http10_page_and_the_remote_one_request(tmp_path
                     await proc.wait()
             assert b"Authenticated" in dom
             assert listener.carried == 1
+            assert listener.answered_locally >= 1 and listener.refused == 0
         assert remote.connections == 1 and len(remote.requests) == 1
         assert remote.requests[0].startswith(f"GET {CALLBACK} HTTP/1.1\r\n".encode())
 
