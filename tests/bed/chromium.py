@@ -40,18 +40,22 @@ BASE_FLAGS = (
 
 def resolver_rules(idp_ip: str) -> str:
     """Map idp.test to the bed, every other name to NOTFOUND, loopback untouched."""
-    return (f"MAP idp.test {idp_ip} , MAP * ~NOTFOUND , "
-            "EXCLUDE 127.0.0.1, EXCLUDE localhost, EXCLUDE ::1")
+    return (
+        f"MAP idp.test {idp_ip} , MAP * ~NOTFOUND , "
+        "EXCLUDE 127.0.0.1, EXCLUDE localhost, EXCLUDE ::1"
+    )
 
 
 def chromium_argv(url: str, *, idp_ip: str, profile_dir: Path | str) -> list[str]:
     """The full Chromium command line for dumping one URL's DOM."""
     return [
-        CHROMIUM, *BASE_FLAGS,
+        CHROMIUM,
+        *BASE_FLAGS,
         f"--host-resolver-rules={resolver_rules(idp_ip)}",
         "--ignore-certificate-errors",
         f"--user-data-dir={profile_dir}",
-        "--dump-dom", url,
+        "--dump-dom",
+        url,
     ]
 
 
@@ -66,10 +70,12 @@ class BrowserResult:
     timed_out: bool
 
 
-def _prctl(option: int, value: int) -> None:
-    """Call prctl(2); failures are ignored (only a nicety)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+def _prctl(option: int, value: int) -> bool:
+    """Call prctl(2); True if it worked (failure only loses a nicety)."""
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _child_setup() -> None:
@@ -90,32 +96,43 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _reap_children() -> None:
-    """Collect every exited child (we are a subreaper, so orphans come to us)."""
+def _reap_children() -> bool:
+    """Collect exited children (orphans come to us as subreaper); True when none are left."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if pid == 0:
-            return
+            return False
 
 
-def _kill_group(pgid: int, timeout: float = 5.0) -> None:
-    """SIGKILL a process group and wait (deadline) until none of it runs."""
+def _kill_group(pgid: int, *, reap_all: bool, timeout: float = 5.0) -> None:
+    """SIGKILL a process group and wait (deadline) until none of it runs.
+
+    With ``reap_all`` (only in the wrapper, a subreaper with no other children) dead
+    grandchildren are handed to us one by one as their parents exit: keep reaping until
+    we have no children at all, so none is left as a zombie for init.
+    """
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     delay = 0.002
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        _reap_children()
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid) and (not reap_all or _reap_children()):
+            return
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-    _reap_children()
 
 
-def run_chromium(url: str, *, idp_ip: str, workdir: Path | str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> BrowserResult:
+def run_chromium(
+    url: str,
+    *,
+    idp_ip: str,
+    workdir: Path | str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    reap_all: bool = False,
+) -> BrowserResult:
     """Dump ``url``'s DOM with a fresh profile; kill the whole group at the deadline."""
     start = time.monotonic()
     if workdir is not None:
@@ -125,20 +142,25 @@ def run_chromium(url: str, *, idp_ip: str, workdir: Path | str | None = None,
     try:
         proc = subprocess.Popen(
             chromium_argv(url, idp_ip=idp_ip, profile_dir=profile),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, errors="replace", start_new_session=True, preexec_fn=_child_setup,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+            preexec_fn=_child_setup,
         )
         timed_out = False
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _kill_group(proc.pid)
+            _kill_group(proc.pid, reap_all=reap_all)
             out, err = proc.communicate()
         return BrowserResult(proc.returncode, out, err, time.monotonic() - start, timed_out)
     finally:
         if proc is not None:
-            _kill_group(proc.pid)
+            _kill_group(proc.pid, reap_all=reap_all)
         shutil.rmtree(profile, ignore_errors=True)
 
 
@@ -168,14 +190,16 @@ def main(argv: Sequence[str]) -> int:
         return 2
     idp_ip, workdir = bed_browser_settings(os.environ)
     timeout = float(os.environ.get("TA_BROWSER_TIMEOUT", DEFAULT_TIMEOUT))
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    result = run_chromium(argv[0], idp_ip=idp_ip, workdir=workdir, timeout=timeout)
+    result = run_chromium(
+        argv[0], idp_ip=idp_ip, workdir=workdir, timeout=timeout, reap_all=subreaper
+    )
     dom_file = os.environ.get("TA_BROWSER_DOM")
     if dom_file:
         _write_atomically(Path(dom_file + ".log"), result.stderr)

@@ -1,0 +1,183 @@
+"""Before/after snapshots of what a bed test could leave behind, and the check that it did not.
+
+Only things that can be ours are looked at: processes descended from this test process
+or naming the bed's temp dir, listeners owned by those, files under the bed's temp dir
+or with tunnelauth's prefix in the system temp dir, and the test user's processes in the
+bed's namespaces. Unrelated processes on the machine are never matched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from tests.bed import netns_pids
+from tests.bed.netbed import Bed
+
+WATCHED_NAMES = {"ssh", "sshd", "tunnelauth"}
+WATCHED_PREFIXES = ("chrom",)  # chromium, chrome_crashpad_handler, ...
+TEMP_PREFIXES = ("tunnelauth-", "chromium-profile-")
+
+
+@dataclass(frozen=True, order=True)
+class Item:
+    """One thing that exists: identity (for comparison) and a description (for the report)."""
+
+    key: tuple[object, ...]
+    desc: str = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What existed at one moment, plus the bed it was taken for."""
+
+    bed: Bed | None
+    processes: frozenset[Item]
+    listeners: frozenset[Item]
+    paths: frozenset[Item]
+    bed_user: frozenset[Item]
+
+    def minus(self, before: Snapshot) -> dict[str, list[Item]]:
+        """What exists now but did not in ``before``, per category (empty ones dropped)."""
+        diff = {
+            "processes": sorted(self.processes - before.processes),
+            "listeners": sorted(self.listeners - before.listeners),
+            "paths": sorted(self.paths - before.paths),
+            "bed user processes": sorted(self.bed_user - before.bed_user),
+        }
+        return {k: v for k, v in diff.items() if v}
+
+
+def _is_watched(name: str, cmdline: list[str]) -> bool:
+    """ssh, sshd, Chromium (and its wrapper) or tunnelauth, judged by name and argv."""
+    if name in WATCHED_NAMES or name.startswith(WATCHED_PREFIXES):
+        return True
+    base = [os.path.basename(arg) for arg in cmdline[:3]]
+    if "tunnelauth" in base or "chromium-browser" in base:
+        return True
+    return any(
+        a == "-m" and b.split(".")[0] == "tunnelauth" for a, b in itertools.pairwise(cmdline)
+    )
+
+
+def _ours(bed: Bed | None) -> dict[int, psutil.Process]:
+    """Live processes that may be ours: descendants, or argv naming the bed's temp dir."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    if bed is not None:
+        marker = str(bed.tmp)
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(marker in arg for arg in proc.info["cmdline"] or ()):
+                found.setdefault(proc.pid, proc)
+    excluded = {me.pid, *(p.pid for p in me.parents())}
+    alive = {}
+    for pid, proc in found.items():
+        with contextlib.suppress(psutil.Error):
+            if pid not in excluded and proc.status() != psutil.STATUS_ZOMBIE:
+                alive[pid] = proc
+    return alive
+
+
+def _describe(proc: psutil.Process) -> str:
+    """pid and argv of a process, for a failure message."""
+    with contextlib.suppress(psutil.Error):
+        return f"pid {proc.pid}: {' '.join(proc.cmdline()) or proc.name()}"
+    return f"pid {proc.pid}: (gone)"
+
+
+def _processes(ours: dict[int, psutil.Process]) -> frozenset[Item]:
+    """The watched kinds among our processes."""
+    items = set()
+    for pid, proc in ours.items():
+        with contextlib.suppress(psutil.Error):
+            if _is_watched(proc.name(), proc.cmdline()):
+                items.add(Item(("proc", pid, proc.create_time()), _describe(proc)))
+    return frozenset(items)
+
+
+def _listeners(ours: dict[int, psutil.Process]) -> frozenset[Item]:
+    """TCP LISTEN sockets in the default namespace held by this process or ours."""
+    owners = {os.getpid(), *ours}
+    items = set()
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in owners and conn.laddr:
+            addr = f"{conn.laddr.ip}:{conn.laddr.port}"
+            owner = "this test process" if conn.pid == os.getpid() else _describe(ours[conn.pid])
+            items.add(Item(("listen", addr, conn.pid), f"{addr} held by {owner}"))
+    return frozenset(items)
+
+
+def _paths(bed: Bed | None) -> frozenset[Item]:
+    """Sockets and tunnelauth/Chromium temp entries under the bed's temp and the system temp."""
+    items = set()
+    system_tmp = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in system_tmp.iterdir():
+            if entry.name.startswith("tunnelauth-"):
+                items.add(Item(("path", str(entry)), str(entry)))
+    if bed is not None:
+        for dirpath, dirnames, filenames in os.walk(bed.tmp):
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(OSError):
+                    is_sock = not os.path.isdir(path) and Path(path).is_socket()
+                    if is_sock or name.startswith(TEMP_PREFIXES):
+                        items.add(Item(("path", path), path + (" (socket)" if is_sock else "")))
+            dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIXES)]
+    return frozenset(items)
+
+
+def _bed_user(bed: Bed | None) -> frozenset[Item]:
+    """The test user's processes in the bed namespaces, its sshd sessions excluded."""
+    if bed is None:
+        return frozenset()
+    items = set()
+    for ns in bed.netns.values():
+        for pid in netns_pids(ns):
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                if (
+                    proc.uids().real == bed.uid
+                    and proc.name() != "sshd"
+                    and proc.status() != psutil.STATUS_ZOMBIE
+                ):
+                    items.add(
+                        Item(("remote", pid, proc.create_time()), f"{_describe(proc)} (in {ns})")
+                    )
+    return frozenset(items)
+
+
+def snapshot(bed: Bed | None = None) -> Snapshot:
+    """Record what exists now (call before the code under test runs)."""
+    ours = _ours(bed)
+    return Snapshot(bed, _processes(ours), _listeners(ours), _paths(bed), _bed_user(bed))
+
+
+def new_since(before: Snapshot) -> dict[str, list[Item]]:
+    """What exists now that did not exist at ``before``."""
+    return snapshot(before.bed).minus(before)
+
+
+def assert_nothing_left(before: Snapshot, timeout: float = 5.0) -> None:
+    """Wait up to ``timeout`` s for new things to go; fail listing whatever remains."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        left = new_since(before)
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            lines = [
+                f"  {kind}:" + "".join(f"\n    {item.desc}" for item in items)
+                for kind, items in left.items()
+            ]
+            raise AssertionError(f"left behind after {timeout}s:\n" + "\n".join(lines))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)

@@ -1,0 +1,104 @@
+"""Shared fixtures: the session-wide network-namespace SSH test bed and the leftovers check.
+
+Policy: the bed needs root, ``ip`` and ``/usr/sbin/sshd``. With ``CI`` set, a missing
+prerequisite or a failed build fails the tests that need the bed; outside CI a missing
+prerequisite skips them with the reason, and a failed build is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # ``tests.bed`` must import the same way under any runner
+    sys.path.insert(0, str(REPO))
+
+from tests.bed import leftovers, netbed, reaper  # noqa: E402
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks for building the bed (empty when it can be built)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    if shutil.which("ip") is None:
+        missing.append("ip (iproute2)")
+    if not os.access(netbed.SSHD, os.X_OK):
+        missing.append(netbed.SSHD)
+    return missing
+
+
+def announce(config: pytest.Config, text: str) -> None:
+    """Show one line on the terminal even while output is captured."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        warnings.warn(text, stacklevel=2)
+        return
+    suspended = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+    with suspended:
+        reporter.write_line(text)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove beds left by killed runs (only those whose owner pid is dead)."""
+    if missing_prerequisites():
+        return
+    for line in reaper.reap():
+        announce(session.config, f"bed reaper: {line}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the bed with ``bed`` (so ``-m 'not bed'`` deselects them)."""
+    for item in items:
+        if "bed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.bed)
+
+
+@pytest.fixture(scope="session")
+def bed(request: pytest.FixtureRequest) -> Iterator[netbed.Bed]:
+    """The laptop → bastion → remote bed, built once per session and always torn down."""
+    missing = missing_prerequisites()
+    if missing:
+        reason = "the network-namespace SSH bed needs " + ", ".join(missing)
+        if IN_CI:
+            pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
+        pytest.skip(reason)
+    announce(
+        request.config,
+        "tunnelauth: building the root network-namespace SSH test bed "
+        "(namespaces, veths, sshd, a test user; removed afterwards)",
+    )
+    try:
+        built = netbed.build()
+    except Exception as exc:
+        if IN_CI:
+            pytest.fail(f"building the bed failed (CI is set): {exc}", pytrace=True)
+        raise
+    announce(
+        request.config,
+        f"tunnelauth: bed {built.record.id} up in "
+        f"{built.timings['up']:.2f}s (idp {built.idp_url} at {built.idp_ip})",
+    )
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+@pytest.fixture
+def no_leftovers(bed: netbed.Bed) -> Iterator[leftovers.Snapshot]:
+    """Snapshot before the test; after it, fail if processes, listeners or files remain."""
+    before = leftovers.snapshot(bed)
+    yield before
+    leftovers.assert_nothing_left(before)
