@@ -48,6 +48,11 @@ _REFUSED_PAGE = (
     "tunnelauth could not carry this callback to the remote host: the SSH server refused "
     "the forwarding channel. Look at the tunnelauth terminal for what to do next.",
 )
+_TUNNEL_FAILED_PAGE = (
+    "Tunnel failed",
+    "tunnelauth could not carry this callback to the remote host. "
+    "Look at the tunnelauth terminal for what happened.",
+)
 _NO_ANSWER_PAGE = (
     "Remote listener did not answer",
     "The callback reached the remote host, but its login listener closed without answering. "
@@ -319,42 +324,51 @@ class CallbackListener:
         """Send the one request over a fresh channel and pipe the answer back until it closes."""
         data = request.forward_bytes()
         channel: Channel | None = None
+        answered = False
         try:
             try:
                 channel = await asyncio.wait_for(self._open_channel(), self._response_timeout)
             except ChannelRefusedError as exc:
+                answered = True
                 await self._refused(data, exc.message, redacted, writer)
-                return
-            channel.write(data)
-            await asyncio.wait_for(channel.drain(), self._response_timeout)
-            if self._write_eof:
-                channel.write_eof()
-            first = await asyncio.wait_for(channel.reader.read(_CHUNK), self._response_timeout)
-            if not first:
-                message = await asyncio.wait_for(channel.refusal(), _CLOSE_DEADLINE)
-                if message:
-                    await self._refused(data, message, redacted, writer)
-                else:
-                    self._emit(ListenerEvent("carry_failed", redacted, 502, "no answer"))
-                    writer.write(local_response(502, *_NO_ANSWER_PAGE, request.method))
-                return
-            # Counted at the first answer byte: the remote has the request and answered it.
-            self.carried += 1
-            self._emit(ListenerEvent("request_carried", redacted, response_status(first)))
-            chunk = first
-            while chunk:
-                writer.write(chunk)
-                await asyncio.wait_for(writer.drain(), self._response_timeout)
+            if channel is not None:
+                channel.write(data)
+                await asyncio.wait_for(channel.drain(), self._response_timeout)
+                if self._write_eof:
+                    channel.write_eof()
                 chunk = await asyncio.wait_for(channel.reader.read(_CHUNK), self._response_timeout)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                if chunk:
+                    # Counted at the first answer byte: the remote has the request and answered.
+                    self.carried += 1
+                    self._emit(ListenerEvent("request_carried", redacted, response_status(chunk)))
+                    answered = True
+                    await self._pipe(channel, chunk, writer)
+                else:
+                    message = await asyncio.wait_for(channel.refusal(), _CLOSE_DEADLINE)
+                    answered = True
+                    if message:
+                        await self._refused(data, message, redacted, writer)
+                    else:
+                        self._emit(ListenerEvent("carry_failed", redacted, 502, "no answer"))
+                        writer.write(local_response(502, *_NO_ANSWER_PAGE, request.method))
+        except Exception as exc:  # a transport error must not crash the listener
             why = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
             self._emit(ListenerEvent("carry_failed", redacted, None, why or type(exc).__name__))
+            if not answered:
+                writer.write(local_response(502, *_TUNNEL_FAILED_PAGE, request.method))
         finally:
             if channel is not None:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):
                     await asyncio.wait_for(channel.close(), _CLOSE_DEADLINE)
         # Pass the remote's close on: an HTTP/1.0 page without Content-Length ends only here.
         await self._finish(reader, writer)
+
+    async def _pipe(self, channel: Channel, chunk: bytes, writer: asyncio.StreamWriter) -> None:
+        """Copy the remote's answer to the browser until the channel reaches EOF."""
+        while chunk:
+            writer.write(chunk)
+            await asyncio.wait_for(writer.drain(), self._response_timeout)
+            chunk = await asyncio.wait_for(channel.reader.read(_CHUNK), self._response_timeout)
 
     async def _refused(
         self, data: bytes, message: str, redacted: str, writer: asyncio.StreamWriter

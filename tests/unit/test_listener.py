@@ -16,7 +16,7 @@ from typing import Any, Literal
 import psutil
 import pytest
 
-from tunnelauth.errors import ChannelRefusedError, PortUnavailableError, UsageError
+from tunnelauth.errors import ChannelRefusedError, PortUnavailableError, SSHError, UsageError
 from tunnelauth.listener import CallbackListener, ListenerEvent, Request, redact_target
 from tunnelauth.transports.base import Channel
 
@@ -444,6 +444,38 @@ def test_remote_closing_without_a_byte_gives_502_and_an_event() -> None:
             answer = await fetch(port, get(CALLBACK))
         assert answer.startswith(b"HTTP/1.1 502 ")
         assert [e.kind for e in events] == ["bound", "carry_failed"]
+
+    run(main())
+
+
+def test_a_broken_transport_gives_502_and_the_listener_keeps_serving() -> None:
+    async def main() -> None:
+        remote = await Remote("many").start()
+        events: list[ListenerEvent] = []
+        calls = 0
+
+        async def flaky() -> Channel:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise SSHError("the SSH connection was lost", host="remote")
+            return await TcpChannel.connect(remote.port)
+
+        port = free_port()
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=flaky,
+            on_event=events.append,
+        ) as listener:
+            failed = await fetch(port, get(CALLBACK))
+            ok = await fetch(port, get(CALLBACK))
+            assert listener.carried == 1
+        assert failed.startswith(b"HTTP/1.1 502 ") and b"Tunnel failed" in failed
+        assert ok.endswith(b"spotify ok 1")
+        assert [e.kind for e in events] == ["bound", "carry_failed", "request_carried"]
+        assert "connection was lost" in events[1].detail
 
     run(main())
 
