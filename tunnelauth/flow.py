@@ -43,7 +43,7 @@ from tunnelauth.remote import NOT_FOUND_MARKER, remote_command
 from tunnelauth.report import Reporter, Stage
 from tunnelauth.sanitize import redact
 from tunnelauth.settings import Settings
-from tunnelauth.transports.base import RemoteProcess, Transport
+from tunnelauth.transports.base import Channel, RemoteProcess, Transport
 from tunnelauth.watch import Watcher
 
 IDLE_WINDOW = 0.3  # seconds of silence after which a partial line counts as a prompt
@@ -207,7 +207,7 @@ class Login:
         self.reporter.stage(Stage.LISTENING, f"127.0.0.1:{event.port} → remote port {event.port}")
         await self._maybe_open_browser(idle=False)
 
-    async def _open_channel(self) -> object:
+    async def _open_channel(self) -> Channel:
         assert self.remote_port is not None
         return await self.transport.open_channel(self.remote_host, self.remote_port)
 
@@ -251,7 +251,7 @@ class Login:
         unusual = bool(self.usual_hosts) and not any(
             host == h or host.endswith("." + h) for h in self.usual_hosts
         )
-        how = "printed" if self.settings.no_browser else await self.browser.open(url)
+        how = await self.browser.open(url)
         self.reporter.open_url(url, host, how, unusual_host=unusual and not _is_loopback_url(url))
 
     def _on_prompt(self, event: Prompt) -> None:
@@ -305,12 +305,10 @@ class Login:
 
 
 def make_transport(settings: Settings) -> Transport:
-    """The transport the settings ask for (``auto`` = OpenSSH)."""
-    from tunnelauth.transports.openssh import OpenSSHTransport
+    """The transport the settings ask for (``auto``: OpenSSH if usable, else asyncssh/paramiko)."""
+    from tunnelauth.transports import resolve
 
-    return OpenSSHTransport(
-        settings.target, connect_timeout=settings.connect_timeout, batch=settings.batch
-    )
+    return resolve.make(settings)
 
 
 async def login(
@@ -323,11 +321,14 @@ async def login(
     started = time.monotonic()
     async with AsyncExitStack() as stack:
         transport = transport_factory(settings)
+        reason = getattr(transport, "choice_reason", None)
+        if reason:
+            reporter.debug(f"backend {transport.name}: {reason}")
         reporter.stage(Stage.CONNECTING, settings.target.host)
         stack.push_async_callback(transport.close)
         await transport.connect()
         reporter.debug(f"connected with {transport.name} in {time.monotonic() - started:.2f} s")
-        browser = BrowserLauncher(command=settings.browser_cmd)
+        browser = BrowserLauncher(command=settings.browser_cmd, no_browser=settings.no_browser)
         stack.push_async_callback(browser.close, BROWSER_GRACE)
         flow = Login(settings, transport, reporter, browser, stack)
         try:

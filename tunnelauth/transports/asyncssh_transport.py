@@ -1,0 +1,463 @@
+"""The asyncssh transport: one SSHClientConnection carries the PTY process and every channel.
+
+Configuration comes from the user's ssh config (or only ``--ssh-config``), read by asyncssh
+itself; ``-J`` hops and ProxyJump from the config are opened here, hop by hop, so every hop
+gets the same strict host-key check, batch rules and keepalive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import shlex
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from tunnelauth.errors import HostKeyError, SSHError, UsageError
+from tunnelauth.settings import SSHTarget
+from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
+
+MAX_HOPS = 8  # a ProxyJump loop in the config must not recurse forever
+CLOSE_GRACE = 2.0  # seconds the remote gets to exit after Ctrl-C before the session is ended
+QUEUE_CHUNKS = 64  # output chunks buffered before the SSH window stops the remote
+
+
+class _Client(asyncssh.SSHClient):  # type: ignore[misc]
+    """Records what the server asked for, and prompts on the terminal unless in batch mode."""
+
+    def __init__(self, batch: bool) -> None:
+        self.batch = batch
+        self.offered_key: Any = None
+        self.methods: list[str] = []
+        self.prompting = False  # the connect deadline pauses while the user types
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
+        # Called only for a key known_hosts does not trust: keep it for the message, refuse it.
+        self.offered_key = key
+        return False
+
+    async def _ask(self, prompt: str) -> str:
+        self.prompting = True
+        try:
+            return await asyncio.to_thread(getpass.getpass, prompt)
+        finally:
+            self.prompting = False
+
+    async def password_auth_requested(self) -> str | None:
+        self.methods.append("password")
+        return None if self.batch else await self._ask("Password: ")
+
+    def kbdint_auth_requested(self) -> str | None:
+        self.methods.append("keyboard-interactive")
+        return None if self.batch else ""
+
+    async def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str] | None:
+        if self.batch:
+            return None
+        if instructions:
+            print(instructions)
+        return [await self._ask(prompt) for prompt, _echo in prompts]
+
+
+class AsyncSSHProcess:
+    """The remote command on a PTY; output is pumped into a queue so ``read`` is cancel-safe."""
+
+    def __init__(self, proc: Any) -> None:
+        self._proc = proc
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_CHUNKS)
+        self._ended = False
+        self._pump_task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while chunk := await self._proc.stdout.read(65536):
+                await self._queue.put(chunk)
+        except (asyncssh.Error, OSError):
+            pass  # the link broke: the output simply ends, wait() reports None
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(b"")
+
+    async def read(self) -> bytes:
+        """Next chunk of merged output, ``b""`` at the end."""
+        if self._ended:
+            return b""
+        chunk = await self._queue.get()
+        if not chunk:
+            self._ended = True
+        return chunk
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the remote PTY."""
+        if not self._proc.is_closing():
+            with contextlib.suppress(asyncssh.Error, OSError):
+                self._proc.stdin.write(data)
+
+    def interrupt(self) -> None:
+        """Ctrl-C through the PTY: the remote line discipline turns it into SIGINT."""
+        self.write(b"\x03")
+
+    async def wait(self) -> int | None:
+        """The remote exit status; ``None`` if it died by a signal or the link broke."""
+        await self._proc.wait_closed()
+        status = self._proc.exit_status
+        return None if status is None or status < 0 else int(status)
+
+    async def close(self) -> None:
+        """Interrupt the remote if it still runs, then close the session (SIGHUP there)."""
+        if not self._proc.is_closing():
+            self.interrupt()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._proc.wait_closed()), CLOSE_GRACE)
+        self._proc.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._proc.wait_closed(), CLOSE_GRACE)
+        self._pump_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump_task
+
+
+class _TCPSession(asyncssh.SSHTCPSession[bytes]):
+    """Feeds a direct-tcpip channel into an asyncio.StreamReader and tracks write flow control."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self.reader.feed_data(data)
+
+    def eof_received(self) -> bool:
+        self.reader.feed_eof()
+        return False  # let asyncssh close our side once we finish writing
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.reader.at_eof():
+            self.reader.feed_eof()
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+
+class AsyncSSHChannel:
+    """A direct-tcpip channel; a refused one reads as EOF and keeps the server's reason."""
+
+    def __init__(
+        self, chan: Any, session: _TCPSession | None, reader: asyncio.StreamReader, refused: str
+    ) -> None:
+        self._chan = chan
+        self._session = session
+        self.reader = reader
+        self._refused = refused
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes to the remote end (dropped if the channel was refused or closed)."""
+        if self._chan is not None and not self._chan.is_closing():
+            self._chan.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the SSH window accepts more."""
+        if self._session is not None and self._chan is not None and not self._chan.is_closing():
+            await self._session.writable.wait()
+
+    def write_eof(self) -> None:
+        """Half-close towards the remote."""
+        if self._chan is not None and not self._chan.is_closing():
+            with contextlib.suppress(asyncssh.Error, OSError):
+                self._chan.write_eof()
+
+    async def refusal(self) -> str | None:
+        """The server's refusal (``administratively prohibited: …`` / ``connect failed: …``)."""
+        return self._refused or None
+
+    async def close(self) -> None:
+        """Close the channel and wait until the server confirmed it."""
+        if self._chan is not None:
+            self._chan.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._chan.wait_closed(), CLOSE_GRACE)
+
+
+def _known_hosts(config: Any) -> Any:
+    """The known_hosts to check against: never ``None``, which would turn checking off."""
+    user = config.get("UserKnownHostsFile", None)
+    system = config.get("GlobalKnownHostsFile", None)
+    if user is None:
+        user = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
+    if system is None:
+        system = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]
+    files = [os.path.expanduser(str(p)) for p in [*user, *system]]
+    files = [p for p in files if os.path.isfile(p)]
+    # `UserKnownHostsFile none` or no file at all: an empty list trusts nothing, like ssh does.
+    return asyncssh.read_known_hosts(files) if files else asyncssh.import_known_hosts("")
+
+
+class AsyncSSHTransport:
+    """One asyncssh connection (plus one per jump hop) carries the process and the channels."""
+
+    name = "asyncssh"
+
+    def __init__(
+        self,
+        target: SSHTarget,
+        *,
+        connect_timeout: float = 30.0,
+        batch: bool = False,
+        keepalive_interval: float = 5.0,
+    ) -> None:
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.batch = batch
+        self.keepalive_interval = keepalive_interval
+        self._conns: list[Any] = []  # hops first, the target last
+        self._passphrases: dict[str, str] = {}
+        self._tempdir: str | None = None
+
+    @property
+    def conn(self) -> Any:
+        """The connection to the target (after ``connect``)."""
+        if not self._conns:
+            raise RuntimeError("not connected")
+        return self._conns[-1]
+
+    # -- connecting ----------------------------------------------------------------------
+
+    def _config_paths(self, *, with_overrides: bool) -> list[str]:
+        """``--ssh-config`` alone (like ``ssh -F``), else ~/.ssh/config; overrides come first."""
+        paths: list[str] = []
+        if with_overrides and self._tempdir is not None:
+            paths.append(os.path.join(self._tempdir, "overrides"))
+        if self.target.ssh_config is not None:
+            paths.append(str(self.target.ssh_config))
+        else:
+            default = Path("~/.ssh/config").expanduser()
+            if os.access(default, os.R_OK):
+                paths.append(str(default))
+        return paths
+
+    def _write_overrides(self) -> None:
+        """``-o`` options and ``-i`` keys as a config file read first (first value wins)."""
+        lines = []
+        for option in self.target.options:
+            key, sep, value = option.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"invalid ssh option {option!r} (expected Key=Value)")
+            lines.append(f"{key.strip()} {value.strip()}")
+        for identity in self.target.identity:
+            # IdentityFile is %-expanded and shell-split by the config reader.
+            lines.append(f"IdentityFile {shlex.quote(str(identity).replace('%', '%%'))}")
+        if lines:
+            self._tempdir = tempfile.mkdtemp(prefix="tunnelauth-")
+            path = os.path.join(self._tempdir, "overrides")
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+
+    def _passphrase(self, filename: str) -> str | None:
+        """Ask once per key file for its passphrase (never in batch mode)."""
+        if self.batch:
+            return None
+        if filename not in self._passphrases:
+            self._passphrases[filename] = getpass.getpass(f"Enter passphrase for key {filename}: ")
+        return self._passphrases[filename]
+
+    def _kwargs(self, host: str, port: int | None, user: str | None, final: bool) -> dict[str, Any]:
+        """Options for one connection (the target when ``final``, else a jump hop)."""
+        kwargs: dict[str, Any] = {
+            "config": self._config_paths(with_overrides=final),
+            "host": host,
+            "port": port if port is not None else (),
+            "username": user if user is not None else (),
+            "keepalive_interval": self.keepalive_interval,
+            "keepalive_count_max": 3,
+            "agent_forwarding": False,
+            "x11_forwarding": False,
+            "connect_timeout": None,  # our own deadline below pauses while the user types
+        }
+        if not self.batch:
+            kwargs["passphrase"] = self._passphrase
+            kwargs["ignore_encrypted"] = False
+        return kwargs
+
+    async def connect(self) -> None:
+        """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each."""
+        self._write_overrides()
+        try:
+            hops = tuple(self.target.jump)
+            tunnel = None
+            if hops:
+                tunnel = await self._open_chain(hops, depth=1)
+            await self._open(
+                self.target.host, self.target.port, self.target.login, tunnel, final=True, depth=0
+            )
+        except BaseException:
+            await self.close()
+            raise
+        finally:
+            self._remove_overrides()
+
+    async def _open_chain(self, hops: Sequence[str], depth: int) -> Any:
+        """Connect hop after hop, each through the previous one; returns the last."""
+        tunnel = None
+        for spec in hops:
+            user, host, port = split_hop(spec)
+            tunnel = await self._open(host, port, user, tunnel, final=False, depth=depth)
+        return tunnel
+
+    async def _open(
+        self, host: str, port: int | None, user: str | None, tunnel: Any, *, final: bool, depth: int
+    ) -> Any:
+        """One authenticated connection to ``host``; ProxyJump from the config when no tunnel."""
+        if depth > MAX_HOPS:
+            raise UsageError(f"more than {MAX_HOPS} jump hops (a ProxyJump loop?)")
+        kwargs = self._kwargs(host, port, user, final)
+        try:
+            options = await asyncio.to_thread(lambda: asyncssh.SSHClientConnectionOptions(**kwargs))
+        except (ValueError, OSError, asyncssh.Error) as exc:
+            raise UsageError(f"ssh configuration for {host}: {exc}") from exc
+        if tunnel is None and not (final and self.target.jump):
+            hops = jump_chain(options.tunnel if isinstance(options.tunnel, str) else None)
+            if hops:
+                tunnel = await self._open_chain(hops, depth + 1)
+        kwargs["known_hosts"] = _known_hosts(options.config)
+        kwargs["tunnel"] = tunnel
+        client = _Client(self.batch)
+        kwargs["client_factory"] = lambda: client
+        conn = await self._connect_with_deadline(host, kwargs, client)
+        self._conns.append(conn)
+        return conn
+
+    async def _connect_with_deadline(
+        self, host: str, kwargs: dict[str, Any], client: _Client
+    ) -> Any:
+        """``asyncssh.connect`` under ``connect_timeout``, not counting time spent at a prompt."""
+        kwargs = dict(kwargs)
+        task = asyncio.ensure_future(asyncssh.connect(kwargs.pop("host"), **kwargs))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.connect_timeout)
+                if done:
+                    return task.result()
+                if not client.prompting:
+                    raise SSHError(
+                        f"connecting to {host} timed out after {self.connect_timeout:g} s",
+                        host=host,
+                    )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise _host_key_error(host, exc, client) from None
+        except asyncssh.PermissionDenied as exc:
+            raise _auth_error(host, exc, client, self.batch) from None
+        except (asyncssh.Error, OSError) as exc:
+            raise SSHError(f"cannot connect to {host}: {exc}", host=host) from None
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    def _remove_overrides(self) -> None:
+        if self._tempdir is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._tempdir, "overrides"))
+                os.rmdir(self._tempdir)
+            self._tempdir = None
+
+    # -- using the connection ------------------------------------------------------------
+
+    async def start(self, command: str) -> AsyncSSHProcess:
+        """Run ``command`` on a PTY (bytes, stderr merged)."""
+        try:
+            proc = await self.conn.create_process(
+                command,
+                term_type="xterm",
+                term_size=(1000, 50),
+                request_pty="force",  # a config's RequestTTY must not take the PTY away
+                encoding=None,
+                stderr=asyncssh.STDOUT,
+            )
+        except (asyncssh.Error, OSError) as exc:
+            raise SSHError(
+                f"cannot start the remote command: {exc}", host=self.target.host
+            ) from exc
+        return AsyncSSHProcess(proc)
+
+    async def open_channel(self, host: str, port: int) -> AsyncSSHChannel:
+        """A direct-tcpip channel to ``host:port`` on the remote; a refusal reads as EOF."""
+        reader = asyncio.StreamReader()
+        try:
+            chan, session = await self.conn.create_connection(
+                lambda: _TCPSession(reader), host, port
+            )
+        except asyncssh.ChannelOpenError as exc:
+            reader.feed_eof()
+            return AsyncSSHChannel(None, None, reader, refusal_message(exc.code, exc.reason))
+        return AsyncSSHChannel(chan, session, reader, "")
+
+    async def exec(self, command: str, *, stdin: bytes = b"", timeout: float) -> ExecResult:
+        """Run a short command without a PTY and collect its output."""
+        try:
+            result = await asyncio.wait_for(
+                self.conn.run(command, input=stdin, encoding=None, request_pty=False, check=False),
+                timeout,
+            )
+        except (asyncssh.Error, OSError) as exc:
+            raise SSHError(f"remote command failed to run: {exc}", host=self.target.host) from exc
+        status = result.exit_status
+        return ExecResult(
+            None if status is None or status < 0 else int(status),
+            bytes(result.stdout or b""),
+            bytes(result.stderr or b""),
+        )
+
+    async def close(self) -> None:
+        """Close the target connection, then each hop in reverse order."""
+        while self._conns:
+            conn = self._conns.pop()
+            conn.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(conn.wait_closed(), CLOSE_GRACE)
+        self._remove_overrides()
+
+
+def _host_key_error(host: str, exc: Exception, client: _Client) -> HostKeyError:
+    """An unknown or changed host key, with the server key's fingerprint when seen."""
+    detail = str(exc)
+    if client.offered_key is not None:
+        fingerprint = client.offered_key.get_fingerprint("sha256")
+        detail = f"the server offers {fingerprint}, which known_hosts does not list for it"
+    return HostKeyError(
+        f"host key for {host} could not be verified: {detail}",
+        host=host,
+        hint="check the key with the host's owner, then add it to known_hosts "
+        "(tunnelauth never turns host-key checking off)",
+    )
+
+
+def _auth_error(host: str, exc: Exception, client: _Client, batch: bool) -> SSHError:
+    """Authentication failed; name the method the server wanted when batch mode skipped it."""
+    wanted = sorted(set(client.methods))
+    if batch and wanted:
+        return SSHError(
+            f"SSH authentication to {host} failed: the server asks for "
+            f"{' or '.join(wanted)} authentication, which batch mode does not answer",
+            host=host,
+            hint="use a key (agent or IdentityFile), or run without --batch",
+        )
+    return SSHError(
+        f"SSH authentication to {host} failed: {exc}",
+        host=host,
+        hint="check `ssh HOST true` works with the same options",
+    )
