@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # ``tests.bed`` must import the same way under any runner
     sys.path.insert(0, str(REPO))
 
-from tests.bed import leftovers, netbed, reaper  # noqa: E402
+from tests.bed import SSHD, leftovers, netbed, reaper  # noqa: E402
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -33,8 +33,8 @@ def missing_prerequisites() -> list[str]:
         missing.append("root")
     if shutil.which("ip") is None:
         missing.append("ip (iproute2)")
-    if not os.access(netbed.SSHD, os.X_OK):
-        missing.append(netbed.SSHD)
+    if not os.access(SSHD, os.X_OK):
+        missing.append(SSHD)
     return missing
 
 

@@ -114,14 +114,28 @@ def _listeners(ours: dict[int, psutil.Process]) -> frozenset[Item]:
     return frozenset(items)
 
 
-def _paths(bed: Bed | None) -> frozenset[Item]:
+def _used_by_others(ours: dict[int, psutil.Process]) -> str:
+    """The argv of every live process that is not ours, joined (to spot others' temp dirs)."""
+    skip = {os.getpid(), *ours}
+    words: list[str] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid not in skip:
+            words += proc.info["cmdline"] or ()
+    return "\0".join(words)
+
+
+def _paths(bed: Bed | None, ours: dict[int, psutil.Process]) -> frozenset[Item]:
     """Sockets and tunnelauth/Chromium temp entries under the bed's temp and the system temp."""
     items = set()
     system_tmp = Path(tempfile.gettempdir())
+    others: str | None = None
     with contextlib.suppress(OSError):
         for entry in system_tmp.iterdir():
             if entry.name.startswith("tunnelauth-"):
-                items.add(Item(("path", str(entry)), str(entry)))
+                # Another run on this machine may be using one right now: not ours.
+                others = _used_by_others(ours) if others is None else others
+                if str(entry) not in others:
+                    items.add(Item(("path", str(entry)), str(entry)))
     if bed is not None:
         for dirpath, dirnames, filenames in os.walk(bed.tmp):
             for name in dirnames + filenames:
@@ -157,7 +171,7 @@ def _bed_user(bed: Bed | None) -> frozenset[Item]:
 def snapshot(bed: Bed | None = None) -> Snapshot:
     """Record what exists now (call before the code under test runs)."""
     ours = _ours(bed)
-    return Snapshot(bed, _processes(ours), _listeners(ours), _paths(bed), _bed_user(bed))
+    return Snapshot(bed, _processes(ours), _listeners(ours), _paths(bed, ours), _bed_user(bed))
 
 
 def new_since(before: Snapshot) -> dict[str, list[Item]]:

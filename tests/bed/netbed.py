@@ -330,9 +330,9 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 10.0) -> str:
     except subprocess.TimeoutExpired as exc:
         proc.kill()
         proc.communicate()
-        raise BedError(f"timed out: {proc.args}") from exc
+        raise BedError(f"timed out: {proc.args!r}") from exc
     if proc.returncode != 0:
-        raise BedError(f"{proc.args} exited {proc.returncode}: {err.strip()}")
+        raise BedError(f"{proc.args!r} exited {proc.returncode}: {err.strip()}")
     return out
 
 

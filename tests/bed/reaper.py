@@ -22,7 +22,16 @@ from pathlib import Path
 
 import psutil
 
-from tests.bed import ETC_NETNS, PREFIX, SAFETY_NET, BedError, kill_pids, netns_pids, run, wait_for
+from tests.bed import (
+    ETC_NETNS,
+    PREFIX,
+    SAFETY_NET,
+    BedError,
+    kill_pids,
+    netns_pids,
+    run,
+    wait_for,
+)
 
 REGISTRY = Path("/run/tabed")
 ROUTE_MARKER = REGISTRY / "route-added"
@@ -137,6 +146,12 @@ def namespace_held(inode: int) -> bool:
     return False
 
 
+def _wait_released(ns: str, inode: int) -> None:
+    """Namespace deletion is asynchronous: wait until the name is gone and nothing holds it."""
+    wait_for(lambda: netns_inode(ns) is None, timeout=5, what=f"{ns} to unmount")
+    wait_for(lambda: not namespace_held(inode), timeout=5, what=f"{ns} to be released")
+
+
 def destroy(record: BedRecord) -> list[str]:
     """Remove everything a bed record names, in reverse order of creation; idempotent."""
     done: list[str] = []
@@ -180,12 +195,7 @@ def destroy(record: BedRecord) -> list[str]:
         if inode is None:
             continue
         run(["ip", "netns", "del", ns], check=False)
-        wait_for(lambda ns=ns: netns_inode(ns) is None, timeout=5, what=f"{ns} to unmount")
-        wait_for(
-            lambda inode=inode: not namespace_held(inode),
-            timeout=5,
-            what=f"namespace {ns} to be released",
-        )
+        _wait_released(ns, inode)
         done.append(f"deleted netns {ns}")
     wait_for(
         lambda: not Path(f"/sys/class/net/{record.veth}").exists(),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bed import chromium, kill_pids, leftovers, netbed, reaper, wait_for
+from tests.bed import ETC_NETNS, chromium, kill_pids, leftovers, netbed, reaper, wait_for
 from tests.bed.netbed import Bed
 
 pytestmark = [pytest.mark.bed, pytest.mark.usefixtures("no_leftovers")]
@@ -40,7 +40,7 @@ def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         if not sel.select(timeout):
-            raise AssertionError(f"no output from {proc.args} within {timeout}s")
+            raise AssertionError(f"no output from {proc.args!r} within {timeout}s")
     return proc.stdout.readline()
 
 
@@ -264,7 +264,7 @@ def test_reaper_removes_a_killed_runs_bed_only(bed: Bed) -> None:
     assert all(reaper.netns_inode(ns) is None for ns in record.netns.values())
     assert not Path(record.tmp).exists()
     assert not Path(f"/home/{record.user}").exists()
-    assert not (reaper.ETC_NETNS / record.netns["bastion"]).exists()
+    assert not (ETC_NETNS / record.netns["bastion"]).exists()
     assert reaper.safety_route_present()
     assert bed.record.path.exists()
     assert bed.ssh("remote", "true").returncode == 0
