@@ -1,0 +1,712 @@
+"""Read a remote login command's PTY output and turn it into typed events.
+
+Pure: no I/O, no clocks.  The orchestrator feeds raw bytes as they arrive, calls
+``idle()`` when output has paused for a while and ``close()`` at end of output.  The
+events do not depend on how the bytes were chunked (only ``idle()`` calls, which stand
+for real pauses, can move a decision earlier).
+
+Rules for ambiguous output (each tested in tests/unit/test_watch.py):
+
+* Lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r`` (a progress rewrite); a run of ``\\r``
+  before ``\\n`` is one line end.  A bare ``\\r`` after an empty line emits nothing.
+* A partial line is capped at ``max_line`` characters: the first ``max_line`` are emitted
+  as a line ending in ``…`` and the rest, up to the next line end, is dropped.
+* URLs: only ``https`` URLs, or ``http`` to 127.0.0.1/localhost/[::1] with an explicit
+  port in 1024-65535, and never with credentials, are ever reported.  A URL is a run of
+  characters up to whitespace, a quote, a backtick or ``<>``, minus trailing punctuation
+  (and an unbalanced ``)``/``]``); any character outside RFC 3986 rejects it whole.
+* An https URL is an ``AuthorizeUrl`` when it carries OAuth parameters (``response_type``,
+  ``client_id``, ``redirect_uri``, ``code_challenge``), a ``DeviceCode`` when it carries
+  ``user_code``, and otherwise only when an instruction to open it stands on its line or
+  on the previous non-blank line ending with ``:``.  Such a plain URL is held: if the next
+  non-blank line (or the same line) gives a device code (``enter code: ABCD-EFGH``), or
+  says to enter a code and the line after it is the code, it becomes a ``DeviceCode``;
+  otherwise an ``AuthorizeUrl``.  ``idle()``/``close()`` settle a held URL too (while a
+  code is announced but not yet printed, ``idle()`` keeps waiting).
+* Callbacks come from a loopback ``redirect_uri`` of an authorize URL, or from a loopback
+  URL on a line that (outside the URL) says ``callback``/``redirect``, or says
+  ``waiting``/``listening`` without naming a server/connection/endpoint, or whose path
+  contains callback/redirect/oauth/auth on such a server-free line, or follows a line
+  ending in "redirects to".  A loopback URL on an open-instruction line is the CLI's own
+  start page (rclone): ``Callback(path=None)`` then ``AuthorizeUrl``.  ``ssh -L`` hints
+  count only when nothing announced a callback before.  A loopback URL carrying ``code=``
+  or ``error=`` is a finished redirect (e.g. echoed input), never an announcement.  A new
+  ``Callback`` is emitted only when (host, port, path) changes: the newest one wins.
+* Status lines are matched anchored at the start of the stripped line; URLs on a status
+  line are ignored and a held URL is dropped.  A traceback's final exception line is a
+  failure, reported once the next non-blank line shows the traceback was not chained.
+* Known prompts are recognised at the first character where the line so far reads as
+  one, so detection does not depend on chunking; other partial lines become a ``Prompt``
+  at ``idle()`` when they end like a question.  After a prompt, the rest of the line is a
+  new partial line; after a secret-kind prompt a single-word rest is the user's echoed
+  input and is neither shown nor scanned.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import parse_qsl, urlsplit
+
+from tunnelauth.events import (
+    AuthorizeUrl,
+    Callback,
+    DeviceCode,
+    Event,
+    Outcome,
+    Prompt,
+    PromptKind,
+    RemoteLine,
+    Status,
+)
+from tunnelauth.sanitize import Stripper, strip
+
+__all__ = [
+    "MAX_LINE",
+    "MAX_PROMPT",
+    "MAX_URL",
+    "ParsedUrl",
+    "Watcher",
+    "known_prompt",
+    "parse_url",
+    "prompt_kind",
+    "status_of",
+]
+
+MAX_LINE = 64 * 1024
+"""Longest partial line kept, in characters."""
+MAX_PROMPT = 1024
+"""Longest partial line that can still be a prompt."""
+MAX_URL = 8192
+"""Longest URL accepted."""
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+_OAUTH_PARAMS = frozenset({"response_type", "client_id", "redirect_uri", "code_challenge"})
+_SINGLE_PARAMS = ("redirect_uri", "user_code")  # repeated, they could mean two things
+
+# --------------------------------------------------------------------------- URLs
+
+_URL_CANDIDATE = re.compile(r"(?<![\w+.\-:/@])(?i:https?)://[^\s\"'`<>]*")
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_URL_SHAPE = re.compile(r"(?P<scheme>(?i:https?))://(?P<authority>[^/?#]*)(?P<rest>.*)", re.S)
+_AUTHORITY = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::(?P<port>\d{1,5}))?"
+)
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_TRAILING_PUNCT = ".,;:!?*"
+
+
+@dataclass(frozen=True)
+class ParsedUrl:
+    """A URL that passed every safety check, with the parts the watcher needs."""
+
+    url: str
+    scheme: str  # "https" or "http" (http only to loopback with a port)
+    host: str  # lower case; IPv6 without brackets
+    port: int | None
+    path: str
+    params: tuple[tuple[str, str], ...]  # decoded query parameters, in order
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the host is 127.0.0.1, localhost or ::1."""
+        return self.host in _LOOPBACK
+
+    def param(self, name: str) -> str | None:
+        """The first value of query parameter ``name``, if present."""
+        return next((v for k, v in self.params if k == name), None)
+
+    def has_param(self, name: str) -> bool:
+        """Whether query parameter ``name`` is present."""
+        return any(k == name for k, _ in self.params)
+
+
+def _safe_value(value: str) -> bool:
+    """Whether a decoded parameter holds no whitespace and nothing ``strip`` would remove."""
+    return strip(value) == value and not any(c.isspace() for c in value)
+
+
+def _parse_host(authority: str) -> tuple[str, int | None] | None:
+    """Split ``host[:port]`` into a normalized host and port; ``None`` if invalid."""
+    m = _AUTHORITY.fullmatch(authority)
+    if m is None:
+        return None
+    if m["v6"] is not None:
+        try:
+            host = str(ipaddress.IPv6Address(m["v6"]))
+        except ValueError:
+            return None
+    else:
+        host = m["name"].lower()
+        labels = host.removesuffix(".").split(".")  # "localhost." is valid but not loopback
+        if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            return None
+    port = None if m["port"] is None else int(m["port"])
+    if port is not None and not 1 <= port <= 65535:
+        return None
+    return host, port
+
+
+def _params(query: str) -> tuple[tuple[str, str], ...] | None:
+    """Decode the query; ``None`` if a parameter that must be single and safe is not."""
+    pairs = tuple(parse_qsl(query, keep_blank_values=True))
+    for name in _SINGLE_PARAMS:
+        values = [v for k, v in pairs if k == name]
+        if len(values) > 1 or not all(_safe_value(v) for v in values):
+            return None
+    return pairs
+
+
+def parse_url(url: str) -> ParsedUrl | None:
+    """Check ``url`` may be opened or announced; ``None`` if it must be ignored."""
+    if len(url) > MAX_URL or not _URL_CHARS.fullmatch(url) or _BAD_PERCENT.search(url):
+        return None
+    shape = _URL_SHAPE.fullmatch(url)
+    if shape is None or "@" in shape["authority"]:
+        return None  # credentials in a URL are a classic spoof (https://bank.com@evil/)
+    scheme = shape["scheme"].lower()
+    host_port = _parse_host(shape["authority"])
+    if host_port is None:
+        return None
+    host, port = host_port
+    if scheme == "http" and (host not in _LOOPBACK or port is None or port < 1024):
+        return None
+    parts = urlsplit(url)
+    params = _params(parts.query)
+    if params is None:
+        return None
+    return ParsedUrl(url, scheme, host, port, parts.path, params)
+
+
+def _trim_url(raw: str) -> str:
+    """Drop trailing punctuation that belongs to the sentence, not to the URL."""
+    while raw:
+        last = raw[-1]
+        if (
+            last in _TRAILING_PUNCT
+            or (last == ")" and raw.count(")") > raw.count("("))
+            or (last == "]" and raw.count("]") > raw.count("["))
+        ):
+            raw = raw[:-1]
+        else:
+            break
+    return raw
+
+
+def _find_urls(text: str) -> tuple[list[ParsedUrl], str]:
+    """The valid URLs in ``text`` and the text with every URL candidate blanked out."""
+    urls: list[ParsedUrl] = []
+    words = text
+    for m in _URL_CANDIDATE.finditer(text):
+        parsed = parse_url(_trim_url(m.group()))
+        if parsed is not None:
+            urls.append(parsed)
+        words = words[: m.start()] + " " * (m.end() - m.start()) + words[m.end() :]
+    return urls, words
+
+
+# --------------------------------------------------------------------------- wording
+
+_OPEN = re.compile(
+    r"(?i)\b(?:open|visit|go to|navigate to|browse to|point your browser|follow (?:this|the) link"
+    r"|sign in at|log in at|in (?:a|your|the) (?:web )?browser|the following (?:link|url)"
+    r"|(?:authori[sz]ation|login|sign-in|verification) (?:url|link))\b"
+)
+_ANNOUNCE = re.compile(r"(?i)\b(?:callback|redirect\w*)\b")
+_WAITING = re.compile(r"(?i)\b(?:waiting|listening|listens)\b")
+_SERVERISH = re.compile(r"(?i)\b(?:connect\w*|server|endpoint|api|proxy|base url|mcp)\b")
+_CALLBACK_PATH = re.compile(r"(?i)callback|redirect|oauth|auth")
+_REDIRECT_HINT = re.compile(
+    r"(?i)(?:\bredirect(?:s|ed)? (?:you )?(?:back )?to|\bredirect ur[il](?: is)?):?$"
+)
+_SSH_FORWARD = re.compile(
+    r"(?<!\S)-L\s*(?:(?:\[[0-9A-Fa-f:.]*\]|[\w.-]+):)?\d{1,5}:"
+    r"(?P<host>127\.0\.0\.1|localhost|\[::1\]):(?P<port>\d{1,5})(?!\S)"
+)
+_SSH_WORD = re.compile(r"\bssh\b")
+
+_CODE_TOKEN = r"[A-Z0-9]{3,12}(?:-[A-Z0-9]{3,12}){0,3}"
+_BARE_CODE = re.compile(_CODE_TOKEN)
+_INLINE_CODE = re.compile(
+    r"(?i:\bcode\b)(?:\s+is)?\s*[:=]?\s*[`\"']?(?P<code>" + _CODE_TOKEN + r")(?![\w-])"
+)
+_CODE_LABEL = re.compile(r"(?i)\b(?:enter|input|type|use)\b.*\bcode\b[^.!]*$")
+
+# --------------------------------------------------------------------------- status lines
+
+_TIMEOUT_WORDS = re.compile(r"(?i)tim(?:ed|e)?[ _-]?out")
+_TB_HEADER = re.compile(r"Traceback \(most recent call last\):?")
+_TB_FINAL = re.compile(r"[A-Za-z_][\w.]*(?::(?: .*)?)?")
+_TB_CHAIN = re.compile(
+    r"During handling of the above exception|The above exception was the direct cause"
+)
+
+# (pattern, outcome, whether "timed out" in the line makes it a timeout)
+_STATUS_RULES: tuple[tuple[re.Pattern[str], Outcome, bool], ...] = (
+    (re.compile(r"^tunnelauth: remote command not found: \S+$"), Outcome.NOT_FOUND, False),
+    (
+        re.compile(r"^(?:[\w./-]+: )?(?:line \d+: )?[\w./+-]+: command not found$"),
+        Outcome.NOT_FOUND,
+        False,
+    ),
+    (re.compile(r"^[\w./-]*sh: (?:\d+: )?[\w./+-]+: not found$"), Outcome.NOT_FOUND, False),
+    (re.compile(r"^zsh: command not found: \S+$"), Outcome.NOT_FOUND, False),
+    (re.compile(r"^fish: Unknown command:? \S+$"), Outcome.NOT_FOUND, False),
+    (re.compile(r"(?i)^(?:[\w-]+ )?authori[sz]ation timed out\b"), Outcome.TIMED_OUT, False),
+    (re.compile(r"(?i)^timed out waiting for\b"), Outcome.TIMED_OUT, False),
+    (re.compile(r"(?i)^login timed out\b"), Outcome.TIMED_OUT, False),
+    (re.compile(r"^✗\s*(?:Authentication|Authorization|Login) failed\b"), Outcome.FAILED, True),
+    (re.compile(r"(?i)^login failed\b"), Outcome.FAILED, True),
+    (re.compile(r"(?i)^(?:[\w-]+ )?authori[sz]ation failed\b"), Outcome.FAILED, True),
+    (re.compile(r"^[\w.]*AuthError\b"), Outcome.FAILED, True),
+    (re.compile(r"(?i)^could not bind (?:[\w-]+ )?callback server on\b"), Outcome.FAILED, False),
+    (re.compile(r"(?i)^OAuth callback port \d+ is already in use\b"), Outcome.FAILED, False),
+    (re.compile(r"^Unknown provider '[^']*'\.?$"), Outcome.FAILED, False),
+    (re.compile(r"(?i)^login cancell?ed\.?$"), Outcome.FAILED, False),
+    (
+        re.compile(r"(?i)^(?:✓\s*)?(?:[\w-]+\s+){0,3}login successful[.!]?$"),
+        Outcome.SUCCEEDED,
+        False,
+    ),
+    (re.compile(r"^✓\s*Authenticated\b"), Outcome.SUCCEEDED, False),
+    (re.compile(r"^Added [\w.-]+ OAuth credential #\d+\b"), Outcome.SUCCEEDED, False),
+    (
+        re.compile(
+            r"(?i)^(?:✓\s*)?(?:successfully (?:logged in|authenticated)|logged in successfully"
+            r"|authentication successful|authorization successful)\b"
+        ),
+        Outcome.SUCCEEDED,
+        False,
+    ),
+)
+
+
+def _failure(line: str) -> Outcome:
+    """FAILED, or TIMED_OUT when the failure says it timed out."""
+    return Outcome.TIMED_OUT if _TIMEOUT_WORDS.search(line) else Outcome.FAILED
+
+
+def status_of(line: str) -> Status | None:
+    """The status a (stripped) line announces, if any."""
+    for pattern, outcome, timeout_aware in _STATUS_RULES:
+        if pattern.search(line):
+            return Status(_failure(line) if timeout_aware else outcome, line)
+    return None
+
+
+# --------------------------------------------------------------------------- prompts
+
+_KNOWN_PROMPTS: tuple[tuple[re.Pattern[str], PromptKind], ...] = (
+    (re.compile(r"(?i)continue without this server:$"), PromptKind.PASTE),
+    (re.compile(r"(?i)^(?:paste (?:the |your )?)?callback url:$"), PromptKind.PASTE),
+    (
+        re.compile(r"(?i)^paste (?:the |your )?(?:full )?redirect ur[il](?: here)?:$"),
+        PromptKind.PASTE,
+    ),
+    (
+        re.compile(
+            r"(?i)^(?:(?:paste|enter) (?:the |your )?)?(?:authorization |auth |verification )?"
+            r"code(?: here)?:$"
+        ),
+        PromptKind.CODE,
+    ),
+    (re.compile(r"(?i)^(?:\[sudo\] )?password(?: for [^:]{1,64})?:$"), PromptKind.SECRET),
+    (re.compile(r"(?i)^[\w.-]+@[\w.-]+'s password:$"), PromptKind.SECRET),
+    (re.compile(r"(?i)^enter passphrase(?: for [^:]{1,200})?:$"), PromptKind.SECRET),
+    (re.compile(r"^Spotify Client ID:$"), PromptKind.TEXT),
+    (re.compile(r"(?i)[\[(](?:y/n|yes/no)(?:/\[fingerprint\])?[\])]$"), PromptKind.YESNO),
+)
+_PROMPT_TRIGGER = re.compile(r"[:?\])]")  # every known prompt ends with one of these
+_PROMPT_LEAD = " \t:?"  # left over after a prompt such as "[Y/n]: "
+_PROMPT_END = re.compile(r"[:?>]$")
+_YESNO = re.compile(r"(?i)[\[(]\s*(?:y/n|yes/no)\b")
+_SECRET_WORDS = re.compile(
+    r"(?i)\b(?:password|passphrase|passcode|pin|secret|api[ _-]?key|token)\b"
+)
+_PASTE_WORDS = re.compile(
+    r"(?i)\b(?:callback|redirect)[ _-]?ur[il]\b|\bpaste\b.*\bur[il]\b|without this server"
+)
+_CODE_WORD = re.compile(r"(?i)\bcode\b")
+
+
+def _prompt_text(text: str) -> str:
+    """The prompt as shown: without surrounding blanks or leftovers of a previous prompt."""
+    return text.lstrip(_PROMPT_LEAD).rstrip()
+
+
+def known_prompt(text: str) -> PromptKind | None:
+    """The kind of a well-known prompt that ``text`` is exactly, if any."""
+    shown = _prompt_text(text)
+    return next((kind for pattern, kind in _KNOWN_PROMPTS if pattern.search(shown)), None)
+
+
+def prompt_kind(text: str) -> PromptKind:
+    """Guess what an idle partial line asks for."""
+    if _YESNO.search(text):
+        return PromptKind.YESNO
+    if _SECRET_WORDS.search(text):
+        return PromptKind.SECRET
+    if _PASTE_WORDS.search(text):
+        return PromptKind.PASTE
+    if _CODE_WORD.search(text):
+        return PromptKind.CODE
+    return PromptKind.TEXT
+
+
+def _looks_like_prompt(text: str) -> bool:
+    """Whether an idle partial line seems to wait for input."""
+    shown = _prompt_text(text)
+    if not shown or len(text) > MAX_PROMPT or not any(c.isalnum() for c in shown):
+        return False
+    return bool(_PROMPT_END.search(shown) or _YESNO.search(shown))
+
+
+# --------------------------------------------------------------------------- the watcher
+
+_NEWLINE = re.compile(r"[\r\n]")
+
+
+class _CR(Enum):
+    """Whether a carriage return is waiting to learn if a line feed follows."""
+
+    NONE = 0
+    PENDING = 1  # "\r" seen, the line not yet emitted
+    DONE = 2  # "\r" seen and the line emitted by idle(): swallow a following "\n"
+
+
+class Watcher:
+    """Turns a remote command's raw PTY output into events; bounded memory, no I/O."""
+
+    def __init__(self, *, max_line: int = MAX_LINE) -> None:
+        """Start with empty state; partial lines are capped at ``max_line`` characters."""
+        if max_line < MAX_PROMPT:
+            raise ValueError(f"max_line must be at least {MAX_PROMPT}")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stripper = Stripper(keep_newlines=True)
+        self._max_line = max_line
+        self._closed = False
+        # the partial line
+        self._line = ""
+        self._seg = 0  # where the part not yet reported as a prompt starts
+        self._prompted = False  # a prompt was reported on this line
+        self._echo = False  # the last prompt asked for a secret: a single word after it is input
+        self._discard = False  # the line overflowed: drop text until it ends
+        self._cr = _CR.NONE
+        # what earlier lines left behind
+        self._open_hint = False  # previous non-blank line said "open this URL:"
+        self._redirect_hint = False  # previous non-blank line said "redirects to"
+        self._in_traceback = False
+        self._held_status: Status | None = None
+        self._held_url: ParsedUrl | None = None
+        self._await_code = False  # a held URL's code is announced for the next line
+        self._last_callback: tuple[str, int, str | None] | None = None
+        self._last_authorize: str | None = None
+        self._last_device: DeviceCode | None = None
+
+    # ----------------------------------------------------------------- public API
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Read the next chunk of output, split anywhere; return the events it completes."""
+        if self._closed:
+            raise ValueError("feed() after close()")
+        out: list[Event] = []
+        self._text(self._stripper.feed(self._decoder.decode(data)), out)
+        return out
+
+    def idle(self) -> list[Event]:
+        """Output paused: settle what waits for more output and report a waiting prompt."""
+        out: list[Event] = []
+        if self._closed:
+            return out
+        if self._cr is _CR.PENDING and self._line:
+            self._cr = _CR.DONE
+            self._end_line(out)
+        self._settle_status(out)
+        if not self._await_code:
+            self._settle_url(out)
+        rest = self._line[self._seg :]
+        if not self._discard and _looks_like_prompt(rest):
+            self._report_prompt(rest, prompt_kind(rest), len(self._line), out)
+        return out
+
+    def close(self) -> list[Event]:
+        """End of output: flush the partial line and settle everything still held."""
+        out: list[Event] = []
+        if self._closed:
+            return out
+        self._text(self._stripper.feed(self._decoder.decode(b"", final=True)), out)
+        self._stripper.flush()
+        if self._line or self._discard:
+            self._end_line(out)  # a last line without a line end, or one a bare CR ended
+        self._cr = _CR.NONE
+        self._settle_status(out)
+        self._settle_url(out)
+        self._closed = True
+        return out
+
+    def buffered(self) -> int:
+        """How many characters (and undecoded bytes) the watcher holds right now."""
+        held = 0 if self._held_url is None else len(self._held_url.url)
+        status = 0 if self._held_status is None else len(self._held_status.line)
+        return len(self._line) + held + status + len(self._decoder.getstate()[0])
+
+    # ----------------------------------------------------------------- splitting lines
+
+    def _text(self, text: str, out: list[Event]) -> None:
+        """Split sanitized text into line content and line ends."""
+        start = 0
+        for m in _NEWLINE.finditer(text):
+            self._chars(text[start : m.start()], out)
+            self._newline(m.group(), out)
+            start = m.end()
+        self._chars(text[start:], out)
+
+    def _newline(self, ch: str, out: list[Event]) -> None:
+        """Handle ``\\r`` or ``\\n``: CR waits to see whether LF follows."""
+        if ch == "\r":
+            if self._cr is _CR.NONE:
+                self._cr = _CR.PENDING
+            return
+        if self._cr is _CR.DONE:
+            self._cr = _CR.NONE  # the line already ended at idle()
+            return
+        self._cr = _CR.NONE
+        self._end_line(out)
+
+    def _chars(self, run: str, out: list[Event]) -> None:
+        """Append text without line ends to the partial line, within the cap."""
+        if not run:
+            return
+        if self._cr is _CR.PENDING and (self._line or self._discard):
+            self._end_line(out)  # a bare CR rewrote the line: what was there is a line
+        self._cr = _CR.NONE
+        if self._discard:
+            return
+        room = self._max_line - len(self._line)
+        self._append(run[:room], out)
+        if len(run) > room:
+            self._end_line(out, truncated=True)
+            self._discard = True
+
+    def _append(self, run: str, out: list[Event]) -> None:
+        """Add text to the partial line, reporting known prompts where they end."""
+        base = len(self._line)
+        self._line += run
+        if base - self._seg >= MAX_PROMPT:
+            return
+        for m in _PROMPT_TRIGGER.finditer(run):
+            end = base + m.end()
+            if end - self._seg > MAX_PROMPT:
+                break  # no prompt is this long; only a reported prompt moves _seg on
+            candidate = self._line[self._seg : end]
+            kind = known_prompt(candidate)
+            if kind is not None:
+                self._report_prompt(candidate, kind, end, out)
+
+    def _report_prompt(self, text: str, kind: PromptKind, end: int, out: list[Event]) -> None:
+        """Emit a prompt once; text after it on the same line is a new partial line."""
+        out.append(Prompt(_prompt_text(text), kind))
+        self._seg = end
+        self._prompted = True
+        self._echo = kind.is_secret
+
+    def _end_line(self, out: list[Event], *, truncated: bool = False) -> None:
+        """The partial line is complete: reset it and process what it holds."""
+        rest = self._line[self._seg :]
+        prompted, echo, discarding = self._prompted, self._echo, self._discard
+        self._line, self._seg = "", 0
+        self._prompted = self._echo = self._discard = False
+        if discarding:
+            return  # its first part was already emitted when it overflowed
+        if prompted:
+            rest = rest.lstrip(_PROMPT_LEAD)
+            word = rest.strip()
+            if not word or (echo and not truncated and not any(c.isspace() for c in word)):
+                return  # nothing after the prompt, or the user's echoed secret
+        self._line_done(rest + "…" if truncated else rest, out)
+
+    # ----------------------------------------------------------------- complete lines
+
+    def _line_done(self, text: str, out: list[Event]) -> None:
+        """Process one complete sanitized line."""
+        out.append(RemoteLine(text))
+        stripped = text.strip()
+        if not stripped:
+            return  # blank lines keep every hint and held item for the next line
+        if self._held_status is not None and _TB_CHAIN.match(stripped):
+            self._held_status = None  # a chained traceback follows; its own end decides
+            return
+        self._settle_status(out)
+        if self._traceback_line(text, stripped):
+            return
+        status = status_of(stripped)
+        if status is not None:
+            out.append(status)
+            self._held_url, self._await_code = None, False
+            self._open_hint = self._redirect_hint = False
+            return
+        self._scan(text, stripped, out)
+
+    def _traceback_line(self, text: str, stripped: str) -> bool:
+        """Follow a Python traceback; True if the line belongs to it."""
+        if _TB_HEADER.fullmatch(stripped):
+            self._in_traceback = True
+            return True
+        if not self._in_traceback:
+            return False
+        if text[:1].isspace():
+            return True  # frames and source lines: never scanned for URLs or statuses
+        self._in_traceback = False
+        if _TB_FINAL.fullmatch(stripped):
+            self._held_status = Status(_failure(stripped), stripped)
+            return True
+        return False
+
+    def _scan(self, text: str, stripped: str, out: list[Event]) -> None:
+        """Look for URLs, callbacks and device codes in a line that is not a status."""
+        urls, words = _find_urls(text)
+        self._settle_held_with(words, stripped, out)
+        open_ctx = self._open_hint or bool(_OPEN.search(words))
+        announce_ctx = self._redirect_hint
+        held_before = self._held_url
+        for url in urls:
+            self._url(url, words, open_ctx, announce_ctx, out)
+        if self._held_url is not None and self._held_url is not held_before:
+            self._settle_held_with(words, "", out)  # "visit URL and enter code: X" on one line
+        if not urls:
+            self._ssh_forward(text, out)
+        words_end = words.rstrip()
+        self._open_hint = not urls and words_end.endswith(":") and bool(_OPEN.search(words))
+        self._redirect_hint = not urls and bool(_REDIRECT_HINT.search(words_end))
+
+    def _url(
+        self, url: ParsedUrl, words: str, open_ctx: bool, announce_ctx: bool, out: list[Event]
+    ) -> None:
+        """Classify one valid URL found on a line."""
+        if url.scheme == "http":
+            self._loopback_url(url, words, open_ctx, announce_ctx, out)
+            return
+        code = url.param("user_code")
+        if code:
+            self._device(url.url, code, out)
+        elif any(url.has_param(name) for name in _OAUTH_PARAMS):
+            self._authorize(url, out)
+        elif open_ctx:
+            self._settle_url(out)
+            self._held_url, self._await_code = url, False
+
+    def _loopback_url(
+        self, url: ParsedUrl, words: str, open_ctx: bool, announce_ctx: bool, out: list[Event]
+    ) -> None:
+        """A loopback URL is the CLI's own start page, a callback announcement, or neither."""
+        if url.port is None or url.has_param("code") or url.has_param("error"):
+            return
+        if open_ctx:
+            self._callback(url.host, url.port, None, "announcement", out)
+            self._emit_authorize(AuthorizeUrl(url.url, url.host, url.param("redirect_uri")), out)
+        elif announce_ctx or _is_announcement(words, url.path):
+            self._callback(url.host, url.port, url.path or "/", "announcement", out)
+
+    def _authorize(self, url: ParsedUrl, out: list[Event]) -> None:
+        """An authorize URL: its loopback redirect_uri first, then the URL itself."""
+        redirect = url.param("redirect_uri")
+        target = parse_url(redirect) if redirect else None
+        if target is not None and target.scheme == "http" and target.port is not None:
+            self._callback(target.host, target.port, target.path or "/", "redirect_uri", out)
+        self._emit_authorize(AuthorizeUrl(url.url, url.host, redirect), out)
+
+    def _ssh_forward(self, text: str, out: list[Event]) -> None:
+        """An ``ssh -L p:127.0.0.1:p`` hint, used only when no URL announced a callback."""
+        if self._last_callback is not None or not _SSH_WORD.search(text):
+            return
+        m = _SSH_FORWARD.search(text)
+        if m is None:
+            return
+        port = int(m["port"])
+        if 1024 <= port <= 65535:
+            host = m["host"].strip("[]")
+            self._callback(host, port, None, "announcement", out)
+
+    # ----------------------------------------------------------------- held items
+
+    def _settle_held_with(self, words: str, stripped: str, out: list[Event]) -> None:
+        """Decide a held URL from the next non-blank line (its own line when ``stripped`` is "")."""
+        held = self._held_url
+        if held is None:
+            return
+        if self._await_code:
+            code = stripped if _BARE_CODE.fullmatch(stripped) else _inline_code(words)
+            self._held_url, self._await_code = None, False
+            self._device(held.url, code, out)
+            return
+        code = _inline_code(words)
+        if code is not None:
+            self._held_url = None
+            self._device(held.url, code, out)
+        elif _CODE_LABEL.search(words.rstrip()):
+            self._await_code = True
+        elif stripped:
+            self._settle_url(out)
+
+    def _settle_url(self, out: list[Event]) -> None:
+        """No code came for the held URL: it is a page to open (or a code-less device URL)."""
+        held = self._held_url
+        if held is None:
+            return
+        self._held_url = None
+        if self._await_code:
+            self._await_code = False
+            self._device(held.url, None, out)
+        else:
+            self._emit_authorize(AuthorizeUrl(held.url, held.host, None), out)
+
+    def _settle_status(self, out: list[Event]) -> None:
+        """Report a held traceback status."""
+        if self._held_status is not None:
+            out.append(self._held_status)
+            self._held_status = None
+
+    # ----------------------------------------------------------------- emitting
+
+    def _callback(
+        self, host: str, port: int, path: str | None, source: str, out: list[Event]
+    ) -> None:
+        """Emit a callback unless it repeats the last one."""
+        if not 1024 <= port <= 65535 or host not in _LOOPBACK:
+            return
+        key = (host, port, path)
+        if key != self._last_callback:
+            self._last_callback = key
+            out.append(Callback(host, port, path, source))
+
+    def _emit_authorize(self, event: AuthorizeUrl, out: list[Event]) -> None:
+        """Emit an authorize URL unless it repeats the last one."""
+        if event.url != self._last_authorize:
+            self._last_authorize = event.url
+            out.append(event)
+
+    def _device(self, url: str, code: str | None, out: list[Event]) -> None:
+        """Emit a device code unless it repeats the last one."""
+        event = DeviceCode(url, code)
+        if event != self._last_device:
+            self._last_device = event
+            out.append(event)
+
+
+def _inline_code(words: str) -> str | None:
+    """A device code printed after the word "code" on this line, if any."""
+    m = _INLINE_CODE.search(words)
+    return None if m is None else m["code"]
+
+
+def _is_announcement(words: str, path: str) -> bool:
+    """Whether a loopback URL on a line is where the CLI waits for the callback."""
+    if _ANNOUNCE.search(words):
+        return True
+    if _SERVERISH.search(words):
+        return False  # "Connecting to MCP server http://localhost:3000/mcp"
+    return bool(_WAITING.search(words) or _CALLBACK_PATH.search(path))
