@@ -250,8 +250,13 @@ def _no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def snapshot() -> tuple[int, int]:
-    """(inet sockets, threads) of this process."""
-    return len(psutil.Process().net_connections("inet")), threading.active_count()
+    """(inet sockets, threads) of this process, leaving out the event loop's executor pool.
+
+    The pool (``asyncio.to_thread``) belongs to the loop and lives until it closes; any other
+    thread left over was started by a transport.
+    """
+    threads = [t for t in threading.enumerate() if not t.name.startswith("asyncio_")]
+    return len(psutil.Process().net_connections("inet")), len(threads)
 
 
 # -- scenarios shared by both library transports -----------------------------------------
