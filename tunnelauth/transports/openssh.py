@@ -274,7 +274,29 @@ class OpenSSHTransport:
             stderr = log.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
         if code != 0 or not await self._check(socket):
             await self._discard_master()
+            if self._through_proxy() and sshargs.proxy_failure_hidden(stderr):
+                stderr = await self._diagnose() or stderr
             raise _connect_error(self.target.host, stderr)
+
+    def _through_proxy(self) -> bool:
+        """Whether the connection goes through a jump host or proxy command."""
+        jump = self.config.get("proxyjump", "none")
+        proxy = self.config.get("proxycommand", "none")
+        return bool(self.target.jump) or jump.lower() != "none" or proxy.lower() != "none"
+
+    async def _diagnose(self) -> str:
+        """Repeat a failed connect without ControlPersist to read the jump host's own error.
+
+        With ControlPersist, ssh sends its proxy's stderr to /dev/null, so a jump host's
+        "Host key verification failed" is lost. The repeat never prompts (BatchMode) and runs
+        only on this failure path.
+        """
+        argv = sshargs.diagnose_argv(self.ssh, self.target)
+        try:
+            result = await _run(argv, timeout=self.connect_timeout)
+        except asyncio.TimeoutError:
+            return ""
+        return result.stderr[-STDERR_LIMIT:].decode("utf-8", "replace")
 
     async def _discard_master(self) -> None:
         master, self._master = self._master, None

@@ -82,6 +82,18 @@ def master_argv(
     return [ssh, *target_args(target), *_o(extra), "-e", "none", "-f", "-N", "--", target.host]
 
 
+def diagnose_argv(ssh: str, target: SSHTarget) -> list[str]:
+    """A plain, prompt-free connection that runs ``true`` (used to read a hidden jump error)."""
+    extra = ["BatchMode=yes", "ControlMaster=no", "ControlPath=none", "ControlPersist=no"]
+    extra += ["ForwardAgent=no", "ForwardX11=no", "ClearAllForwardings=yes", "RemoteCommand=none"]
+    return [ssh, *target_args(target), *_o(extra), "-T", "--", target.host, "true"]
+
+
+def proxy_failure_hidden(stderr: str) -> bool:
+    """Whether ssh only saw its proxy close (the proxy's own message went to /dev/null)."""
+    return "kex_exchange_identification" in stderr or "UNKNOWN port 65535" in stderr
+
+
 def mux_argv(ssh: str, target: SSHTarget, socket: str, *rest: str) -> list[str]:
     """A client that only talks through the control socket (``rest`` = mode flags)."""
     config = ["-F", str(target.ssh_config)] if target.ssh_config is not None else []
