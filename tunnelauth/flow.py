@@ -34,6 +34,7 @@ from tunnelauth.events import (
     Event,
     Outcome,
     Prompt,
+    PromptKind,
     RemoteLine,
     Status,
 )
@@ -256,9 +257,16 @@ class Login:
 
     def _on_prompt(self, event: Prompt) -> None:
         self.prompt = event
-        if self.listener is not None and event.kind.value == "paste":
+        if self.listener is not None and event.kind is PromptKind.PASTE:
             self.reporter.debug("the remote also accepts a pasted redirect URL")
             return
+        if self.settings.batch:
+            # Nobody can answer: fail now, naming the prompt, instead of waiting for a timeout.
+            raise LoginFailedError(
+                f"the remote asks {event.text.strip()!r} and this run cannot answer it",
+                last_lines=list(self.last_lines),
+                hint="run tunnelauth from a terminal, or set the value on the remote beforehand",
+            )
         self.reporter.prompt(event.text, event.kind.is_secret)
         self.reporter.stage(Stage.PROMPT)
 

@@ -200,3 +200,11 @@ def test_live_user_controlmaster_is_reused_and_left_alive(fresh: Bed, tmp_path: 
             timeout=10,
             check=False,
         )
+
+
+def test_unanswerable_prompt_fails_fast_in_batch_runs(fresh: Bed, tmp_path: Path) -> None:
+    fresh.set_fake(spotify_client_id=None)  # hermes then asks "Spotify Client ID: " first
+    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path, browser=False)
+    assert result.code == ExitStatus.LOGIN_FAILED, result
+    assert "Spotify Client ID" in result.stderr
+    assert "cannot answer" in result.stderr
