@@ -28,7 +28,11 @@ class ConsoleReporter:
         self._live: Live | None = None
         if self.console.is_terminal and verbosity >= 0:
             self._live = Live(
-                self, console=self.console, refresh_per_second=8, transient=True, redirect_stderr=False
+                self,
+                console=self.console,
+                refresh_per_second=8,
+                transient=True,
+                redirect_stderr=False,
             )
             self._live.start()
 
