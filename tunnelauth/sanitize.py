@@ -32,6 +32,10 @@ _SPECIAL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff" + _INVISIBL
 _STRING_END = re.compile("[\x07\x18\x1a\x1b\x9c]")
 # Characters that may not continue a CSI sequence (parameters and intermediates are 0x20-0x3F).
 _CSI_END = re.compile("[^\x20-\x3f]")
+# A whole short CSI sequence (colours, cursor moves): skipped in one step, as the state
+# machine would, because coloured output is full of them.
+_CSI_FAST_LIMIT = 64
+_CSI_WHOLE = re.compile("\x1b\\[[\x20-\x3f]{0," + str(_CSI_FAST_LIMIT) + "}[\x40-\x7e]")
 
 _ESC = "\x1b"
 _CANCEL = "\x18\x1a"  # CAN and SUB abort any sequence in progress
@@ -105,6 +109,9 @@ class Stripper:
         out.append(text[i : m.start()])
         ch = m.group()
         if ch == _ESC:
+            whole = _CSI_WHOLE.match(text, m.start()) if self._max > _CSI_FAST_LIMIT else None
+            if whole is not None:
+                return whole.end()
             self._enter(_State.ESC)
         elif ch == "\x9b":
             self._enter(_State.CSI)

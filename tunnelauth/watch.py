@@ -21,8 +21,9 @@ Rules for ambiguous output (each tested in tests/unit/test_watch.py):
   on the previous non-blank line ending with ``:``.  Such a plain URL is held: if the next
   non-blank line (or the same line) gives a device code (``enter code: ABCD-EFGH``), or
   says to enter a code and the line after it is the code, it becomes a ``DeviceCode``;
-  otherwise an ``AuthorizeUrl``.  ``idle()``/``close()`` settle a held URL too (while a
-  code is announced but not yet printed, ``idle()`` keeps waiting).
+  otherwise an ``AuthorizeUrl``.  ``idle()``/``close()`` settle a held URL too, except
+  that ``idle()`` keeps waiting while a code is announced but not yet printed or while the
+  remote stopped half-way through a line that is not a prompt.
 * Callbacks come from a loopback ``redirect_uri`` of an authorize URL, or from a loopback
   URL on a line that (outside the URL) says ``callback``/``redirect``, or says
   ``waiting``/``listening`` without naming a server/connection/endpoint, or whose path
@@ -38,8 +39,10 @@ Rules for ambiguous output (each tested in tests/unit/test_watch.py):
 * Known prompts are recognised at the first character where the line so far reads as
   one, so detection does not depend on chunking; other partial lines become a ``Prompt``
   at ``idle()`` when they end like a question.  After a prompt, the rest of the line is a
-  new partial line; after a secret-kind prompt a single-word rest is the user's echoed
-  input and is neither shown nor scanned.
+  new partial line.  Once the remote has waited at a secret-kind prompt (``idle()`` was
+  called, or the orchestrator called ``input_sent()``), a single-word rest of the line is
+  the PTY's echo of the user's input and is neither shown nor scanned; without a pause it
+  is remote text like any other (a known prompt that did not wait was not a prompt).
 """
 
 from __future__ import annotations
@@ -308,12 +311,10 @@ _KNOWN_PROMPTS: tuple[tuple[re.Pattern[str], PromptKind], ...] = (
         PromptKind.PASTE,
     ),
     (
-        re.compile(
-            r"(?i)^(?:(?:paste|enter) (?:the |your )?)?(?:authorization |auth |verification )?"
-            r"code(?: here)?:$"
-        ),
+        re.compile(r"(?i)^(?:paste (?:the |your )?)?(?:authorization|auth) code(?: here)?:$"),
         PromptKind.CODE,
     ),
+    (re.compile(r"(?i)^paste (?:the |your )?code(?: here)?:$"), PromptKind.CODE),
     (re.compile(r"(?i)^(?:\[sudo\] )?password(?: for [^:]{1,64})?:$"), PromptKind.SECRET),
     (re.compile(r"(?i)^[\w.-]+@[\w.-]+'s password:$"), PromptKind.SECRET),
     (re.compile(r"(?i)^enter passphrase(?: for [^:]{1,200})?:$"), PromptKind.SECRET),
@@ -393,7 +394,8 @@ class Watcher:
         self._line = ""
         self._seg = 0  # where the part not yet reported as a prompt starts
         self._prompted = False  # a prompt was reported on this line
-        self._echo = False  # the last prompt asked for a secret: a single word after it is input
+        self._secret = False  # the last prompt on this line asked for a secret
+        self._waited = False  # output paused (or input was sent) since that prompt
         self._discard = False  # the line overflowed: drop text until it ends
         self._cr = _CR.NONE
         # what earlier lines left behind
@@ -426,12 +428,20 @@ class Watcher:
             self._cr = _CR.DONE
             self._end_line(out)
         self._settle_status(out)
-        if not self._await_code:
-            self._settle_url(out)
-        rest = self._line[self._seg :]
-        if not self._discard and _looks_like_prompt(rest):
+        rest = "" if self._discard else self._line[self._seg :]
+        waiting = _looks_like_prompt(rest)
+        if not self._await_code and (waiting or not rest.strip()):
+            self._settle_url(out)  # not while the remote is half-way through a line
+        if waiting:
             self._report_prompt(rest, prompt_kind(rest), len(self._line), out)
+        if self._prompted:
+            self._waited = True  # the remote really stopped at the prompt: input will follow
         return out
+
+    def input_sent(self) -> None:
+        """The orchestrator wrote a line to the remote's stdin: what the PTY echoes is input."""
+        if self._prompted:
+            self._waited = True
 
     def close(self) -> list[Event]:
         """End of output: flush the partial line and settle everything still held."""
@@ -512,14 +522,16 @@ class Watcher:
         out.append(Prompt(_prompt_text(text), kind))
         self._seg = end
         self._prompted = True
-        self._echo = kind.is_secret
+        self._secret = kind.is_secret
+        self._waited = False
 
     def _end_line(self, out: list[Event], *, truncated: bool = False) -> None:
         """The partial line is complete: reset it and process what it holds."""
         rest = self._line[self._seg :]
-        prompted, echo, discarding = self._prompted, self._echo, self._discard
+        prompted, discarding = self._prompted, self._discard
+        echo = self._secret and self._waited
         self._line, self._seg = "", 0
-        self._prompted = self._echo = self._discard = False
+        self._prompted = self._secret = self._waited = self._discard = False
         if discarding:
             return  # its first part was already emitted when it overflowed
         if prompted:

@@ -172,6 +172,10 @@ def test_stripper_chunking_property(text: str, cuts: list[int]) -> None:
     assert "".join(s.feed(text[a:b]) for a, b in itertools.pairwise(bounds)) == whole
     for ch in whole:
         assert ch in "\r\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
+    # the default bound also enables the one-step path for short CSI sequences
+    whole = Stripper(keep_newlines=True).feed(text)
+    s = Stripper(keep_newlines=True)
+    assert "".join(s.feed(text[a:b]) for a, b in itertools.pairwise(bounds)) == whole
 
 
 @settings(max_examples=200, deadline=None)

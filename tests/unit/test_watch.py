@@ -271,9 +271,30 @@ def test_transcripts_use_pty_line_ends() -> None:
         assert data.count(b"\n") == data.count(b"\r\n"), path.name
 
 
+# Where the remote really waits for input: the orchestrator calls idle() there.
+PAUSE_AFTER: dict[str, bytes] = {
+    "mcp_success": b"without this server: ",
+    "mcp_timeout": b"without this server: ",
+    "mcp_paste": b"without this server: ",
+    "anthropic_paste": b"Authorization code: ",
+}
+
+
+def run_with_pause(name: str) -> list[Event]:
+    """Run a transcript as it happens live: idle() where the remote waits, and at the end."""
+    data = load(name)
+    marker = PAUSE_AFTER.get(name)
+    if marker is None:
+        return run([data])
+    cut = data.index(marker) + len(marker)
+    watcher = Watcher()
+    events = watcher.feed(data[:cut]) + watcher.idle() + watcher.feed(data[cut:])
+    return events + watcher.idle() + watcher.close()
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_transcript_events(name: str) -> None:
-    events = run([load(name)])
+    events = run_with_pause(name)
     assert signals(events) == EXPECTED[name]
     shown = lines_of(events)
     for line in SHOWN.get(name, []):
@@ -649,6 +670,15 @@ def test_held_url_is_settled_at_idle() -> None:
     assert watcher.idle() == [AuthorizeUrl("https://x.example/activate", "x.example")]
 
 
+def test_idle_in_the_middle_of_a_line_does_not_settle_a_held_url() -> None:
+    watcher = Watcher()
+    watcher.feed(b"Open: https://x.example/device\r\n  2. Enter th")
+    assert watcher.idle() == []
+    assert signals(watcher.feed(b"is code: QQQQ-RRRR\r\n")) == [
+        DeviceCode("https://x.example/device", "QQQQ-RRRR")
+    ]
+
+
 def test_idle_keeps_waiting_for_an_announced_code_and_close_gives_up() -> None:
     watcher = Watcher()
     watcher.feed(b"Open: https://x.example/device\r\nEnter this code:\r\n")
@@ -785,7 +815,7 @@ def test_status_line_discards_a_held_url() -> None:
     [
         ("Callback URL: ", PromptKind.PASTE),
         ("Authorization code: ", PromptKind.CODE),
-        ("Enter code: ", PromptKind.CODE),
+        ("Paste code here: ", PromptKind.CODE),
         ("Spotify Client ID: ", PromptKind.TEXT),
         ("Password: ", PromptKind.SECRET),
         ("[sudo] password for alice: ", PromptKind.SECRET),
@@ -816,6 +846,7 @@ def test_known_prompt_text() -> None:
     ("partial", "kind"),
     [
         ("Label for this credential: ", PromptKind.TEXT),
+        ("Enter code: ", PromptKind.CODE),
         ("Which profile? ", PromptKind.TEXT),
         ("> ", None),
         ("name> ", PromptKind.TEXT),
@@ -842,11 +873,38 @@ def test_text_after_a_prompt_is_a_new_partial_line() -> None:
     assert watcher.idle() == [Prompt("Label:", PromptKind.TEXT)]
 
 
-def test_secret_echo_after_prompt_is_hidden_but_remote_text_is_not() -> None:
-    events = feed_text("Callback URL: http://127.0.0.1:9999/callback?code=abc&state=s\r\n")
-    assert events == [Prompt("Callback URL:", PromptKind.PASTE)]
+def test_secret_echo_after_a_waiting_prompt_is_hidden() -> None:
+    watcher = Watcher()
+    assert watcher.feed(b"Callback URL: ") == [Prompt("Callback URL:", PromptKind.PASTE)]
+    assert watcher.idle() == []
+    assert watcher.feed(b"http://127.0.0.1:9999/callback?code=abc&state=s\r\n") == []
+    assert watcher.feed(b"Login successful!\r\n") == [
+        RemoteLine("Login successful!"),
+        succeeded("Login successful!"),
+    ]
+
+
+def test_input_sent_marks_the_echo() -> None:
+    watcher = Watcher()
+    watcher.feed(b"Authorization code: ")
+    watcher.input_sent()
+    assert watcher.feed(b"c0de#st4te\r\n") == []
+
+
+def test_remote_text_after_a_prompt_that_did_not_wait_is_shown() -> None:
+    events = feed_text("Callback URL: http://127.0.0.1:9999/callback\r\n")
+    assert events == [
+        Prompt("Callback URL:", PromptKind.PASTE),
+        RemoteLine("http://127.0.0.1:9999/callback"),
+        cb(9999),
+    ]
     events = feed_text("Callback URL: Login successful!\r\n")
     assert signals(events)[-1] == succeeded("Login successful!")
+
+
+def test_enter_code_with_the_code_is_not_a_prompt() -> None:
+    text = "Visit https://x.example/activate\r\nEnter code: WXYZ-1234\r\n"
+    assert signals(feed_text(text)) == [DeviceCode("https://x.example/activate", "WXYZ-1234")]
 
 
 def test_yes_no_prompt_leaves_no_colon_behind() -> None:
