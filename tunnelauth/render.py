@@ -77,13 +77,9 @@ class ConsoleReporter:
         if unusual_host:
             self.warn(f"the login page is on {host}, not the provider's usual host: check it")
         if how == "printed":
-            self.console.print(
-                Panel(
-                    Text(url, style="bold"),
-                    title=f"open this page in a browser on this machine ({host})",
-                    border_style="green",
-                )
-            )
+            # The bare URL on a line of its own: no border or wrapping to break copy and paste.
+            self._line(f"open this page in a browser on this machine ({host}):", "bold green")
+            self.console.out(url, highlight=False)
         elif self.verbosity >= 0:
             self._line(f"opened the login page on {host} in the browser", "green")
             if self.verbosity > 0:

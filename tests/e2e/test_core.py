@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +209,37 @@ def test_unanswerable_prompt_fails_fast_in_batch_runs(fresh: Bed, tmp_path: Path
     assert result.code == ExitStatus.LOGIN_FAILED, result
     assert "Spotify Client ID" in result.stderr
     assert "cannot answer" in result.stderr
+
+
+def test_laptop_port_taken_exits_5_naming_the_holder(fresh: Bed, tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket,sys\n"
+            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "s.bind(('127.0.0.1', 43827)); s.listen(); print('READY', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "READY"
+        result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+    assert result.code == ExitStatus.PORT_UNAVAILABLE, result
+    assert f"pid {holder.pid}" in result.stderr
+    assert "43827" in result.stderr
+
+
+def test_no_browser_prints_the_url_for_the_user(fresh: Bed, tmp_path: Path) -> None:
+    fresh.set_fake(mode="timeout", timeout=2)
+    result = tunnelauth(fresh, "spotify", "remote", "--no-browser", tmp=tmp_path, browser=False)
+    assert result.code == ExitStatus.TIMED_OUT, result
+    assert "open this page in a browser on this machine" in result.stderr
+    assert f"{fresh.idp_url}/authorize?" in result.stderr
