@@ -300,6 +300,7 @@ class Login:
             self.reporter.warn("not sent: the remote is not asking for input right now")
             return
         self.process.write(data.rstrip(b"\r\n") + b"\r")
+        self.watcher.input_sent()  # whatever the PTY echoes back is the user's input: hide it
         self.prompt = None
         self.reporter.prompt_done()
 
