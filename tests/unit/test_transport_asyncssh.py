@@ -63,11 +63,15 @@ class ServerState:
     tcp_requests: list[tuple[str, int]] = field(default_factory=list)
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
     session_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    connections: list[Any] = field(default_factory=list)
 
 
 class _Server(asyncssh.SSHServer):  # type: ignore[misc]
     def __init__(self, state: ServerState) -> None:
         self.state = state
+
+    def connection_made(self, conn: Any) -> None:
+        self.state.connections.append(conn)
 
     def begin_auth(self, username: str) -> bool:
         self.state.auth_begun += 1

@@ -1,0 +1,160 @@
+"""ParamikoTransport against the same in-process SSH server as the asyncssh tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+from test_transport_asyncssh import (  # the shared server; fixtures are imported to be used
+    DEADLINE,
+    _no_agent,
+    keys,
+    run,
+    scenario_full,
+    scenario_host_keys,
+    scenario_jumps,
+    snapshot,
+    ssh_server,
+    until,
+)
+
+from tunnelauth.errors import SSHError, UsageError
+from tunnelauth.settings import SSHTarget
+from tunnelauth.transports.base import Transport
+from tunnelauth.transports.paramiko_transport import ParamikoTransport
+
+__all__ = ["_no_agent", "keys"]
+
+
+def _paramiko(target: SSHTarget) -> Transport:
+    return ParamikoTransport(target, connect_timeout=DEADLINE, batch=True, keepalive_interval=1.0)
+
+
+def test_process_channels_exec_and_clean_close(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            await scenario_full(_paramiko, bed)
+
+    run(main())
+
+
+def test_jump_from_flag_and_from_config(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            await scenario_jumps(_paramiko, bed)
+
+    run(main())
+
+
+def test_host_key_changed_or_unknown(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            await scenario_host_keys(_paramiko, bed)
+
+    run(main())
+
+
+def test_host_key_alias(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    """HostKeyAlias names the known_hosts entry, whatever the address."""
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            line = bed.known_hosts.read_text().replace(f"[127.0.0.1]:{bed.port}", "aliased")
+            bed.known_hosts.write_text(line)
+            bed.config.write_text("HostKeyAlias aliased\n" + bed.config.read_text())
+            transport = _paramiko(bed.target())
+            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await transport.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("edit", "feature"),
+    [
+        ("ProxyCommand nc %h %p", "ProxyCommand"),
+        ("IdentityAgent /tmp/elsewhere.sock", "IdentityAgent"),
+    ],
+)
+def test_unsupported_config_is_a_usage_error(
+    keys: tuple[Any, Path], tmp_path: Path, edit: str, feature: str
+) -> None:
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            bed.config.write_text(f"{edit}\n" + bed.config.read_text())
+            transport = _paramiko(bed.target())
+            with pytest.raises(UsageError, match=feature) as info:
+                await asyncio.wait_for(transport.connect(), DEADLINE)
+            await transport.close()
+            assert "--backend openssh" in (info.value.hint or "")
+            assert bed.state.sessions == []
+
+    run(main())
+
+
+def test_cert_authority_and_sk_keys_are_usage_errors(
+    keys: tuple[Any, Path], tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            ca = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+            original = bed.known_hosts.read_text()
+            bed.known_hosts.write_text(f"@cert-authority [127.0.0.1]:* {ca}{original}")
+            transport = _paramiko(bed.target())
+            with pytest.raises(UsageError, match="cert-authority"):
+                await asyncio.wait_for(transport.connect(), DEADLINE)
+            await transport.close()
+
+            bed.known_hosts.write_text(original)
+            sk_key = tmp_path / "id_sk"
+            sk_key.write_text("unused\n")
+            (tmp_path / "id_sk.pub").write_text("sk-ssh-ed25519@openssh.com AAAA x\n")
+            transport = _paramiko(bed.target(identity=(sk_key,)))
+            with pytest.raises(UsageError, match="sk-"):
+                await asyncio.wait_for(transport.connect(), DEADLINE)
+            await transport.close()
+
+    run(main())
+
+
+def test_batch_names_the_method_the_server_wants(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            text = bed.config.read_text().replace(f"IdentityFile {keys[1]}", "IdentityFile /none")
+            bed.config.write_text(text)
+            transport = _paramiko(bed.target())
+            with pytest.raises(SSHError, match="authentication"):
+                await asyncio.wait_for(transport.connect(), DEADLINE)
+            await transport.close()
+
+    run(main())
+
+
+def test_dead_link_is_noticed_by_keepalive(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    """A server that stops answering (but keeps the socket) ends the process with status None."""
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            before = snapshot()
+            transport = ParamikoTransport(
+                bed.target(), connect_timeout=DEADLINE, batch=True, keepalive_interval=0.2
+            )
+            await asyncio.wait_for(transport.connect(), DEADLINE)
+            proc = await transport.start("hold")
+            assert b"ready" in await asyncio.wait_for(proc.read(), DEADLINE)
+            for conn in list(bed.state.connections):
+                conn._transport.pause_reading()  # the server goes silent, the TCP link stays
+            assert await asyncio.wait_for(proc.wait(), DEADLINE) is None
+            await proc.close()
+            await transport.close()
+            for conn in list(bed.state.connections):
+                conn._transport.resume_reading()
+            await until(
+                lambda: snapshot()[1] == before[1], f"threads to end: {threading.enumerate()}"
+            )
+
+    run(main())

@@ -1,0 +1,699 @@
+"""The paramiko transport: one paramiko Transport (plus one per jump hop) carries everything.
+
+paramiko blocks, so every call runs on a short-lived thread of ours, and each open channel has
+one reader thread (feeding the event loop) and one writer thread; close() ends and joins them
+all. Features paramiko lacks fail at connect time with a UsageError naming them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import getpass
+import io
+import os
+import queue
+import re
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paramiko
+
+from tunnelauth.errors import HostKeyError, SSHError, UsageError
+from tunnelauth.settings import SSHTarget
+from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
+
+T = TypeVar("T")
+_Hop = tuple[str, Any, int | None, str | None]  # spec, config, port, login
+MAX_HOPS = 8
+CLOSE_GRACE = 2.0
+JOIN_DEADLINE = 5.0
+KEEPALIVE_COUNT_MAX = 3
+CHUNK = 65536
+DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+OTHER_BACKENDS = "use --backend openssh or --backend asyncssh"
+
+
+class _Threads:
+    """Every thread this transport starts, so close() can join them all."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    def start(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=f"tunnelauth-paramiko-{name}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+        return thread
+
+    async def call(self, fn: Callable[[], T], name: str = "call") -> T:
+        """Run a blocking paramiko call on a thread of ours and await its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                future.set_result(value) if ok else future.set_exception(value)
+
+        def work() -> None:
+            try:
+                outcome: tuple[bool, Any] = (True, fn())
+            except BaseException as exc:
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop may be gone after a cancel
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        self.start(work, name)
+        return await future
+
+    async def join(self, deadline: float = JOIN_DEADLINE) -> None:
+        """Wait until every thread ended (they end once their channel or transport closed)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while any(t.is_alive() for t in self.threads) and loop.time() < end:
+            await asyncio.sleep(0.01)  # polling: a thread cannot wake the loop once it is gone
+        self.threads = [t for t in self.threads if t.is_alive()]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Mark ``future`` done (on the loop thread) unless a waiter gave up on it."""
+    if not future.done():
+        future.set_result(None)
+
+
+class _Pipe:
+    """Moves a paramiko channel's bytes to and from the event loop on two threads."""
+
+    def __init__(
+        self, chan: Any, threads: _Threads, on_data: Callable[[bytes], None], name: str
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.chan = chan
+        self.ended: asyncio.Future[None] = self.loop.create_future()
+        self._on_data = on_data
+        self._out: queue.SimpleQueue[bytes | asyncio.Future[None] | None] = queue.SimpleQueue()
+        threads.start(self._read, f"{name}-reader")
+        threads.start(self._write, f"{name}-writer")
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _read(self) -> None:
+        try:
+            while chunk := self.chan.recv(CHUNK):
+                self._post(self._on_data, chunk)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # a broken link ends the output like EOF does
+        finally:
+            self._post(self._on_data, b"")
+            self._post(_resolve, self.ended)
+
+    def _write(self) -> None:
+        while (item := self._out.get()) is not None:
+            if isinstance(item, asyncio.Future):
+                self._post(_resolve, item)
+                continue
+            try:
+                if item == b"":
+                    self.chan.shutdown_write()
+                else:
+                    self.chan.sendall(item)
+            except (OSError, EOFError, paramiko.SSHException):
+                pass  # the channel closed: what is left is lost, as with a socket
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self._out.put(data)
+
+    def send_eof(self) -> None:
+        self._out.put(b"")
+
+    async def drain(self) -> None:
+        marker: asyncio.Future[None] = self.loop.create_future()
+        self._out.put(marker)
+        await marker
+
+    async def close(self) -> None:
+        """Close the channel; both threads end (the reader at EOF, the writer at the sentinel)."""
+        self._out.put(None)
+        self.chan.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.ended), CLOSE_GRACE)
+
+
+class ParamikoProcess:
+    """The remote command on a PTY; output arrives through a queue, so ``read`` is cancel-safe."""
+
+    def __init__(self, chan: Any, threads: _Threads) -> None:
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._eof = False
+        self._chan = chan
+        self._threads = threads
+        self._pipe = _Pipe(chan, threads, self._queue.put_nowait, "pty")
+
+    async def read(self) -> bytes:
+        """Next chunk of merged output, ``b""`` at the end."""
+        if self._eof:
+            return b""
+        chunk = await self._queue.get()
+        self._eof = not chunk
+        return chunk
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the remote PTY."""
+        self._pipe.send(data)
+
+    def interrupt(self) -> None:
+        """Ctrl-C through the PTY: the remote line discipline turns it into SIGINT."""
+        self.write(b"\x03")
+
+    async def wait(self) -> int | None:
+        """The remote exit status; ``None`` if it died by a signal or the link broke."""
+        status: int = await self._threads.call(self._chan.recv_exit_status, "wait")
+        return None if status < 0 else status
+
+    async def close(self) -> None:
+        """Interrupt the remote if it still runs, then close the session (SIGHUP there)."""
+        if not self._chan.closed and not self._chan.exit_status_ready():
+            self.interrupt()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pipe.ended), CLOSE_GRACE)
+        await self._pipe.close()
+
+
+class ParamikoChannel:
+    """A direct-tcpip channel; a refused one reads as EOF and keeps the server's reason."""
+
+    def __init__(self, pipe_factory: Callable[[asyncio.StreamReader], _Pipe] | None, why: str):
+        self.reader = asyncio.StreamReader()
+        self._refused = why
+        self._pipe = pipe_factory(self.reader) if pipe_factory else None
+        if self._pipe is None:
+            self.reader.feed_eof()
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes to the remote end (dropped if the channel was refused)."""
+        if self._pipe is not None:
+            self._pipe.send(data)
+
+    async def drain(self) -> None:
+        """Wait until the writer thread handed the bytes to paramiko."""
+        if self._pipe is not None:
+            await self._pipe.drain()
+
+    def write_eof(self) -> None:
+        """Half-close towards the remote."""
+        if self._pipe is not None:
+            self._pipe.send_eof()
+
+    async def refusal(self) -> str | None:
+        """The server's refusal (``administratively prohibited: …`` / ``connect failed: …``)."""
+        return self._refused or None
+
+    async def close(self) -> None:
+        """Close the channel and let its threads end."""
+        if self._pipe is not None:
+            await self._pipe.close()
+
+
+def _feeder(reader: asyncio.StreamReader) -> Callable[[bytes], None]:
+    """Feed chunks into ``reader``; an empty chunk is EOF."""
+
+    def feed(chunk: bytes) -> None:
+        if chunk:
+            reader.feed_data(chunk)
+        elif not reader.at_eof():
+            reader.feed_eof()
+
+    return feed
+
+
+class ParamikoTransport:
+    """paramiko Transports (hops first, the target last) run on threads of ours."""
+
+    name = "paramiko"
+
+    def __init__(
+        self,
+        target: SSHTarget,
+        *,
+        connect_timeout: float = 30.0,
+        batch: bool = False,
+        keepalive_interval: float = 5.0,
+    ) -> None:
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.batch = batch
+        self.keepalive_interval = keepalive_interval
+        self._threads = _Threads()
+        self._transports: list[Any] = []
+        self._pipes: list[_Pipe] = []
+        self._stop = threading.Event()
+
+    @property
+    def transport(self) -> Any:
+        """The paramiko Transport to the target (after ``connect``)."""
+        if not self._transports:
+            raise RuntimeError("not connected")
+        return self._transports[-1]
+
+    # -- connecting ----------------------------------------------------------------------
+
+    def _configs(self) -> tuple[Any, Any]:
+        """(config for the target, with ``-o``/``-i`` first; config for jump hops)."""
+        path = self.target.ssh_config or Path("~/.ssh/config").expanduser()
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if self.target.ssh_config is not None and not path.is_file():
+            raise UsageError(f"ssh config file {path} not found")
+        lines = []
+        for option in self.target.options:
+            key, sep, value = option.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"invalid ssh option {option!r} (expected Key=Value)")
+            lines.append(f"{key.strip()} {value.strip()}")
+        lines += [f'IdentityFile "{identity}"' for identity in self.target.identity]
+        # Lines before any Host block apply to every host, and the first value wins.
+        return (
+            paramiko.SSHConfig.from_text("\n".join([*lines, text])),
+            paramiko.SSHConfig.from_text(text),
+        )
+
+    async def connect(self) -> None:
+        """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each."""
+        target_config, hop_config = self._configs()
+        try:
+            chain: list[_Hop] = [(spec, hop_config, None, None) for spec in self.target.jump]
+            chain.append((self.target.host, target_config, self.target.port, self.target.login))
+            await self._connect_chain(chain, bool(self.target.jump), hop_config, 0)
+        except BaseException:
+            await self.close()
+            raise
+        self._threads.start(self._keepalive, "keepalive")
+
+    async def _connect_chain(
+        self,
+        chain: Sequence[tuple[str, Any, int | None, str | None]],
+        explicit: bool,
+        hop_config: Any,
+        depth: int,
+    ) -> None:
+        """Connect each entry through the previous one; the first may bring its own ProxyJump."""
+        for index, (spec, config, port, login) in enumerate(chain):
+            user, host, spec_port = split_hop(spec) if config is hop_config else (None, spec, None)
+            looked = config.lookup(host)
+            if index == 0 and not explicit:
+                hops = jump_chain(looked.get("proxyjump"))
+                if hops:
+                    if depth >= MAX_HOPS:
+                        raise UsageError(f"more than {MAX_HOPS} jump hops (a ProxyJump loop?)")
+                    await self._connect_chain(
+                        [(h, hop_config, None, None) for h in hops], False, hop_config, depth + 1
+                    )
+            tunnel = self._transports[-1] if (index > 0 or self._transports) else None
+            settings = _Effective(looked, host, port or spec_port, login or user)
+            conn = await self._threads.call(partial(self._open, settings, tunnel), "connect")
+            self._transports.append(conn)
+
+    def _open(self, eff: _Effective, tunnel: Any) -> Any:
+        """Blocking: socket, key exchange, host-key check, then authentication."""
+        _refuse_unsupported(eff)
+        known = _KnownHosts(eff)
+        if tunnel is not None:
+            try:
+                sock: Any = tunnel.open_channel(
+                    "direct-tcpip",
+                    (eff.hostname, eff.port),
+                    ("127.0.0.1", 0),
+                    timeout=self.connect_timeout,
+                )
+            except paramiko.ChannelException as exc:
+                raise SSHError(
+                    f"the jump host refused a channel to {eff.hostname}:{eff.port}: "
+                    f"{refusal_message(exc.code, exc.text)}",
+                    host=eff.alias,
+                ) from None
+        else:
+            try:
+                sock = socket.create_connection((eff.hostname, eff.port), self.connect_timeout)
+            except OSError as exc:
+                raise SSHError(f"cannot connect to {eff.alias}: {exc}", host=eff.alias) from None
+        conn = paramiko.Transport(sock)
+        self._threads.threads.append(conn)  # paramiko's own thread: close() joins it too
+        try:
+            conn.banner_timeout = self.connect_timeout
+            conn.auth_timeout = self.connect_timeout if self.batch else 600
+            known.prefer(conn)
+            conn.start_client(timeout=self.connect_timeout)
+            known.check(conn.get_remote_server_key())
+            self._authenticate(conn, eff)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _authenticate(self, conn: Any, eff: _Effective) -> None:
+        """Blocking: keys (agent, files), then keyboard-interactive/password if the server allows.
+
+        Keys go first and "none" only after they failed: paramiko re-requests the userauth
+        service for every attempt, which OpenSSH accepts but stricter servers answer with a
+        disconnect, so the usual case should need one attempt only.
+        """
+        for key in _keys(eff, self.batch):
+            try:
+                if not conn.auth_publickey(eff.user, key):
+                    return
+            except paramiko.BadAuthenticationType:
+                break  # the server takes no keys at all
+            except paramiko.AuthenticationException:
+                if not conn.is_active():
+                    break
+        allowed = self._allowed(conn, eff)
+        others = [m for m in ("keyboard-interactive", "password") if m in allowed]
+        if others and self.batch:
+            raise SSHError(
+                f"SSH authentication to {eff.alias} failed: the server asks for "
+                f"{' or '.join(others)} authentication, which batch mode does not answer",
+                host=eff.alias,
+                hint="use a key (agent or IdentityFile), or run without --batch",
+            )
+        with contextlib.suppress(paramiko.AuthenticationException):
+            if "keyboard-interactive" in others and not conn.auth_interactive(eff.user, _ask_all):
+                return
+            if "password" in others:
+                secret = getpass.getpass(f"{eff.user}@{eff.alias}'s password: ")
+                if not conn.auth_password(eff.user, secret):
+                    return
+        listed = f" (the server allows: {', '.join(allowed)})" if allowed else ""
+        raise SSHError(
+            f"SSH authentication to {eff.alias} failed{listed}",
+            host=eff.alias,
+            hint="check `ssh HOST true` works with the same options",
+        )
+
+    @staticmethod
+    def _allowed(conn: Any, eff: _Effective) -> list[str]:
+        """The methods the server still allows (asked with "none"; empty if it hung up)."""
+        if not conn.is_active():
+            return []
+        try:
+            conn.auth_none(eff.user)
+        except paramiko.BadAuthenticationType as exc:
+            return list(exc.allowed_types)
+        except (paramiko.SSHException, OSError, EOFError):
+            return []
+        return []
+
+    def _keepalive(self) -> None:
+        """Probe the target every interval; no answer to several probes means the link is dead.
+
+        paramiko's own keepalive expects no reply, so it cannot notice a dead link.
+        """
+        conn = self.transport
+        while not self._stop.wait(self.keepalive_interval):
+            answered = threading.Event()
+
+            def probe(answered: threading.Event = answered) -> None:
+                with contextlib.suppress(Exception):
+                    conn.global_request("keepalive@openssh.com", wait=True)
+                answered.set()
+
+            prober = self._threads.start(probe, "probe")
+            if not answered.wait(self.keepalive_interval * KEEPALIVE_COUNT_MAX):
+                if not self._stop.is_set():
+                    conn.close()  # channels then read EOF and exit statuses become None
+                prober.join(CLOSE_GRACE)
+                return
+            if not conn.is_active():
+                return
+
+    # -- using the connection ------------------------------------------------------------
+
+    async def start(self, command: str) -> ParamikoProcess:
+        """Run ``command`` on a PTY (stderr merged)."""
+
+        def open_session() -> Any:
+            chan = self.transport.open_session(timeout=self.connect_timeout)
+            chan.get_pty(term="xterm", width=1000, height=50)
+            chan.set_combine_stderr(True)
+            chan.exec_command(command)
+            return chan
+
+        try:
+            chan = await self._threads.call(open_session, "start")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(
+                f"cannot start the remote command: {exc}", host=self.target.host
+            ) from exc
+        process = ParamikoProcess(chan, self._threads)
+        self._pipes.append(process._pipe)
+        return process
+
+    async def open_channel(self, host: str, port: int) -> ParamikoChannel:
+        """A direct-tcpip channel to ``host:port`` on the remote; a refusal reads as EOF."""
+
+        def open_direct() -> Any:
+            return self.transport.open_channel(
+                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.connect_timeout
+            )
+
+        try:
+            chan = await self._threads.call(open_direct, "channel")
+        except paramiko.ChannelException as exc:
+            return ParamikoChannel(None, refusal_message(exc.code, exc.text))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            return ParamikoChannel(None, f"open failed: {exc}")
+
+        def pipe(reader: asyncio.StreamReader) -> _Pipe:
+            made = _Pipe(chan, self._threads, _feeder(reader), "channel")
+            self._pipes.append(made)
+            return made
+
+        return ParamikoChannel(pipe, "")
+
+    async def exec(self, command: str, *, stdin: bytes = b"", timeout: float) -> ExecResult:
+        """Run a short command without a PTY and collect its output."""
+        holder: list[Any] = []
+
+        def run() -> ExecResult:
+            chan = self.transport.open_session(timeout=self.connect_timeout)
+            holder.append(chan)
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            err = io.BytesIO()
+
+            def read_stderr() -> None:
+                # stderr has its own reader so a chatty stderr cannot stall stdout's window.
+                with contextlib.suppress(OSError, paramiko.SSHException):
+                    err.write(b"".join(iter(lambda: chan.recv_stderr(CHUNK), b"")))
+
+            errors = self._threads.start(read_stderr, "exec-stderr")
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out = b"".join(iter(lambda: chan.recv(CHUNK), b""))
+            errors.join(timeout)
+            status = chan.recv_exit_status()
+            chan.close()
+            return ExecResult(None if status < 0 else status, out, err.getvalue())
+
+        try:
+            return await asyncio.wait_for(self._threads.call(run, "exec"), timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(f"remote command failed to run: {exc}", host=self.target.host) from exc
+        finally:
+            for chan in holder:
+                chan.close()
+
+    async def close(self) -> None:
+        """Close channels, then the target and each hop in reverse order; join every thread."""
+        self._stop.set()
+        for pipe in reversed(self._pipes):
+            await pipe.close()
+        self._pipes.clear()
+        while self._transports:
+            conn = self._transports.pop()
+            await self._threads.call(conn.close, "close")
+        await self._threads.join()
+
+
+class _Effective:
+    """One host's settings after the config lookup and the command-line overrides."""
+
+    def __init__(self, looked: Any, alias: str, port: int | None, user: str | None) -> None:
+        self.looked = looked
+        self.alias = alias
+        self.hostname: str = looked.get("hostname", alias)
+        self.port: int = port or int(looked.get("port", 22))
+        self.user: str = user or looked.get("user") or getpass.getuser()
+        self.key_alias: str | None = looked.get("hostkeyalias")
+
+    def files(self, option: str, default: Sequence[str]) -> list[str]:
+        """A whitespace-separated file list option (``none`` → empty), ``~`` expanded."""
+        value = self.looked.get(option)
+        names = value.split() if isinstance(value, str) else list(value or default)
+        return [os.path.expanduser(n) for n in names if n.lower() != "none"]
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name known_hosts lists the host under (HostKeyAlias wins)."""
+        if self.key_alias:
+            return self.key_alias
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def _refuse_unsupported(eff: _Effective) -> None:
+    """Config features paramiko cannot honour: stop with a UsageError rather than ignore them."""
+    command = eff.looked.get("proxycommand")
+    if command and command.strip().lower() != "none":
+        _unsupported("ProxyCommand from the ssh config")
+    agent = eff.looked.get("identityagent")
+    if agent and agent.strip().lower() not in ("none", "ssh_auth_sock", "$ssh_auth_sock"):
+        _unsupported("IdentityAgent")
+
+
+def _unsupported(feature: str) -> None:
+    raise UsageError(f"the paramiko backend does not support {feature}", hint=OTHER_BACKENDS)
+
+
+def _host_matches(patterns: str, name: str) -> bool:
+    """OpenSSH known_hosts pattern list (wildcards, ``!`` negation, hashed ``|1|`` entries)."""
+    matched = False
+    for pattern in patterns.split(","):
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!")
+        if pattern.startswith("|1|"):
+            hit = paramiko.HostKeys.hash_host(name, pattern) == pattern
+        else:
+            # Only * and ? are wildcards (fnmatch would read "[host]:port" as a class).
+            regex = re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", ".")
+            hit = re.fullmatch(regex, name.lower()) is not None
+        if hit and negated:
+            return False
+        matched = matched or hit
+    return matched
+
+
+class _KnownHosts:
+    """The user's known_hosts for one host, checked strictly (like StrictHostKeyChecking yes)."""
+
+    def __init__(self, eff: _Effective) -> None:
+        self.name = eff.known_hosts_name
+        self.alias = eff.alias
+        user = eff.files("userknownhostsfile", ("~/.ssh/known_hosts", "~/.ssh/known_hosts2"))
+        system = eff.files("globalknownhostsfile", ("/etc/ssh/ssh_known_hosts",))
+        self.keys = paramiko.HostKeys()
+        self.revoked: set[bytes] = set()
+        for path in [p for p in (*user, *system) if os.path.isfile(p)]:
+            self._load(path)
+        self.trusted: dict[str, Any] = dict(self.keys.lookup(self.name) or {})
+
+    def _load(self, path: str) -> None:
+        """Plain entries go to paramiko's HostKeys; marker lines (unreadable to it) stay here."""
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split()
+                if not fields or fields[0].startswith("#"):
+                    continue
+                if not fields[0].startswith("@"):
+                    with contextlib.suppress(paramiko.SSHException, ValueError):
+                        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+                        if entry is not None:
+                            for name in entry.hostnames:
+                                self.keys.add(name, entry.key.get_name(), entry.key)
+                    continue
+                if len(fields) < 4:
+                    continue
+                if not _host_matches(fields[1], self.name):
+                    continue
+                if fields[0] == "@cert-authority":
+                    _unsupported(f"@cert-authority host keys (known_hosts {path})")
+                if fields[0] == "@revoked":
+                    with contextlib.suppress(ValueError):
+                        self.revoked.add(base64.b64decode(fields[3]))
+
+    def prefer(self, conn: Any) -> None:
+        """Ask for a host key type known_hosts has, as ssh does, so a known host is not 'new'."""
+        if self.trusted:
+            options = conn.get_security_options()
+            known = [t for t in options.key_types if t in self.trusted]
+            options.key_types = known + [t for t in options.key_types if t not in known]
+
+    def check(self, key: Any) -> None:
+        """Accept only a listed, unrevoked key; else a HostKeyError with its fingerprint."""
+        listed = self.trusted.get(key.get_name())
+        if listed is not None and listed == key and key.asbytes() not in self.revoked:
+            return
+        if key.asbytes() in self.revoked:
+            why = "is revoked"
+        elif self.trusted:
+            why = "differs from the one known_hosts lists (the host key changed)"
+        else:
+            why = f"is not in known_hosts (as {self.name})"
+        raise HostKeyError(
+            f"host key for {self.alias} could not be verified: the server offers "
+            f"{key.fingerprint}, which {why}",
+            host=self.alias,
+            hint="check the key with the host's owner, then add it to known_hosts "
+            "(tunnelauth never turns host-key checking off)",
+        )
+
+
+def _key_type(path: Path) -> str:
+    """The key type of a private key file, read from its ``.pub`` or its OpenSSH header."""
+    pub = path.with_name(path.name + ".pub")
+    with contextlib.suppress(OSError, IndexError):
+        return pub.read_text(encoding="utf-8").split()[0]
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        text = path.read_text(encoding="utf-8")
+        if "BEGIN OPENSSH PRIVATE KEY" in text:
+            body = "".join(line for line in text.splitlines() if not line.startswith("-----"))
+            blob = base64.b64decode(body)
+            # magic, cipher, kdf, kdf options, key count, then the public key whose first
+            # field is its type: all unencrypted even in a passphrase-protected file.
+            offset = len(b"openssh-key-v1\0")
+            for _ in range(3):
+                offset += 4 + int.from_bytes(blob[offset : offset + 4], "big")
+            offset += 4 + 4  # key count, public key length
+            size = int.from_bytes(blob[offset : offset + 4], "big")
+            return blob[offset + 4 : offset + 4 + size].decode("ascii", "replace")
+    return ""
+
+
+def _keys(eff: _Effective, batch: bool) -> list[Any]:
+    """Agent keys (unless IdentitiesOnly), then IdentityFile keys (or the default files)."""
+    keys: list[Any] = []
+    only = str(eff.looked.get("identitiesonly", "no")).lower() == "yes"
+    if not only and os.environ.get("SSH_AUTH_SOCK"):
+        with contextlib.suppress(paramiko.SSHException, OSError):
+            keys += list(paramiko.Agent().get_keys())
+    files = eff.files("identityfile", [f"~/.ssh/{name}" for name in DEFAULT_KEYS])
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue
+        if _key_type(path).startswith("sk-"):
+            _unsupported(f"FIDO security-key (sk-) keys ({path})")
+        try:
+            keys.append(paramiko.PKey.from_path(path))
+        except paramiko.PasswordRequiredException:
+            if not batch:
+                secret = getpass.getpass(f"Enter passphrase for key {path}: ")
+                with contextlib.suppress(paramiko.SSHException):
+                    keys.append(paramiko.PKey.from_path(path, secret))
+        except (paramiko.SSHException, OSError, ValueError):
+            continue  # a file paramiko cannot read is skipped, as ssh skips unusable keys
+    return keys
+
+
+def _ask_all(title: str, instructions: str, prompts: Sequence[tuple[str, bool]]) -> list[str]:
+    """keyboard-interactive: ask each prompt on the terminal."""
+    if title or instructions:
+        print("\n".join(part for part in (title, instructions) if part))
+    return [getpass.getpass(prompt) for prompt, _echo in prompts]
