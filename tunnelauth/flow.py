@@ -320,11 +320,17 @@ def make_transport(settings: Settings) -> Transport:
     return resolve.make(settings)
 
 
+def make_browser(settings: Settings) -> BrowserLauncher:
+    """The launcher the settings ask for (``--browser-cmd``, the system browser, or printing)."""
+    return BrowserLauncher(command=settings.browser_cmd, no_browser=settings.no_browser)
+
+
 async def login(
     settings: Settings,
     reporter: Reporter,
     *,
     transport_factory: Callable[[Settings], Transport] = make_transport,
+    browser_factory: Callable[[Settings], BrowserLauncher] = make_browser,
 ) -> None:
     """Run one login to its end; raises a TunnelauthError naming the exit status on failure."""
     started = time.monotonic()
@@ -337,7 +343,7 @@ async def login(
         stack.push_async_callback(transport.close)
         await transport.connect()
         reporter.debug(f"connected with {transport.name} in {time.monotonic() - started:.2f} s")
-        browser = BrowserLauncher(command=settings.browser_cmd, no_browser=settings.no_browser)
+        browser = browser_factory(settings)
         stack.push_async_callback(browser.close, BROWSER_GRACE)
         flow = Login(settings, transport, reporter, browser, stack)
         try:
