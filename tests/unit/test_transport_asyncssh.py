@@ -472,3 +472,25 @@ def test_options_and_identity_override_the_config(keys: tuple[Any, Path], tmp_pa
             await transport.close()
 
     run(main())
+
+
+def test_dead_link_is_noticed_by_keepalive(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    """A server that stops answering (but keeps the socket) ends the process with status None."""
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            transport = AsyncSSHTransport(
+                bed.target(), connect_timeout=DEADLINE, batch=True, keepalive_interval=0.2
+            )
+            await asyncio.wait_for(transport.connect(), DEADLINE)
+            proc = await transport.start("hold")
+            assert b"ready" in await asyncio.wait_for(proc.read(), DEADLINE)
+            for conn in list(bed.state.connections):
+                conn._transport.pause_reading()  # private: the server goes silent, TCP stays up
+            assert await asyncio.wait_for(proc.wait(), DEADLINE) is None
+            await proc.close()
+            await transport.close()
+            for conn in list(bed.state.connections):
+                conn._transport.resume_reading()
+
+    run(main())
