@@ -176,7 +176,7 @@ def _demo(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="A built-in client plays the browser.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the verdict.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors.")] = False,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail.")] = 0,
 ) -> None:
     """Try it here: the real flow against a simulated host (no sshd, root or network needed)."""

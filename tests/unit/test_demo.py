@@ -275,3 +275,41 @@ def test_simulated_remote_ctrl_c_and_refused_ports(tmp_path: Path) -> None:
             socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE).close()
 
     run(scenario())
+
+
+def test_simulated_remote_accepts_only_its_keys(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        import asyncssh
+
+        from tunnelauth.errors import HostKeyError, SSHError
+
+        provider = await DemoProvider.start()
+        server = DemoServer(
+            host_key=asyncssh.generate_private_key("ssh-ed25519"),
+            client_key=asyncssh.generate_private_key("ssh-ed25519"),
+            callback_port=free_port(),
+            authorize_url=lambda uri, state, challenge: "",
+            redeem=provider.redeem,
+            fail=False,
+        )
+        await server.start()
+        stranger = asyncssh.generate_private_key("ssh-ed25519")
+        try:
+            for name, host_key, client_key, error in (
+                ("other-client", server.host_key, stranger, SSHError),
+                ("other-host", stranger, server.client_key, HostKeyError),
+            ):
+                directory = tmp_path / name
+                directory.mkdir()
+                files = write_ssh_files(directory, server.port, host_key, client_key)
+                target = SSHTarget(DEMO_HOST, ssh_config=files.config)
+                transport = AsyncSSHTransport(target, batch=True, connect_timeout=DEADLINE)
+                with pytest.raises(error) as caught:
+                    await transport.connect()
+                assert type(caught.value) is error, caught.value  # HostKeyError is an SSHError
+                await transport.close()
+        finally:
+            await server.close()
+            await provider.close()
+
+    run(scenario())
