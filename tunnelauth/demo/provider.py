@@ -195,7 +195,7 @@ class DemoProvider:
 
     def answer(self, method: str, target: str) -> bytes:
         """The response to one request."""
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             return http_response(405, html_page("Not allowed", "<p>Only GET.</p>"))
         parts = urlsplit(target)
         query = dict(parse_qsl(parts.query))

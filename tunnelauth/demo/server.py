@@ -69,14 +69,15 @@ class _SSHServer(asyncssh.SSHServer):  # type: ignore[misc]
 
     def __init__(self, owner: DemoServer) -> None:
         self._owner = owner
+        self._conn: Any = None
 
     def connection_made(self, conn: Any) -> None:
+        # Kept so close() can end it: closing the acceptor leaves open connections running.
+        self._conn = conn
         self._owner.connections.add(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for conn in list(self._owner.connections):
-            if conn.is_closed():
-                self._owner.connections.discard(conn)
+        self._owner.connections.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         return True  # authentication is always required
@@ -173,15 +174,16 @@ class DemoServer:
             process.exit(status)
 
     async def _dispatch(self, process: Any) -> int:
+        """Run what the command asks for; the exit status."""
         newline = b"\r\n" if process.get_terminal_type() else b"\n"
         argv = requested_argv(process.command or "")
         if not argv or argv[0].rsplit("/", 1)[-1] != DEMO_ARGV[0]:
             name = argv[0] if argv else "(none)"
-            process.stdout.write(f"{NOT_FOUND_MARKER} {name}".encode() + newline)
+            _write(process, f"{NOT_FOUND_MARKER} {name}".encode() + newline)
             return 127
         if tuple(argv[1:]) != DEMO_ARGV[1:]:
             usage = "usage: hermes auth demo login --no-browser (the only command simulated here)"
-            process.stdout.write(usage.encode() + newline)
+            _write(process, usage.encode() + newline)
             return 2
         program = LoginProgram(
             process,
@@ -257,8 +259,7 @@ class LoginProgram:
 
     def say(self, text: str = "") -> None:
         """Print one line the way it arrives through a PTY."""
-        with contextlib.suppress(asyncssh.Error, OSError):
-            self.process.stdout.write(text.encode() + self.newline)
+        _write(self.process, text.encode() + self.newline)
 
     async def _login(self) -> int:
         try:
@@ -374,3 +375,9 @@ class LoginProgram:
 
 def _page(status: int, title: str, text: str) -> bytes:
     return http_response(status, html_page(title, f"<p>{html.escape(text)}</p>"), http10=True)
+
+
+def _write(process: Any, data: bytes) -> None:
+    """Output to the session; a session already gone swallows it, like a hung-up terminal."""
+    with contextlib.suppress(asyncssh.Error, OSError):
+        process.stdout.write(data)
