@@ -180,7 +180,7 @@ def _demo(
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail.")] = 0,
 ) -> None:
     """Try it here: the real flow against a simulated host (no sshd, root or network needed)."""
-    from tunnelauth.demo.run import main as demo_main
+    from tunnelauth.demo import main as demo_main
 
     demo_main(no_browser=no_browser, verbosity=-1 if quiet else verbose)
 
