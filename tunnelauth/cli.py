@@ -18,6 +18,7 @@ from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.providers import PROVIDERS, hermes_args, validate_name
 from tunnelauth.settings import (
     BACKENDS,
+    VIAS,
     Settings,
     SSHTarget,
     config_path,
@@ -42,6 +43,7 @@ _OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
     ("connect_timeout", ("--connect-timeout",), float | None, "SSH connect deadline.", True),
     ("browser_cmd", ("--browser-cmd",), str | None, "Browser command; {url} = the URL.", True),
     ("backend", ("--backend",), str | None, "SSH backend: " + "|".join(BACKENDS), True),
+    ("via", ("--via",), str | None, "How the callback reaches the remote: " + "|".join(VIAS), True),
     ("config", ("--config",), Path | None, "tunnelauth config file (TOML).", True),
     ("no_browser", ("--no-browser",), bool, "Print the URL instead of opening a browser.", False),
     ("batch", ("--batch",), bool, "Never prompt (automatic without a TTY or with CI set).", False),
@@ -63,6 +65,7 @@ _METAVARS = {
     "connect_timeout": "SECONDS",
     "browser_cmd": "CMD",
     "backend": "NAME",
+    "via": "MODE",
     "config": "FILE",
 }
 
@@ -236,6 +239,9 @@ def build_settings(
     profile, _ = pick("profile")
     browser_cmd, _ = pick("browser_cmd", "TUNNELAUTH_BROWSER_CMD")
     backend, _ = pick("backend", "TUNNELAUTH_BACKEND", "auto")
+    via, _ = pick("via", "TUNNELAUTH_VIA", "auto")
+    if via not in VIAS:
+        raise UsageError(f"unknown --via {via!r}", hint="choose " + ", ".join(VIAS))
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}", hint="choose " + ", ".join(BACKENDS))
     identity, _ = pick("identity")
@@ -285,6 +291,7 @@ def build_settings(
         connect_timeout=float(connect_timeout),
         batch=batch,
         show_secrets=bool(options.get("show_secrets")),
+        via=str(via),
         sources={"host": host_source},
     )
 

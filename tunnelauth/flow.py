@@ -18,8 +18,10 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from urllib.parse import urlsplit
 
+from tunnelauth import relay
 from tunnelauth.browser import BrowserLauncher, is_safe_browser_url
 from tunnelauth.errors import (
+    ChannelRefusedError,
     CommandNotFoundError,
     Interrupted,
     LoginFailedError,
@@ -38,7 +40,7 @@ from tunnelauth.events import (
     RemoteLine,
     Status,
 )
-from tunnelauth.listener import CallbackListener, ListenerEvent
+from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.remote import NOT_FOUND_MARKER, remote_command
 from tunnelauth.report import Reporter, Stage
@@ -47,6 +49,10 @@ from tunnelauth.settings import Settings
 from tunnelauth.transports.base import Channel, RemoteProcess, Transport
 from tunnelauth.watch import Watcher
 
+PROBE_DEADLINE = 5.0  # the forwarding probe's answer
+RELAY_DEADLINE = 90.0  # one relayed callback request and its response
+PASTE_DEADLINE = 60.0  # the remote's verdict after a pasted redirect
+PTY_LINE_LIMIT = 4000  # a canonical-mode PTY line holds at most 4095 bytes
 IDLE_WINDOW = 0.3  # seconds of silence after which a partial line counts as a prompt
 EXIT_WAIT = 15.0  # how long the remote may take to exit after its output ended
 LAST_LINES = 12  # remote lines shown with a failure
@@ -89,6 +95,10 @@ class Login:
         self.status: Status | None = None
         self.prompt: Prompt | None = None
         self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
+        self.via = settings.via
+        self.probe: asyncio.Task[str] | None = None
+        self.paste_prompt: Prompt | None = None  # the remote accepts a pasted redirect URL
+        self.finished = asyncio.Event()  # set at the status line that ends the login
         usual = PROVIDERS[settings.provider].usual_hosts if settings.provider else ()
         self.usual_hosts = usual
 
@@ -100,6 +110,11 @@ class Login:
         self.reporter.stage(Stage.RUNNING, self._display_command())
         self.process = await self.transport.start(command)
         self.stack.push_async_callback(self.process.close)
+        if self.via == "auto":
+            # Learn whether the server allows forwarding while the remote login starts up, so
+            # the verdict costs the user no time and is known before the browser arrives.
+            self.probe = asyncio.ensure_future(self._probe())
+            self.stack.push_async_callback(_cancel, self.probe)
         self.stack.push_async_callback(self._close_listener)
         self._watch_stdin()
         await self._follow(self.process)
@@ -203,19 +218,102 @@ class Login:
             path=event.path,
             open_channel=self._open_channel,
             on_event=self._on_listener_event,
+            on_refused=self._fallback,
         )
         self.listen_source = event.source
         self.reporter.stage(Stage.LISTENING, f"127.0.0.1:{event.port} → remote port {event.port}")
         await self._maybe_open_browser(idle=False)
 
     async def _open_channel(self) -> Channel:
+        """A channel to the remote listener, unless the server refuses them (then: fallback)."""
         assert self.remote_port is not None
+        if self.via in ("relay", "paste"):
+            raise ChannelRefusedError(f"--via {self.via}", administratively=True)
+        if self.via == "auto" and await self._verdict() == "refused":
+            raise ChannelRefusedError("the server refuses forwarding", administratively=True)
         return await self.transport.open_channel(self.remote_host, self.remote_port)
+
+    async def _probe(self) -> str:
+        """Open a channel to a closed remote port: the answer says whether forwarding works."""
+        channel = await self.transport.open_channel("127.0.0.1", relay.PROBE_PORT)
+        try:
+            data = await asyncio.wait_for(channel.reader.read(1), PROBE_DEADLINE)
+            refusal = None if data else await channel.refusal()
+        finally:
+            await channel.close()
+        verdict = relay.probe_verdict(refusal, bool(data))
+        if verdict == "refused":
+            self.reporter.info(
+                f"the SSH server refuses forwarding ({refusal}): the callback will be relayed "
+                "through a session on the same connection"
+            )
+        elif verdict == "allowed":
+            self.reporter.debug("the SSH server allows forwarding: direct channel")
+        else:
+            self.reporter.debug(f"forwarding probe inconclusive ({refusal}): trying a channel")
+        return verdict
+
+    async def _verdict(self) -> str:
+        """The probe's verdict (``unknown`` if it failed or took too long)."""
+        if self.probe is None:
+            return "unknown"
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.probe), PROBE_DEADLINE)
+        except Exception:
+            return "unknown"
+
+    async def _fallback(self, request: bytes, why: str) -> bytes | None:
+        """The channel was refused: relay the held request, or paste it into the remote."""
+        assert self.remote_port is not None
+        if self.via != "paste":
+            answer = await self._relay(request, why)
+            if answer is not None or self.via == "relay":
+                return answer
+        if self.paste_prompt is not None or self.via == "paste":
+            return await self._paste(request)
+        return None
+
+    async def _relay(self, request: bytes, why: str) -> bytes | None:
+        """Replay the request to the remote listener through an exec session."""
+        assert self.remote_port is not None
+        self.reporter.info(f"relaying the callback through an SSH session ({why})")
+        command = relay.relay_command(
+            self.settings.program, self.remote_host, self.remote_port, request
+        )
+        result = await self.transport.exec(command, stdin=request, timeout=RELAY_DEADLINE)
+        if result.exit_status != 0 or not result.stdout:
+            detail = result.stderr.decode("utf-8", "replace").strip()[-300:]
+            self.reporter.warn(f"the relay failed (exit {result.exit_status}): {detail}")
+            return None
+        return result.stdout
+
+    async def _paste(self, request: bytes) -> bytes:
+        """Type the captured redirect URL into the remote's paste prompt; page = the result."""
+        assert self.remote_port is not None and self.process is not None
+        target = relay.parse_request(request).target
+        url = relay.redirect_url(self.remote_host, self.remote_port, target)
+        if len(url) >= PTY_LINE_LIMIT:
+            self.reporter.warn("the redirect URL is too long for the remote terminal's line")
+            return local_response(502, "Redirect too long", "See the tunnelauth terminal.")
+        self.reporter.info("passing the redirect to the remote's paste prompt")
+        self.process.write(url.encode() + b"\r")
+        self.watcher.input_sent()
+        self.prompt = None
+        try:
+            await asyncio.wait_for(self.finished.wait(), PASTE_DEADLINE)
+        except asyncio.TimeoutError:
+            return local_response(504, "No answer yet", "See the tunnelauth terminal.")
+        status = self.status
+        if status is not None and status.outcome is Outcome.SUCCEEDED:
+            text = f"{self.settings.target.host} says: {status.line.strip()}"
+            return local_response(200, "Login complete: you can close this tab", text)
+        line = status.line.strip() if status else "the login ended"
+        return local_response(502, "Login failed", f"{self.settings.target.host}: {line}")
 
     def _on_listener_event(self, event: ListenerEvent) -> None:
         self.reporter.debug(f"browser: {event.kind} {event.path} {event.detail}".rstrip())
-        if event.kind == "refused":
-            self.reporter.warn(f"the SSH server refused the tunnel: {event.detail}")
+        if event.kind == "request_carried":
+            self.reporter.info("the callback reached the remote over a direct SSH channel")
 
     async def _close_listener(self) -> None:
         listener, self.listener = self.listener, None
@@ -257,6 +355,8 @@ class Login:
 
     def _on_prompt(self, event: Prompt) -> None:
         self.prompt = event
+        if event.kind is PromptKind.PASTE:
+            self.paste_prompt = event
         if self.listener is not None and event.kind is PromptKind.PASTE:
             self.reporter.debug("the remote also accepts a pasted redirect URL")
             return
@@ -273,6 +373,7 @@ class Login:
     def _on_status(self, event: Status) -> None:
         if self.status is None or event.outcome is not Outcome.SUCCEEDED:
             self.status = event
+        self.finished.set()
         if event.outcome is Outcome.SUCCEEDED and self.listener is not None:
             self.listener.stop_carrying()
         self.reporter.stage(Stage.FINISHING, event.line.strip())
@@ -311,6 +412,13 @@ class Login:
 
     def _display_command(self) -> str:
         return " ".join([os.path.basename(self.settings.program), *self.settings.args])
+
+
+async def _cancel(task: asyncio.Future[str]) -> None:
+    """Cancel a helper task and wait for it (its exception, if any, was already reported)."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
 
 
 def make_transport(settings: Settings) -> Transport:

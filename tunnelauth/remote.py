@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunnelauth.settings import Settings
 
 # Columns of the remote PTY: wide enough that no URL is ever wrapped by a remote formatter.
 PTY_COLUMNS = 1000
@@ -28,10 +32,9 @@ SEARCH_DIRS: tuple[str, ...] = (
     "/opt/hermes/bin",
 )
 
-_SCRIPT = """\
-stty -echo cols {cols} 2>/dev/null
-export PYTHONUNBUFFERED=1 COLUMNS={cols}
-want=$1; shift
+# Sets $bin to the program named by $want: a path (a leading ~/ expands here, on the remote),
+# else the PATH, else the usual user install places.
+_LOOKUP = """\
 case $want in "~/"*) want=$HOME/${{want#"~/"}} ;; esac
 bin=
 case $want in
@@ -42,7 +45,13 @@ case $want in
          if [ -x "$d/$want" ]; then bin=$d/$want; break; fi
        done
      fi ;;
-esac
+esac"""
+
+_SCRIPT = """\
+stty -echo cols {cols} 2>/dev/null
+export PYTHONUNBUFFERED=1 COLUMNS={cols}
+want=$1; shift
+{lookup}
 if [ -z "$bin" ]; then
   printf '%s %s\\n' '{marker}' "$want"
   exit 127
@@ -51,15 +60,66 @@ exec "$bin" "$@"
 """
 
 
+def lookup_snippet() -> str:
+    """POSIX sh lines that set ``$bin`` to the program named by ``$want`` (empty if missing)."""
+    return _LOOKUP.format(dirs=" ".join(f'"{d}"' for d in SEARCH_DIRS))
+
+
 def wrapper_script() -> str:
     """The POSIX sh script that locates the binary and execs it with the given arguments."""
-    dirs = " ".join(f'"{d}"' for d in SEARCH_DIRS)
-    return _SCRIPT.format(cols=PTY_COLUMNS, dirs=dirs, marker=NOT_FOUND_MARKER)
+    return _SCRIPT.format(cols=PTY_COLUMNS, lookup=lookup_snippet(), marker=NOT_FOUND_MARKER)
 
 
-def remote_command(program: str, args: Sequence[str]) -> str:
-    """The command line given to ssh: ``exec sh -c SCRIPT tunnelauth PROGRAM ARGS...``, quoted."""
+def remote_command(
+    program: str,
+    args: Sequence[str],
+    *,
+    hermes_home: str | None = None,
+    run_as: str | None = None,
+    interactive: bool = False,
+) -> str:
+    """The command line given to ssh: ``exec sh -c SCRIPT tunnelauth PROGRAM ARGS...``, quoted.
+
+    ``run_as`` runs it as that user through ``sudo`` (``-n`` unless ``interactive``: only a PTY
+    can answer a password prompt); ``hermes_home`` sets ``HERMES_HOME`` after sudo, which would
+    otherwise drop it.
+    """
     if not program or "\0" in program or any("\0" in a for a in args):
         raise ValueError("empty program or NUL byte in the remote command")
-    words = ["exec", "sh", "-c", wrapper_script(), "tunnelauth", program, *args]
+    words = ["exec", *_prefix(hermes_home, run_as, interactive)]
+    words += ["sh", "-c", wrapper_script(), "tunnelauth", program, *args]
     return " ".join(shlex.quote(w) for w in words)
+
+
+# Sets HERMES_HOME from $1 (a leading ~/ expands for the user it runs as), then runs the rest.
+_HOME_SETTER = (
+    'h=$1; shift; case $h in "~/"*) h=$HOME/${h#"~/"} ;; esac; '
+    'HERMES_HOME=$h; export HERMES_HOME; exec "$@"'
+)
+
+
+def _prefix(hermes_home: str | None, run_as: str | None, interactive: bool) -> list[str]:
+    """The words run before the wrapper: ``sudo -u USER --`` and the HERMES_HOME setter."""
+    words: list[str] = []
+    if run_as is not None:
+        if not run_as or run_as.startswith("-") or "\0" in run_as:
+            raise ValueError(f"invalid run-as user {run_as!r}")
+        words += ["sudo", "-H", *([] if interactive else ["-n"]), "-u", run_as, "--"]
+    if hermes_home is not None:
+        if not hermes_home or "\0" in hermes_home:
+            raise ValueError("empty hermes home or NUL byte in it")
+        words += ["sh", "-c", _HOME_SETTER, "tunnelauth-home", hermes_home]
+    return words
+
+
+def settings_command(
+    settings: Settings, args: Sequence[str], *, program: str | None = None, pty: bool = False
+) -> str:
+    """``remote_command`` for ``program`` (default: the settings' one) as the settings' user/home."""
+    return remote_command(
+        program or settings.program,
+        args,
+        hermes_home=settings.hermes_home,
+        run_as=settings.run_as,
+        interactive=pty and not settings.batch,
+    )

@@ -12,6 +12,7 @@ from typing import Any
 from tunnelauth.errors import UsageError
 
 BACKENDS = ("auto", "openssh", "asyncssh", "paramiko")
+VIAS = ("auto", "channel", "relay", "paste")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,13 @@ class Settings:
     connect_timeout: float = 30.0
     batch: bool = False
     show_secrets: bool = False
+    via: str = "auto"  # how the callback reaches the remote: auto, channel, relay or paste
     sources: Mapping[str, str] = field(default_factory=dict)  # setting → where it came from
+    run_as: str | None = None  # remote user the login runs as (sudo -u)
+    hermes_home: str | None = None  # HERMES_HOME on the remote (~/ expands there)
+    server: str | None = None  # the MCP server name, for `mcp`
+    verify: bool = False  # check the credential on the remote after success
+    replace: bool = False  # remove the provider's older credentials after success
 
 
 def config_path(explicit: Path | None = None) -> Path:

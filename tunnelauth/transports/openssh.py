@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import pty
 import shutil
 import signal
+import struct
 import tempfile
+import termios
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunnelauth.errors import CommandNotFoundError, HostKeyError, SSHError, UsageError
+from tunnelauth.remote import PTY_COLUMNS
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import sshargs
 from tunnelauth.transports.base import ExecResult
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
+PTY_ROWS = 50
 
 
 async def _run(argv: Sequence[str], *, timeout: float, stdin: bytes = b"") -> ExecResult:
@@ -89,23 +95,29 @@ class _StderrTail:
 
 
 class OpenSSHProcess:
-    """The remote command, run as ``ssh -tt`` over the master."""
+    """The remote command, run as ``ssh -tt`` over the master.
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    ssh's stdin is a local pseudo-terminal, not a pipe: a multiplexing client with a forced
+    remote PTY forwards nothing from a pipe, and the local PTY also gives the remote its size.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, pty_fd: int) -> None:
         self._proc = proc
+        self._pty = pty_fd
         self._stderr = _StderrTail(proc.stderr)
-        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout is not None
         self._stdout = proc.stdout
-        self._stdin = proc.stdin
 
     async def read(self) -> bytes:
         """Next chunk of the merged remote output, ``b""`` at the end."""
         return await self._stdout.read(65536)
 
     def write(self, data: bytes) -> None:
-        """Send bytes to the remote PTY."""
-        if not self._stdin.is_closing():
-            self._stdin.write(data)
+        """Send bytes to the remote PTY (small writes: prompt answers and Ctrl-C)."""
+        if self._pty < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._pty, data)
 
     def interrupt(self) -> None:
         """Ctrl-C through the PTY: the remote line discipline turns it into SIGINT."""
@@ -127,18 +139,20 @@ class OpenSSHProcess:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._proc.wait(), 2.0)
         if self._proc.returncode is None:
-            with contextlib.suppress(OSError):
-                self._stdin.close()
             _kill_group(self._proc, signal.SIGTERM)
         await _reap(self._proc, 2.0)
         self._stderr.cancel()
+        if self._pty >= 0:
+            os.close(self._pty)
+            self._pty = -1
 
 
 class OpenSSHChannel:
     """A direct-tcpip channel carried by an ``ssh -W`` client of the master."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, master_log: str | None = None) -> None:
         self._proc = proc
+        self._master_log = master_log
         assert proc.stdout is not None and proc.stdin is not None
         self.reader: asyncio.StreamReader = proc.stdout
         self._stdin = proc.stdin
@@ -161,7 +175,13 @@ class OpenSSHChannel:
         """The server's refusal, read from ssh's stderr once the client has ended."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._proc.wait(), 5.0)
-        return sshargs.channel_refusal(await self._stderr.text())
+        message = sshargs.channel_refusal(await self._stderr.text())
+        if message and "session open refused" in message.lower() and self._master_log:
+            # A mux client hears only "refused"; our own master logged the server's reason.
+            with contextlib.suppress(OSError), open(self._master_log, "rb") as fh:
+                tail = fh.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
+                message = sshargs.last_open_failure(tail) or message
+        return message
 
     async def close(self) -> None:
         """Close the channel and reap its ssh client."""
@@ -244,7 +264,12 @@ class OpenSSHTransport:
         self._master = _Master(socket, owned=True, tempdir=tempdir)
         keepalive = self.config.get("serveraliveinterval", "0") in ("0", "")
         argv = sshargs.master_argv(
-            self.ssh, self.target, socket, batch=self.batch, keepalive=keepalive
+            self.ssh,
+            self.target,
+            socket,
+            batch=self.batch,
+            keepalive=keepalive,
+            log=os.path.join(tempdir, "master.log"),
         )
         # The master runs in tunnelauth's own process group so ssh can ask for a password or
         # passphrase on the terminal; with -f it detaches once authenticated. Its stderr goes to
@@ -270,8 +295,10 @@ class OpenSSHTransport:
                 f"connecting to {self.target.host} timed out after {self.connect_timeout:g} s",
                 host=self.target.host,
             ) from None
-        with open(log_path, "rb") as log:
-            stderr = log.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
+        stderr = ""
+        for path in (log_path, os.path.join(tempdir, "master.log")):
+            with contextlib.suppress(OSError), open(path, "rb") as log:
+                stderr += log.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
         if code != 0 or not await self._check(socket):
             await self._discard_master()
             if self._through_proxy() and sshargs.proxy_failure_hidden(stderr):
@@ -298,6 +325,13 @@ class OpenSSHTransport:
             return ""
         return result.stderr[-STDERR_LIMIT:].decode("utf-8", "replace")
 
+    def _master_log_path(self) -> str | None:
+        """The log of a master tunnelauth opened (an adopted one's log is not ours to read)."""
+        master = self._master
+        if master is None or not master.owned or master.tempdir is None:
+            return None
+        return os.path.join(master.tempdir, "master.log")
+
     async def _discard_master(self) -> None:
         master, self._master = self._master, None
         if master is None or not master.owned:
@@ -318,14 +352,25 @@ class OpenSSHTransport:
     async def start(self, command: str) -> OpenSSHProcess:
         """Run ``command`` with a PTY over the master."""
         argv = sshargs.session_argv(self.ssh, self.target, self.socket, command)
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        return OpenSSHProcess(proc)
+        pty_fd, tty_fd = pty.openpty()
+        try:
+            # The local terminal modes stay cooked: ssh sends them as the remote PTY's modes
+            # (ICRNL, ISIG for Ctrl-C, ONLCR) and puts its own side in raw mode itself.
+            size = struct.pack("HHHH", PTY_ROWS, PTY_COLUMNS, 0, 0)
+            fcntl.ioctl(tty_fd, termios.TIOCSWINSZ, size)
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=tty_fd,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(pty_fd)
+            raise
+        finally:
+            os.close(tty_fd)
+        return OpenSSHProcess(proc, pty_fd)
 
     async def open_channel(self, host: str, port: int) -> OpenSSHChannel:
         """A direct-tcpip channel to ``host:port`` on the remote side, over the master."""
@@ -337,7 +382,7 @@ class OpenSSHTransport:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        return OpenSSHChannel(proc)
+        return OpenSSHChannel(proc, self._master_log_path())
 
     async def exec(self, command: str, *, stdin: bytes = b"", timeout: float) -> ExecResult:
         """Run a short command over the master without a PTY."""

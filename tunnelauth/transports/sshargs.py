@@ -71,15 +71,38 @@ def config_query_argv(ssh: str, target: SSHTarget) -> list[str]:
 
 
 def master_argv(
-    ssh: str, target: SSHTarget, socket: str, *, batch: bool, keepalive: bool
+    ssh: str,
+    target: SSHTarget,
+    socket: str,
+    *,
+    batch: bool,
+    keepalive: bool,
+    log: str | None = None,
 ) -> list[str]:
-    """Start a private ControlMaster that backgrounds itself once authenticated."""
+    """Start a private ControlMaster that backgrounds itself once authenticated.
+
+    ``log`` (``-E``) keeps the master's messages: a multiplexing client only hears "Session
+    open refused by peer", while the master logs why (forwarding prohibited or nothing
+    listening).
+    """
     extra = [*MASTER_OVERRIDES, f"ControlPath={socket}"]
     if batch:
         extra.append("BatchMode=yes")
     if keepalive:
         extra += ["ServerAliveInterval=5", "ServerAliveCountMax=3"]
-    return [ssh, *target_args(target), *_o(extra), "-e", "none", "-f", "-N", "--", target.host]
+    logging = ["-E", log] if log else []
+    return [
+        ssh,
+        *target_args(target),
+        *_o(extra),
+        *logging,
+        "-e",
+        "none",
+        "-f",
+        "-N",
+        "--",
+        target.host,
+    ]
 
 
 def diagnose_argv(ssh: str, target: SSHTarget) -> list[str]:
@@ -140,6 +163,12 @@ def existing_control_path(config: Mapping[str, str]) -> str | None:
 
 
 _REFUSED = re.compile(r"open failed: (?P<why>.+)$", re.MULTILINE)
+
+
+def last_open_failure(master_log: str) -> str | None:
+    """The reason of the most recent channel open failure in a master's log."""
+    found = _REFUSED.findall(master_log)
+    return found[-1].strip() if found else None
 
 
 def channel_refusal(stderr: str) -> str | None:

@@ -1,0 +1,125 @@
+"""Fallbacks for servers that refuse forwarding channels (``AllowTcpForwarding no``).
+
+The browser's callback request is already held by tunnelauth's laptop listener, so a refusal
+loses nothing: the same bytes are replayed to the remote's 127.0.0.1:P by a tiny program run
+in an exec session on the same SSH connection (session channels stay allowed where forwarding
+is not), and the remote listener's real response goes back to the browser.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunnelauth.remote import lookup_snippet
+
+RESPONSE_LIMIT = 4 * 1024 * 1024  # bytes of a relayed response kept (a callback page is tiny)
+PROBE_PORT = 1  # a remote port nothing listens on: probing it never touches a login listener
+
+# Runs on the remote: one connection, the request from stdin, the response to stdout.
+_RELAY_PY = (
+    "import socket,sys\n"
+    "h,p,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])\n"
+    "d=sys.stdin.buffer.read()\n"
+    "s=socket.create_connection((h,p),10)\n"
+    "s.settimeout(60)\n"
+    "s.sendall(d)\n"
+    "o=sys.stdout.buffer\n"
+    "while n>0:\n"
+    " c=s.recv(65536)\n"
+    " if not c:break\n"
+    " o.write(c[:n]);o.flush();n-=len(c)\n"
+)
+
+_SCRIPT = """\
+host=$1; port=$2; limit=$3; want=$4; shift 4
+{lookup}
+interp=
+if [ -n "$bin" ] && [ -r "$bin" ]; then
+  IFS= read -r first < "$bin" || true
+  case $first in '#!'*python*) interp=${{first#??}} ;; esac
+fi
+for py in "$interp" python3 python; do
+  [ -n "$py" ] || continue
+  if $py -c 'import socket' >/dev/null 2>&1; then
+    exec $py -c "$RELAY_PY" "$host" "$port" "$limit"
+  fi
+done
+if command -v bash >/dev/null 2>&1; then
+  exec bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 3; cat >&3; cat <&3' "$host" "$port"
+fi
+if command -v curl >/dev/null 2>&1 && [ $# -gt 0 ]; then
+  exec curl -sS -i --max-time 60 "$@"
+fi
+echo 'tunnelauth: the relay needs python, bash or curl on the remote' >&2
+exit 127
+"""
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """The parts of an HTTP request the curl fallback needs."""
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def parse_request(data: bytes) -> ParsedRequest:
+    """Split a raw HTTP/1.x request (as the laptop listener forwards it) into its parts."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = [*lines[0].split(" "), "", ""][:3]
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers.append((name.strip(), value.strip()))
+    return ParsedRequest(method, target, tuple(headers), body)
+
+
+def curl_args(request: ParsedRequest, host: str, port: int) -> list[str]:
+    """curl arguments that replay ``request`` (used only where no python or bash exists)."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    args = ["-X", request.method]
+    for name, value in request.headers:
+        if name.lower() not in ("host", "content-length", "connection"):
+            args += ["-H", f"{name}: {value}"]
+    if request.body:
+        args += ["--data-binary", request.body.decode("latin-1")]
+    return [*args, "--", f"http://{authority}{request.target}"]
+
+
+def relay_command(program: str, host: str, port: int, request: bytes) -> str:
+    """The remote command that replays ``request`` to ``host:port`` (host as the remote sees it).
+
+    ``program`` is the login's own binary: the relay prefers the Python it runs on (its
+    shebang), which is certain to exist on the host.
+    """
+    extra: Sequence[str] = curl_args(parse_request(request), host, port)
+    script = _SCRIPT.format(lookup=lookup_snippet())
+    words = ["env", f"RELAY_PY={_RELAY_PY}", "sh", "-c", script, "tunnelauth-relay"]
+    words += [host, str(port), str(RESPONSE_LIMIT), program, *extra]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def redirect_url(host: str, port: int, target: str) -> str:
+    """The full redirect URL a paste prompt expects, rebuilt from the captured request."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"http://{authority}{target}"
+
+
+def probe_verdict(refusal: str | None, got_data: bool) -> str:
+    """Read a probe of a closed remote port: ``allowed``, ``refused`` or ``unknown``."""
+    if got_data:
+        return "allowed"
+    if refusal is None:
+        return "unknown"
+    text = refusal.lower()
+    if "administratively prohibited" in text or "prohibited" in text:
+        return "refused"
+    if "connect failed" in text or "connection refused" in text:
+        return "allowed"
+    return "unknown"
