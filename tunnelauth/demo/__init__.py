@@ -17,7 +17,7 @@ def main(*, no_browser: bool, verbosity: int) -> None:
     if importlib.util.find_spec("asyncssh") is None:
         raise UsageError(
             "the demo needs the asyncssh library (it plays the SSH server), which is not installed",
-            hint="pip install 'tunnelauth[asyncssh]'",
+            hint="pip install asyncssh",
         )
     from tunnelauth.demo.run import main as run_main
 

@@ -72,7 +72,7 @@ def choose_backend(requested: str, target: SSHTarget) -> tuple[str, str]:
         if not _installed(requested):
             raise UsageError(
                 f"backend {requested!r} needs the {requested} library, which is not installed",
-                hint=f"pip install 'tunnelauth[{requested}]'",
+                hint=f"pip install {requested}",
             )
         return requested, "asked for by name"
     usable, why = _openssh_usable()
@@ -83,7 +83,7 @@ def choose_backend(requested: str, target: SSHTarget) -> tuple[str, str]:
             return name, f"auto: {why}; {name} is installed"
     raise UsageError(
         f"no SSH backend can run here: {why}, and neither asyncssh nor paramiko is installed",
-        hint="install OpenSSH, or pip install 'tunnelauth[asyncssh]'",
+        hint="install OpenSSH, or pip install asyncssh",
     )
 
 
