@@ -1,13 +1,28 @@
-"""Console entry point: answers ``--version`` without importing anything heavy, then hands on."""
+"""Console entry point: answers ``--version`` without importing anything heavy, then hands on.
+
+Run as the program (no ``argv`` given), it ends the process as soon as the run is over: every
+connection, child and temp dir is closed by then, and the interpreter's own teardown of the
+modules a login loads (asyncio, typer, rich, an SSH library) would add 80-140 ms to every exit.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from typing import NoReturn
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run tunnelauth; returns the exit status."""
-    args = sys.argv[1:] if argv is None else argv
+    """Run tunnelauth and return the exit status; without ``argv`` (the program) exit at once."""
+    code = _run(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        leave(code)
+    return code
+
+
+def _run(args: list[str]) -> int:
+    """Dispatch: the version here, everything else to the CLI."""
     if args == ["--version"] or args == ["-V"]:
         from tunnelauth import __version__
 
@@ -18,5 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(args)
 
 
+def leave(code: int) -> NoReturn:
+    """Flush stdout and stderr, then end the process without the interpreter's teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe or stream: nothing more can be said there.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    main()
