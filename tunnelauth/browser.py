@@ -97,6 +97,14 @@ def build_browser_argv(template: str, url: str) -> list[str]:
     return argv
 
 
+def _stderr_fd() -> int:
+    """Our stderr's descriptor, or DEVNULL when there is none."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return asyncio.subprocess.DEVNULL
+
+
 def system_browser_possible(env: Mapping[str, str], platform: str, *, wsl: bool) -> bool:
     """Whether a graphical system browser can exist (a Linux/BSD console has none)."""
     if platform in ("darwin", "win32", "cygwin") or wsl:
@@ -155,7 +163,7 @@ class BrowserLauncher:
             return "printed"
         if self._command is not None:
             argv = build_browser_argv(self._command, url)
-            await self._spawn(argv, group=True)
+            await self._spawn(argv, group=True, env={**self._env, "TUNNELAUTH_URL": url})
             return "command"
         if not system_browser_possible(self._env, self._platform, wsl=running_in_wsl(self._env)):
             return "printed"
@@ -189,6 +197,10 @@ class BrowserLauncher:
             sink: int | IO[bytes] = asyncio.subprocess.DEVNULL
             if self._output is not None:
                 sink = stack.enter_context(self._output.open("ab"))
+            elif group:
+                # A --browser-cmd's messages matter (a chat poster's error, a headless browser's
+                # log): they go to our stderr, never to stdout, which may carry --json events.
+                sink = _stderr_fd()
             try:
                 process = await asyncio.create_subprocess_exec(
                     *argv,

@@ -5,9 +5,10 @@ ones written before it to after it, so each command declares them once.
 """
 
 import inspect
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,16 +16,14 @@ import typer
 
 from tunnelauth import __version__
 from tunnelauth.errors import TunnelauthError, UsageError
+from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS, hermes_args, validate_name
+from tunnelauth.report import Reporter
 from tunnelauth.settings import (
     BACKENDS,
     VIAS,
     Settings,
     SSHTarget,
-    config_path,
-    host_section,
-    load_config,
-    resolve_host,
     validate_host,
 )
 from tunnelauth.status import ExitStatus
@@ -39,6 +38,8 @@ _OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
     ("ssh_option", ("-o", "--ssh-option"), list[str] | None, "ssh -o option; repeatable.", True),
     ("hermes", ("--hermes",), str | None, "Remote hermes binary (~ expands remotely).", True),
     ("profile", ("--profile",), str | None, "hermes profile (hermes -p NAME).", True),
+    ("run_as", ("--run-as",), str | None, "Run the remote login as this user (sudo).", True),
+    ("hermes_home", ("--hermes-home",), str | None, "HERMES_HOME on the remote.", True),
     ("timeout", ("--timeout",), float | None, "Overall deadline in seconds.", True),
     ("connect_timeout", ("--connect-timeout",), float | None, "SSH connect deadline.", True),
     ("browser_cmd", ("--browser-cmd",), str | None, "Browser command; {url} = the URL.", True),
@@ -48,6 +49,9 @@ _OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
     ("no_browser", ("--no-browser",), bool, "Print the URL instead of opening a browser.", False),
     ("batch", ("--batch",), bool, "Never prompt (automatic without a TTY or with CI set).", False),
     ("show_secrets", ("--show-secrets",), bool, "Do not redact codes in output.", False),
+    ("json", ("--json",), bool, "JSON events on stdout, one per line (docs/ci.md).", False),
+    ("verify", ("--verify",), bool, "After success, check the credential on the remote.", False),
+    ("replace", ("--replace",), bool, "After success, remove older credentials.", False),
     ("quiet", ("-q", "--quiet"), bool, "Only warnings, errors and what you must act on.", False),
     ("verbose", ("-v", "--verbose"), int, "More detail (repeatable).", False),
 )
@@ -61,6 +65,8 @@ _METAVARS = {
     "ssh_option": "OPTION",
     "hermes": "PATH",
     "profile": "NAME",
+    "run_as": "USER",
+    "hermes_home": "PATH",
     "timeout": "SECONDS",
     "connect_timeout": "SECONDS",
     "browser_cmd": "CMD",
@@ -125,15 +131,21 @@ def _root(
     """tunnelauth: one command to log a remote CLI in through SSH."""
 
 
-def _register(name: str, help_text: str, positional: Sequence[inspect.Parameter]) -> None:
-    """Add a login command whose signature is its positionals plus the shared options."""
+def _register(
+    name: str,
+    help_text: str,
+    positional: Sequence[inspect.Parameter],
+    action: Callable[[str, dict[str, Any]], None] | None = None,
+    target: typer.Typer | None = None,
+) -> None:
+    """Add a command whose signature is its positionals plus the shared options."""
 
     def command(**kwargs: Any) -> None:
-        _login(name, kwargs)
+        (action or _login)(name, kwargs)
 
     command.__signature__ = inspect.Signature([*positional, *_common_parameters()])  # type: ignore[attr-defined]
     command.__doc__ = help_text
-    app.command(name, help=help_text)(command)
+    (target or app).command(name, help=help_text)(command)
 
 
 def _host_param() -> inspect.Parameter:
@@ -164,6 +176,21 @@ _register(
     "Run any loopback-login command on the host: tunnelauth run [HOST] -- CMD ARGS...",
     [_host_param()],
 )
+_register(
+    "doctor",
+    "Check that a login can work: ssh, host key, forwarding, hermes, ports, browser.",
+    [_host_param()],
+    action=lambda name, options: _doctor(name, options),
+)
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+_register(
+    "show",
+    "Print the effective settings for HOST and where each came from (flag/env/file/default).",
+    [_host_param()],
+    action=lambda name, options: _config_show("config", options),
+    target=config_app,
+)
 
 
 @app.command("providers")
@@ -193,44 +220,101 @@ _RUN_COMMAND: list[str] = []
 
 
 def _login(name: str, options: dict[str, Any]) -> None:
-    settings = build_settings(name, options, run_command=_RUN_COMMAND)
-    from tunnelauth import flow
-    from tunnelauth.render import ConsoleReporter
+    from tunnelauth import flow, postlogin
 
-    reporter = ConsoleReporter(verbosity=settings.verbosity)
+    # Made before the settings, so a bad option or config still ends the JSON stream properly.
+    reporter = _reporter(options)
     try:
-        flow.run(settings, reporter)
+        settings = build_settings(name, options, run_command=_RUN_COMMAND)
+        hook = postlogin.after_login if settings.verify or settings.replace else None
+        flow.run(settings, reporter, after_success=hook)
     except TunnelauthError as exc:
-        lines = getattr(exc, "last_lines", [])
-        reporter.finish(False, exc.message, exc.hint, lines)
+        lines = list(getattr(exc, "last_lines", []))
+        reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))
         exc.reported = True
+        raise
+    except Exception as exc:
+        reporter.finish(False, f"internal error: {exc!r}", None, [], exit_status=ExitStatus.ERROR)
         raise
     finally:
         reporter.close()
-    reporter.finish(True, "logged in", None, [])
+    reporter.finish(True, "logged in", None, [], exit_status=ExitStatus.OK)
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+def _reporter(options: dict[str, Any]) -> Reporter:
+    """Human output on stderr; with --json, events on stdout as well."""
+    from tunnelauth.render import ConsoleReporter
+
+    verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
+    human = ConsoleReporter(verbosity=verbosity)
+    if not options.get("json"):
+        return human
+    from tunnelauth.jsonout import JsonReporter
+
+    return JsonReporter(inner=human, host=str(options.get("host") or ""))
+
+
+def _no_login_flags(command: str, options: dict[str, Any]) -> None:
+    """--verify/--replace belong to logins; elsewhere they would be silently ignored."""
+    for flag in ("verify", "replace"):
+        if options.get(flag):
+            raise UsageError(f"--{flag} applies to logins, not to {command}")
+
+
+def _doctor(name: str, options: dict[str, Any]) -> None:
+    """Run the checks, print the table (or JSON) on stdout, exit with the first failure's code."""
+    import asyncio
+
+    from tunnelauth import doctor
+    from tunnelauth.errors import TimedOutError
+
+    _no_login_flags(name, options)
+    settings = build_settings(name, options)
+    try:
+        report = doctor.run(settings)
+    except asyncio.TimeoutError:
+        raise TimedOutError("doctor did not finish in time") from None
+    if options.get("json"):
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        from tunnelauth.render import print_doctor
+
+        print_doctor(report)
+    if report.exit_status != ExitStatus.OK:
+        raise typer.Exit(int(report.exit_status))
+
+
+def _config_show(name: str, options: dict[str, Any]) -> None:
+    """Print the effective settings for HOST and where each one came from."""
+    _no_login_flags("config show", options)
+    build_settings(name, options)  # validates everything the way a login would
+    resolution = resolve_options(options, os.environ, stdin_is_tty=sys.stdin.isatty())
+    if options.get("json"):
+        typer.echo(json.dumps(resolution.to_json(), ensure_ascii=False))
+    else:
+        from tunnelauth.render import print_config
+
+        print_config(resolution)
 
 
 def build_settings(
     name: str, options: dict[str, Any], *, run_command: Sequence[str] = ()
 ) -> Settings:
     """Resolve command-line options, environment and config file into Settings."""
-    config = load_config(config_path(options.get("config")))
-    host, host_source = resolve_host(options.get("host"), config)
-    section = host_section(config, host)
-    validate_host(host)
+    resolution = resolve_options(options, os.environ, stdin_is_tty=sys.stdin.isatty())
+    host = resolution.host.value
+    values = resolution.values
 
     def pick(key: str, env: str | None = None, default: Any = None) -> tuple[Any, str]:
+        """The resolved value and its source (keys options.py does not list: flag > env)."""
+        if key in values:
+            found = values[key]
+            return (default if found.value is None else found.value), found.source
         value = options.get(key)
         if value not in (None, [], ()):
             return value, "flag"
         if env and os.environ.get(env):
             return os.environ[env], "env"
-        if key in section:
-            return section[key], "file"
         return default, "default"
 
     jump_raw, _ = pick("jump")
@@ -247,16 +331,26 @@ def build_settings(
     identity, _ = pick("identity")
     if isinstance(identity, (str, Path)):
         identity = [identity]
-    ssh_config = options.get("ssh_config")
+    ssh_config, _ = pick("ssh_config")
     port, _ = pick("port")
-    login, _ = pick("login", None)
-    if login is None and "user" in section:
-        login = section["user"]
-    if name == "run":
+    login, _ = pick("user")
+    run_as, _ = pick("run_as")
+    if run_as is not None:
+        validate_name(str(run_as), "run-as user")
+    hermes_home, _ = pick("hermes_home")
+    if name in ("doctor", "config"):
+        program, provider, server = str(hermes), None, None
+        args: tuple[str, ...] = (
+            ("-p", validate_name(str(profile), "profile name")) if profile else ()
+        )
+        default_timeout = 600.0
+    elif name == "run":
         if not run_command:
             raise UsageError("run needs a command", hint="tunnelauth run HOST -- CMD ARGS...")
         program, args = run_command[0], tuple(run_command[1:])
-        provider, default_timeout = None, 600.0
+        provider, default_timeout, server = None, 600.0, None
+        if options.get("verify") or options.get("replace"):
+            raise UsageError("--verify and --replace need a provider (not `run`)")
     else:
         program = str(hermes)
         provider = name
@@ -267,7 +361,7 @@ def build_settings(
         validate_name(str(profile), "profile name")
     timeout, _ = pick("timeout", "TUNNELAUTH_TIMEOUT", default_timeout)
     connect_timeout, _ = pick("connect_timeout", None, 30.0)
-    batch = bool(options.get("batch")) or _env_flag("CI") or not sys.stdin.isatty()
+    batch = bool(resolution.batch.value)
     verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
     target = SSHTarget(
         host=host,
@@ -292,7 +386,12 @@ def build_settings(
         batch=batch,
         show_secrets=bool(options.get("show_secrets")),
         via=str(via),
-        sources={"host": host_source},
+        sources=resolution.sources(),
+        run_as=str(run_as) if run_as is not None else None,
+        hermes_home=str(hermes_home) if hermes_home is not None else None,
+        server=server,
+        verify=bool(options.get("verify")),
+        replace=bool(options.get("replace")),
     )
 
 
@@ -340,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, run_command = normalize_argv(sys.argv[1:] if argv is None else argv)
     _RUN_COMMAND[:] = run_command
     try:
-        app(args=args, prog_name="tunnelauth", standalone_mode=False)
+        # Without standalone mode, click returns a typer.Exit's code instead of raising it.
+        result = app(args=args, prog_name="tunnelauth", standalone_mode=False)
     except TunnelauthError as exc:
         if not exc.reported:
             sys.stderr.write(f"tunnelauth: {exc.message}\n")
@@ -360,4 +460,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             show()
             return int(ExitStatus.USAGE)
         raise
-    return int(ExitStatus.OK)
+    return result if isinstance(result, int) else int(ExitStatus.OK)

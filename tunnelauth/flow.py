@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from urllib.parse import urlsplit
 
@@ -42,7 +42,7 @@ from tunnelauth.events import (
 )
 from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
 from tunnelauth.providers import PROVIDERS
-from tunnelauth.remote import NOT_FOUND_MARKER, remote_command
+from tunnelauth.remote import NOT_FOUND_MARKER, settings_command
 from tunnelauth.report import Reporter, Stage
 from tunnelauth.sanitize import redact
 from tunnelauth.settings import Settings
@@ -106,7 +106,7 @@ class Login:
 
     async def run(self) -> None:
         """Start the remote command, follow its output to the end, and judge the result."""
-        command = remote_command(self.settings.program, self.settings.args)
+        command = settings_command(self.settings, self.settings.args, pty=True)
         self.reporter.stage(Stage.RUNNING, self._display_command())
         self.process = await self.transport.start(command)
         self.stack.push_async_callback(self.process.close)
@@ -421,6 +421,10 @@ async def _cancel(task: asyncio.Future[str]) -> None:
         await task
 
 
+# Work done on the same connection after a successful login (--verify, --replace).
+AfterSuccess = Callable[[Settings, Transport, Reporter], Awaitable[None]]
+
+
 def make_transport(settings: Settings) -> Transport:
     """The transport the settings ask for (``auto``: OpenSSH if usable, else asyncssh/paramiko)."""
     from tunnelauth.transports import resolve
@@ -439,8 +443,12 @@ async def login(
     *,
     transport_factory: Callable[[Settings], Transport] = make_transport,
     browser_factory: Callable[[Settings], BrowserLauncher] = make_browser,
+    after_success: AfterSuccess | None = None,
 ) -> None:
-    """Run one login to its end; raises a TunnelauthError naming the exit status on failure."""
+    """Run one login to its end; raises a TunnelauthError naming the exit status on failure.
+
+    ``after_success`` runs on the same connection once the login succeeded, before teardown.
+    """
     started = time.monotonic()
     async with AsyncExitStack() as stack:
         transport = transport_factory(settings)
@@ -451,6 +459,7 @@ async def login(
         stack.push_async_callback(transport.close)
         await transport.connect()
         reporter.debug(f"connected with {transport.name} in {time.monotonic() - started:.2f} s")
+        reporter.stage(Stage.CONNECTED, transport.name)
         browser = browser_factory(settings)
         stack.push_async_callback(browser.close, BROWSER_GRACE)
         flow = Login(settings, transport, reporter, browser, stack)
@@ -461,9 +470,13 @@ async def login(
                 f"the login did not finish within {settings.timeout:g} s",
                 hint="raise --timeout if the provider needs longer",
             ) from None
+        if after_success is not None:
+            await after_success(settings, transport, reporter)
 
 
-def run(settings: Settings, reporter: Reporter) -> None:
+def run(
+    settings: Settings, reporter: Reporter, *, after_success: AfterSuccess | None = None
+) -> None:
     """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130)."""
 
     async def main() -> None:
@@ -481,7 +494,7 @@ def run(settings: Settings, reporter: Reporter) -> None:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, on_signal, signum)
         try:
-            await login(settings, reporter)
+            await login(settings, reporter, after_success=after_success)
         except asyncio.CancelledError:
             if received:
                 name = signal.Signals(received[0]).name

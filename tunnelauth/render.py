@@ -6,14 +6,20 @@ Everything goes to stderr; stdout stays free for machine-readable output.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.spinner import Spinner
+from rich.table import Table
 from rich.text import Text
 
 from tunnelauth.report import Stage
+
+if TYPE_CHECKING:
+    from tunnelauth.doctor import Report as DoctorReport
+    from tunnelauth.options import Resolution
 
 
 class ConsoleReporter:
@@ -102,8 +108,31 @@ class ConsoleReporter:
         """Resume the live display."""
         self._resume()
 
-    def finish(self, ok: bool, message: str, hint: str | None, last_lines: list[str]) -> None:
-        """The final verdict."""
+    def verified(self, ok: bool, detail: str) -> None:
+        """The ``--verify`` result."""
+        if ok:
+            self.info(f"verified: {detail}")
+        else:
+            self.warn(f"not verified: {detail}")
+
+    def replaced(self, ok: bool, removed: int, kept: int, detail: str) -> None:
+        """The ``--replace`` result."""
+        if ok:
+            self.info(f"replaced: {detail}")
+        else:
+            self.warn(f"replace incomplete: {detail}")
+
+    def finish(
+        self,
+        ok: bool,
+        message: str,
+        hint: str | None,
+        last_lines: list[str],
+        *,
+        exit_status: int = 0,
+    ) -> None:
+        """The final verdict (the exit status is the process's own; not repeated here)."""
+        del exit_status
         self.close()
         if not ok and last_lines:
             self.console.print(Text("last lines from the remote:", style="dim"))
@@ -135,3 +164,40 @@ class ConsoleReporter:
     def _resume(self) -> None:
         if self._live is not None and not self._live.is_started:
             self._live.start()
+
+
+# -- command results (stdout: they are what the command was asked for) ----------------------
+
+_STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def print_doctor(report: DoctorReport, console: Console | None = None) -> None:
+    """The doctor's checks as a table, each problem with its fix."""
+    console = console or Console(highlight=False, soft_wrap=False)
+    table = Table(title=f"tunnelauth doctor: {report.host}", title_justify="left", expand=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    table.add_column("found")
+    table.add_column("fix")
+    for check in report.checks:
+        style = _STATUS_STYLE.get(check.status, "")
+        table.add_row(check.name, Text(check.status, style=style), check.detail, check.fix)
+    console.print(table)
+    if report.exit_status:
+        console.print(
+            Text(f"a login could not work (exit {int(report.exit_status)})", style="bold red")
+        )
+    else:
+        console.print(Text("a login can work", style="bold green"))
+
+
+def print_config(resolution: Resolution, console: Console | None = None) -> None:
+    """The effective settings and where each came from."""
+    console = console or Console(highlight=False, soft_wrap=False)
+    table = Table(title=f"config file: {resolution.config_file}", title_justify="left")
+    for name in ("setting", "value", "source", "from"):
+        table.add_column(name)
+    for setting, value, source, origin in resolution.rows():
+        style = "dim" if source == "default" else ""
+        table.add_row(setting, value, Text(source, style=style), Text(origin, style="dim"))
+    console.print(table)

@@ -10,6 +10,7 @@ class Stage(str, Enum):
     """The stages a login goes through, shown in the live status."""
 
     CONNECTING = "connecting"
+    CONNECTED = "connected"
     RUNNING = "running"
     LISTENING = "listening"
     WAITING_BROWSER = "waiting for the browser"
@@ -59,8 +60,24 @@ class Reporter(Protocol):
         """The remote prompt was answered."""
         ...
 
-    def finish(self, ok: bool, message: str, hint: str | None, last_lines: list[str]) -> None:
-        """The run ended; ``last_lines`` are the remote's last lines on failure."""
+    def verified(self, ok: bool, detail: str) -> None:
+        """``--verify``: whether the credential is really on the remote."""
+        ...
+
+    def replaced(self, ok: bool, removed: int, kept: int, detail: str) -> None:
+        """``--replace``: how many older credentials of the provider were removed."""
+        ...
+
+    def finish(
+        self,
+        ok: bool,
+        message: str,
+        hint: str | None,
+        last_lines: list[str],
+        *,
+        exit_status: int = 0,
+    ) -> None:
+        """The run ended with ``exit_status``; ``last_lines`` are the remote's last lines."""
         ...
 
     def close(self) -> None:
