@@ -115,7 +115,7 @@ def _prefix(hermes_home: str | None, run_as: str | None, interactive: bool) -> l
 def settings_command(
     settings: Settings, args: Sequence[str], *, program: str | None = None, pty: bool = False
 ) -> str:
-    """``remote_command`` for ``program`` (default: the settings' one) as the settings' user/home."""
+    """``remote_command`` for ``program`` (default: the settings') as the settings' user/home."""
     return remote_command(
         program or settings.program,
         args,
