@@ -1,0 +1,1 @@
+"""The benchmark behind ``scripts/bench``: measurements, delay relay, stand-in browser, report."""

@@ -1,0 +1,284 @@
+"""Turn the measurements into markdown tables with medians, ratios and PASS/FAIL per target."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tests.bench.measure import Login
+
+TRANSPORTS = ("openssh", "asyncssh", "paramiko")
+USER_MASTER = "openssh+user-master"
+BROWSER_SLACK = 0.150  # seconds allowed over floor + the remote's own time
+EXIT_LIMIT = 0.300  # seconds from the success line to exit
+VERSION_SLACK = 0.050  # seconds over a bare `python -c pass`
+RSS_LIMIT = 60 * 1024 * 1024  # bytes, the tunnelauth process with the openssh transport
+
+
+@dataclass
+class LatencyResults:
+    """Everything measured at one added latency."""
+
+    rtt_ms: int
+    floor: list[float] = field(default_factory=list)
+    floor_auths: list[dict[str, int]] = field(default_factory=list)
+    logins: dict[str, list[Login]] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # scenario → why it does not work
+
+
+@dataclass
+class Results:
+    """The whole run."""
+
+    runs: int
+    quick: bool
+    hermes_own: list[float] = field(default_factory=list)
+    cli: dict[str, list[float]] = field(default_factory=dict)  # "pass", "version", "help"
+    latencies: list[LatencyResults] = field(default_factory=list)
+
+
+@dataclass
+class Check:
+    """One target row."""
+
+    name: str
+    measured: str
+    limit: str
+    ratio: float | None
+    ok: bool | None  # None: could not be judged (e.g. the transport does not work)
+
+
+def median(values: Sequence[float]) -> float | None:
+    """The median, or None for no values."""
+    return statistics.median(values) if values else None
+
+
+def ms(value: float | None) -> str:
+    """Seconds as whole milliseconds."""
+    return "—" if value is None else f"{value * 1000:.0f} ms"
+
+
+def mb(value: float | None) -> str:
+    """Bytes as MB with one decimal."""
+    return "—" if value is None else f"{value / 1024 / 1024:.1f} MB"
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    """``value / base`` with two decimals."""
+    if value is None or not base:
+        return "—"
+    return f"{value / base:.2f}"
+
+
+def _good(logins: Sequence[Login]) -> list[Login]:
+    return [login for login in logins if login.ok]
+
+
+def _med(logins: Sequence[Login], key: Callable[[Login], float | None]) -> float | None:
+    values = [v for v in (key(login) for login in _good(logins)) if v is not None]
+    return median(values)
+
+
+def _auth_text(auths: Sequence[dict[str, int]]) -> str:
+    """``b/r`` when every run agrees, else the distinct values."""
+    seen = sorted({f"{a.get('bastion', 0)}/{a.get('remote', 0)}" for a in auths})
+    return ", ".join(seen) if seen else "—"
+
+
+def _label(scenario: str) -> str:
+    if scenario == "manual":
+        return "manual recipe: `ssh -N -L P:…` + `ssh -tt remote hermes …`"
+    if scenario == USER_MASTER:
+        return "tunnelauth, openssh, user's live ControlMaster"
+    return f"tunnelauth `--backend {scenario}`"
+
+
+def latency_table(res: LatencyResults, hermes_own: float | None) -> list[str]:
+    """The side-by-side table for one latency."""
+    floor = median(res.floor)
+    lines = [
+        f"#### +{res.rtt_ms} ms RTT per hop",
+        "",
+        "| | to browser | ÷ floor | port printed → browser | exit after success line "
+        "| start → exit | SSH auths bastion/remote | TCP conns bastion/remote "
+        "| tunnelauth peak RSS | its ssh processes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| floor: `ssh -J bastion remote true` | {ms(floor)} (whole command) | 1.00 | | "
+        f"| {ms(floor)} | {_auth_text(res.floor_auths)} | | | |",
+        f"| the fake hermes' own time to print its port (no SSH) | {ms(hermes_own)} | | | | | "
+        "| | | |",
+    ]
+    for scenario, logins in res.logins.items():
+        label = _label(scenario)
+        if scenario in res.broken and not _good(logins):
+            lines.append(f"| {label} | **not working**: {res.broken[scenario]} |" + " |" * 8)
+            continue
+        good = _good(logins)
+        failed = len(logins) - len(good)
+        note = f" ({failed}/{len(logins)} runs failed)" if failed else ""
+        to_browser = _med(logins, lambda x: x.to_browser)
+        rss = _med(logins, lambda x: x.rss)
+        ssh_rss = _med(logins, lambda x: x.ssh_rss)
+        ssh_count = max((x.ssh_count for x in good), default=0)
+        tcp = [x.tcp for x in good if x.tcp]
+        ssh_text = f"{ssh_count} seen, {mb(ssh_rss)} at most at once" if ssh_count else ""
+        lines.append(
+            f"| {label}{note} | {ms(to_browser)} | {ratio(to_browser, floor)} "
+            f"| {ms(_med(logins, lambda x: x.port_to_browser))} "
+            f"| {ms(_med(logins, lambda x: x.exit_after_success))} "
+            f"| {ms(_med(logins, lambda x: x.total))} | {_auth_text([x.auths for x in good])} "
+            f"| {_auth_text(tcp) if tcp else ''} | {mb(rss) if rss else ''} | {ssh_text} |"
+        )
+    return lines
+
+
+def cli_table(cli: dict[str, list[float]]) -> list[str]:
+    """Start-up of the command line itself."""
+    base = median(cli.get("pass", []))
+    rows = (
+        ("pass", "`python -c pass` (same interpreter)"),
+        ("version", "`tunnelauth --version`"),
+        ("help", "`tunnelauth --help`"),
+    )
+    lines = ["| command | median wall time | ÷ python -c pass |", "|---|---|---|"]
+    for key, label in rows:
+        value = median(cli.get(key, []))
+        lines.append(f"| {label} | {ms(value)} | {ratio(value, base)} |")
+    return lines
+
+
+def checks(results: Results) -> list[Check]:
+    """Every target of the issue, judged on the medians (authentications on every run)."""
+    out: list[Check] = []
+    own = median(results.hermes_own)
+    for res in results.latencies:
+        at = f"+{res.rtt_ms} ms"
+        floor = median(res.floor)
+        for scenario in TRANSPORTS:
+            logins = res.logins.get(scenario, [])
+            good = _good(logins)
+            broken = res.broken.get(scenario) if not good else None
+            label = f"{scenario}, {at}"
+            if broken is not None or not good:
+                why = f"not working: {broken or 'no successful run'}"
+                for what in ("1 SSH auth per host per login", "time to browser", "exit after"):
+                    out.append(Check(f"{what}, {label}", why, "", None, False))
+                continue
+            auths = [x.auths for x in good]
+            one_each = all(a.get("bastion") == 1 and a.get("remote") == 1 for a in auths)
+            out.append(
+                Check(
+                    f"1 SSH auth per host per login, {label}",
+                    f"{_auth_text(auths)} in {len(good)}/{len(logins)} runs",
+                    "1/1",
+                    None,
+                    one_each and len(good) == len(logins),
+                )
+            )
+            to_browser = _med(logins, lambda x: x.to_browser)
+            if floor is not None and own is not None and to_browser is not None:
+                limit = floor + own + BROWSER_SLACK
+                out.append(
+                    Check(
+                        f"time to browser, {label}",
+                        ms(to_browser),
+                        f"{ms(limit)} = floor {ms(floor)} + hermes {ms(own)} + 150 ms",
+                        to_browser / limit,
+                        to_browser <= limit,
+                    )
+                )
+            exit_after = _med(logins, lambda x: x.exit_after_success)
+            if exit_after is not None:
+                out.append(
+                    Check(
+                        f"exit after the success line, {label}",
+                        ms(exit_after),
+                        ms(EXIT_LIMIT),
+                        exit_after / EXIT_LIMIT,
+                        exit_after <= EXIT_LIMIT,
+                    )
+                )
+        master = res.logins.get(USER_MASTER, [])
+        good = _good(master)
+        if master:
+            zero = bool(good) and all(not any(x.auths.values()) for x in good)
+            out.append(
+                Check(
+                    f"0 new SSH auths with a live user ControlMaster, openssh, {at}",
+                    f"{_auth_text([x.auths for x in good])} in {len(good)}/{len(master)} runs"
+                    if good
+                    else f"not working: {res.broken.get(USER_MASTER, 'no successful run')}",
+                    "0/0",
+                    None,
+                    zero and len(good) == len(master),
+                )
+            )
+    base, version = median(results.cli.get("pass", [])), median(results.cli.get("version", []))
+    if base is not None and version is not None:
+        limit = base + VERSION_SLACK
+        out.append(
+            Check(
+                "`tunnelauth --version`",
+                ms(version),
+                f"{ms(limit)} = python -c pass {ms(base)} + 50 ms",
+                version / limit,
+                version <= limit,
+            )
+        )
+    rss_values = [
+        x.rss for res in results.latencies for x in _good(res.logins.get("openssh", [])) if x.rss
+    ]
+    ssh_values = [
+        x.ssh_rss
+        for res in results.latencies
+        for x in _good(res.logins.get("openssh", []))
+        if x.ssh_rss
+    ]
+    rss = median(rss_values)
+    if rss is not None:
+        out.append(
+            Check(
+                "peak RSS of the tunnelauth process, openssh",
+                f"{mb(rss)} (largest {mb(max(rss_values))}; its ssh processes "
+                f"{mb(median(ssh_values))} at most at once)",
+                mb(RSS_LIMIT),
+                rss / RSS_LIMIT,
+                rss <= RSS_LIMIT,
+            )
+        )
+    return out
+
+
+def checks_table(items: Sequence[Check], judged: bool) -> list[str]:
+    """The targets with PASS/FAIL (a quick run says what it saw but judges nothing)."""
+    lines = ["| target | measured (median) | limit | ratio | result |", "|---|---|---|---|---|"]
+    for item in items:
+        verdict = "—" if item.ok is None else "PASS" if item.ok else "FAIL"
+        if not judged and item.ok is not None:
+            verdict += " (quick: not judged)"
+        share = "—" if item.ratio is None else f"{item.ratio:.2f}"
+        lines.append(f"| {item.name} | {item.measured} | {item.limit} | {share} | {verdict} |")
+    return lines
+
+
+def render(results: Results, machine: Sequence[str], command: str) -> str:
+    """The whole markdown report."""
+    own = median(results.hermes_own)
+    lines = [
+        f"Measured with `{command}` ({results.runs} run(s) per row, medians; "
+        f"{'quick run' if results.quick else 'full run'}).",
+        "",
+        "Machine:",
+        "",
+        *(f"- {item}" for item in machine),
+        "",
+        "#### Targets",
+        "",
+        *checks_table(checks(results), judged=not results.quick),
+        "",
+    ]
+    for res in results.latencies:
+        lines += [*latency_table(res, own), ""]
+    lines += ["#### Command line start-up", "", *cli_table(results.cli), ""]
+    return "\n".join(lines)
