@@ -197,7 +197,9 @@ def test_ci_reauth_runs_lines_in_parallel_and_fails_if_one_fails(
     fresh: Bed, tmp_path: Path
 ) -> None:
     lines = tmp_path / "logins.txt"
-    lines.write_text("# host provider [name]\nremote spotify\nremote mcp linear\nremote-direct xai\n")
+    lines.write_text(
+        "# host provider [name]\nremote spotify\nremote mcp linear\nremote-direct xai\n"
+    )
     extra = ["-F", str(fresh.ssh_config), "--browser-cmd", fresh.browser_cmd(tmp_path / "d.html")]
     env = {
         **os.environ,
