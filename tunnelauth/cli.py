@@ -366,7 +366,7 @@ def build_settings(
     target = SSHTarget(
         host=host,
         jump=jumps,
-        ssh_config=Path(ssh_config) if ssh_config else None,
+        ssh_config=Path(str(ssh_config)).expanduser() if ssh_config else None,
         identity=tuple(Path(str(p)).expanduser() for p in identity or ()),
         port=int(port) if port is not None else None,
         login=str(login) if login is not None else None,
