@@ -303,6 +303,12 @@ def _ssh_detail(settings: Settings, transport: Transport, seconds: float) -> str
     return f"authenticated to {settings.target.host}{via} ({transport.name}, {seconds:.2f} s)"
 
 
+def _not_reached() -> list[Check]:
+    """The remote checks, skipped: the table keeps the same rows whatever failed."""
+    names = ("controlmaster", "forwarding", "hermes", "hermes home")
+    return [Check(name, SKIP, "no connection") for name in names]
+
+
 async def remote_checks(settings: Settings, transport: Transport) -> list[Check]:
     """Connect, then ask the remote; a failed connection skips what needs it."""
     started = time.monotonic()
@@ -312,14 +318,18 @@ async def remote_checks(settings: Settings, transport: Transport) -> list[Check]
         return [
             Check("ssh", FAIL, exc.message, exc.hint or "", ExitStatus.HOST_KEY),
             Check("host key", FAIL, exc.message, exc.hint or "", ExitStatus.HOST_KEY),
+            *_not_reached(),
         ]
     except TunnelauthError as exc:
-        tail = getattr(exc, "stderr_tail", "")
-        detail = exc.message + (f" [{tail.splitlines()[-1]}]" if tail else "")
+        tail = getattr(exc, "stderr_tail", "").strip().splitlines()[-1:]
+        detail = exc.message
+        if tail and tail[0] not in detail:
+            detail += f" [{tail[0]}]"
         fix = exc.hint or "check `ssh HOST true` works with the same options"
         return [
             Check("ssh", FAIL, detail, fix, exc.status),
             Check("host key", SKIP, "not reached"),
+            *_not_reached(),
         ]
     checks = [
         Check("ssh", OK, _ssh_detail(settings, transport, time.monotonic() - started)),
