@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from tests.bed import SSHD, netbed
-from tests.bench.measure import Bench, Login, network_path
+from tests.bench.measure import CALLBACK_PORT, Bench, Login, network_path
 from tests.bench.report import (
     TRANSPORTS,
     USER_MASTER,
@@ -245,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         _say("building the network-namespace SSH bed (removed afterwards)")
         bed = netbed.build()
         try:
-            bed.set_fake(spotify_client_id="tunnelauth-bench", record_times=True)
+            bed.set_fake(
+                spotify_client_id="tunnelauth-bench", spotify_port=CALLBACK_PORT, record_times=True
+            )
             workdir = bed.tmp / "bench"
             workdir.mkdir(mode=0o700)
             bench = Bench(bed, workdir)

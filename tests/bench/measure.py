@@ -1,9 +1,10 @@
 """One measurement of each kind, taken from outside the measured processes with time stamps.
 
-Every login here is a Spotify login on the bed (its callback port, 43827, is fixed and printed
-in the authorize URL). Times are ``time.time()`` values, which the laptop and both namespaces
-share: the stand-in browser stamps when it is invoked, the fake hermes (``record_times``) stamps
-its URL line and its success line, and this module stamps process start and exit.
+Every login here is a Spotify login on the bed; its callback port is printed in the authorize
+URL and moved off Spotify's 43827 (``spotify_port``), which tests on the same laptop use.
+Times are ``time.time()`` values, which the laptop and both namespaces share: the stand-in
+browser stamps when it is invoked, the fake hermes (``record_times``) stamps its URL line and
+its success line, and this module stamps process start and exit.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tests.bed.netbed import Bed
 HERE = Path(__file__).resolve().parent
 BROWSER = HERE / "browser.py"
 RELAY = HERE / "relay.py"
-SPOTIFY_PORT = 43827
+# Spotify's real port is 43827; tests on the same laptop use it, so the bench moves the fake's.
+CALLBACK_PORT = 43931
 SPOTIFY_ARGS = ("auth", "spotify", "login", "--no-browser")
 RUN_DEADLINE = 60.0  # one login takes a few seconds; this only stops a hang
 RSS_POLL = 0.01  # seconds between reads of the tunnelauth process's peak RSS
@@ -262,7 +264,10 @@ class Bench:
         return self.bed.home / ".hermes" / "fake-record" / "spotify.json"
 
     def _fresh_record(self) -> None:
+        """Remove the last record, and wait (briefly) until the laptop's callback port is free."""
         self._record().unlink(missing_ok=True)
+        with contextlib.suppress(BedError):  # still taken: the run fails and says so
+            wait_for(lambda: not listening(CALLBACK_PORT), timeout=15, what="a free port")
 
     def _read_stamp(self, stamp: Path) -> dict[str, object] | None:
         try:
@@ -408,7 +413,7 @@ class Bench:
         stamp = self._stamp_file()
         self._fresh_record()
         before, before_tcp = self.bed.auth_counts(), path.relay_counts()
-        forward = f"127.0.0.1:{SPOTIFY_PORT}:127.0.0.1:{SPOTIFY_PORT}"
+        forward = f"127.0.0.1:{CALLBACK_PORT}:127.0.0.1:{CALLBACK_PORT}"
         tunnel_argv = ["ssh", "-F", cfg, "-N", "-o", "ExitOnForwardFailure=yes", "-L", forward]
         hermes = " ".join([".local/bin/hermes", *SPOTIFY_ARGS])
         login_argv = ["ssh", "-F", cfg, "-tt", "remote", hermes]
@@ -446,7 +451,7 @@ class Bench:
             seen_url.wait(RUN_DEADLINE)
             # A person opens the URL once the tunnel terminal shows it is up.
             wait_for(
-                lambda: listening(SPOTIFY_PORT) or tunnel.poll() is not None,
+                lambda: listening(CALLBACK_PORT) or tunnel.poll() is not None,
                 timeout=RUN_DEADLINE,
                 what="the -L forward",
             )
