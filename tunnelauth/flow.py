@@ -57,6 +57,7 @@ IDLE_WINDOW = 0.3  # seconds of silence after which a partial line counts as a p
 EXIT_WAIT = 15.0  # how long the remote may take to exit after its output ended
 LAST_LINES = 12  # remote lines shown with a failure
 BROWSER_GRACE = 5.0  # how long a --browser-cmd may keep running after the login ended
+LISTENER_GRACE = 5.0  # how long a callback page still on its way to the browser may take
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -99,6 +100,7 @@ class Login:
         self.probe: asyncio.Task[str] | None = None
         self.paste_prompt: Prompt | None = None  # the remote accepts a pasted redirect URL
         self.finished = asyncio.Event()  # set at the status line that ends the login
+        self.fatal: TunnelauthError | None = None  # a failure found outside the main loop
         usual = PROVIDERS[settings.provider].usual_hosts if settings.provider else ()
         self.usual_hosts = usual
 
@@ -124,6 +126,8 @@ class Login:
     async def _follow(self, process: RemoteProcess) -> None:
         """Feed remote output to the watcher until it ends; idle silence may reveal a prompt."""
         while True:
+            if self.fatal is not None:
+                raise self.fatal
             try:
                 chunk = await asyncio.wait_for(process.read(), IDLE_WINDOW)
             except asyncio.TimeoutError:
@@ -265,6 +269,13 @@ class Login:
     async def _fallback(self, request: bytes, why: str) -> bytes | None:
         """The channel was refused: relay the held request, or paste it into the remote."""
         assert self.remote_port is not None
+        if self.via == "channel":
+            self.fatal = SSHError(
+                f"the SSH server refused the forwarding channel ({why})",
+                host=self.settings.target.host,
+                hint="use --via auto (the default) or --via relay on hosts that forbid forwarding",
+            )
+            return None
         if self.via != "paste":
             answer = await self._relay(request, why)
             if answer is not None or self.via == "relay":
@@ -318,7 +329,7 @@ class Login:
     async def _close_listener(self) -> None:
         listener, self.listener = self.listener, None
         if listener is not None:
-            await listener.close()
+            await listener.close(grace=LISTENER_GRACE)
 
     async def _maybe_open_browser(self, *, idle: bool) -> None:
         """Open the authorize URL once the laptop end is ready for its redirect."""

@@ -96,6 +96,7 @@ class CallbackListener:
         self._sockets: list[socket.socket] = []
         self._accepting: set[asyncio.Task[None]] = set()
         self._handlers: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()  # handlers answering a complete request
         self._carrying = True
         self._started = False
         self._closing = False
@@ -164,8 +165,12 @@ class CallbackListener:
         """After the login succeeded: answer further callback requests locally."""
         self._carrying = False
 
-    async def close(self) -> None:
-        """Stop accepting, end every connection and channel, free the port; idempotent."""
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop accepting, end every connection and channel, free the port; idempotent.
+
+        Handlers still answering a complete request get ``grace`` seconds to finish first, so
+        the browser receives the remote's page even when the login ended a moment earlier.
+        """
         if self._closing:
             await self._closed.wait()
             return
@@ -176,6 +181,8 @@ class CallbackListener:
             await asyncio.gather(*self._accepting, return_exceptions=True)
             for sock in self._sockets:
                 sock.close()
+            if grace > 0 and self._busy:
+                await asyncio.wait(list(self._busy), timeout=grace)
             handlers = list(self._handlers)
             for task in handlers:
                 task.cancel()
@@ -304,6 +311,10 @@ class CallbackListener:
         if request is None:
             await self._finish(reader, writer)
             return
+        task = asyncio.current_task()
+        if task is not None:
+            self._busy.add(task)
+            task.add_done_callback(self._busy.discard)
         redacted = redact_target(request.target)
         belongs = self.path is None or request.path == self.path
         if not belongs:

@@ -57,17 +57,23 @@ def tunnelauth(
     }
     full_env.pop("TUNNELAUTH_HOST", None)
     full_env.update(env or {})
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=deadline,
         env=full_env,
-        check=False,
     )
+    try:
+        out, err = proc.communicate(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        # Hung: end it as a user would (SIGTERM runs the ordered teardown), then report.
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+        err += f"\n[the test ended this run after {deadline:g} s]"
     text = dom.read_text(errors="replace") if dom.exists() else ""
-    return Result(proc.returncode, proc.stdout, proc.stderr, text)
+    return Result(proc.returncode, out, err, text)
 
 
 @contextmanager

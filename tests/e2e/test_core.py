@@ -37,9 +37,9 @@ def _last_issued_code(bed: Bed) -> str:
     return str(issued[-1]["code"])
 
 
-def test_spotify_through_the_jump_host(fresh: Bed, tmp_path: Path) -> None:
+def test_spotify_through_the_jump_host(fresh: Bed, tmp_path: Path, backend: str) -> None:
     before = fresh.auth_counts()
-    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path)
+    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path, backend=backend)
     assert result.code == ExitStatus.OK, result
     assert code_received(fresh, "spotify") == _last_issued_code(fresh)
     record = fresh.fake_record("spotify")
@@ -53,7 +53,7 @@ def test_spotify_through_the_jump_host(fresh: Bed, tmp_path: Path) -> None:
     assert "code=…" in result.stderr or "code=" not in result.stderr
 
 
-def test_mcp_with_host_from_config_and_jump_flag(fresh: Bed, tmp_path: Path) -> None:
+def test_mcp_with_host_from_config_and_jump_flag(fresh: Bed, tmp_path: Path, backend: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text('default_host = "remote-direct"\n')
     result = tunnelauth(
@@ -63,6 +63,7 @@ def test_mcp_with_host_from_config_and_jump_flag(fresh: Bed, tmp_path: Path) -> 
         "mcp",
         "linear",
         tmp=tmp_path,
+        backend=backend,
         env={"TUNNELAUTH_CONFIG": str(config)},
     )
     assert result.code == ExitStatus.OK, result
@@ -74,10 +75,10 @@ def test_mcp_with_host_from_config_and_jump_flag(fresh: Bed, tmp_path: Path) -> 
     assert "Authenticated" in result.stderr
 
 
-def test_legacy_xai_follows_the_port_bump(fresh: Bed, tmp_path: Path) -> None:
+def test_legacy_xai_follows_the_port_bump(fresh: Bed, tmp_path: Path, backend: str) -> None:
     fresh.set_fake(version="legacy")
     with remote_port_held(fresh, 56121):
-        result = tunnelauth(fresh, "xai", "remote", tmp=tmp_path)
+        result = tunnelauth(fresh, "xai", "remote", tmp=tmp_path, backend=backend)
     assert result.code == ExitStatus.OK, result
     record = fresh.fake_record("xai-oauth")
     assert record is not None and record["port"] != 56121
@@ -85,16 +86,18 @@ def test_legacy_xai_follows_the_port_bump(fresh: Bed, tmp_path: Path) -> None:
     assert "Login successful!" in result.stderr
 
 
-def test_device_code_xai_opens_the_verification_page(fresh: Bed, tmp_path: Path) -> None:
-    result = tunnelauth(fresh, "xai", "remote", tmp=tmp_path)
+def test_device_code_xai_opens_the_verification_page(
+    fresh: Bed, tmp_path: Path, backend: str
+) -> None:
+    result = tunnelauth(fresh, "xai", "remote", tmp=tmp_path, backend=backend)
     assert result.code == ExitStatus.OK, result
     assert "Device approved" in result.dom
     assert "enter this code" in result.stderr
     assert "Added xai-oauth OAuth credential" in result.stderr
 
 
-def test_run_any_loopback_cli(fresh: Bed, tmp_path: Path) -> None:
-    result = tunnelauth(fresh, "run", "remote", "--", "loopback-cli", tmp=tmp_path)
+def test_run_any_loopback_cli(fresh: Bed, tmp_path: Path, backend: str) -> None:
+    result = tunnelauth(fresh, "run", "remote", "--", "loopback-cli", tmp=tmp_path, backend=backend)
     assert result.code == ExitStatus.OK, result
     assert "Login successful!" in result.stderr
 
@@ -117,61 +120,71 @@ def test_rclone_style_own_loopback_start_page(fresh: Bed, tmp_path: Path) -> Non
     ],
 )
 def test_spotify_failures_exit_with_their_code(
-    fresh: Bed, tmp_path: Path, mode: str, expected: ExitStatus, shown: str
+    fresh: Bed, tmp_path: Path, backend: str, mode: str, expected: ExitStatus, shown: str
 ) -> None:
     fresh.set_fake(mode=mode)
-    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path)
+    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path, backend=backend)
     assert result.code == expected, result
     assert shown in result.stderr
 
 
-def test_remote_timeout_exits_7(fresh: Bed, tmp_path: Path) -> None:
+def test_remote_timeout_exits_7(fresh: Bed, tmp_path: Path, backend: str) -> None:
     fresh.set_fake(mode="timeout", timeout=2)
-    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path, browser=False)
+    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path, backend=backend, browser=False)
     assert result.code == ExitStatus.TIMED_OUT, result
     assert "timed out" in result.stderr
 
 
-def test_overall_timeout_ends_the_remote_login(fresh: Bed, tmp_path: Path) -> None:
+def test_overall_timeout_ends_the_remote_login(fresh: Bed, tmp_path: Path, backend: str) -> None:
     fresh.set_fake(mode="timeout", timeout=120)
-    result = tunnelauth(fresh, "spotify", "remote", "--timeout", "4", tmp=tmp_path, browser=False)
+    result = tunnelauth(
+        fresh, "spotify", "remote", "--timeout", "4", tmp=tmp_path, backend=backend, browser=False
+    )
     assert result.code == ExitStatus.TIMED_OUT, result
     record = fresh.fake_record("spotify")
     assert record is not None and record["outcome"] in ("cancelled", "hangup", "terminated")
 
 
-def test_mcp_failure_with_exit_zero_is_a_failure(fresh: Bed, tmp_path: Path) -> None:
+def test_mcp_failure_with_exit_zero_is_a_failure(fresh: Bed, tmp_path: Path, backend: str) -> None:
     fresh.set_fake(mode="deny")
-    result = tunnelauth(fresh, "mcp", "linear", "remote", tmp=tmp_path)
+    result = tunnelauth(fresh, "mcp", "linear", "remote", tmp=tmp_path, backend=backend)
     assert result.code == ExitStatus.LOGIN_FAILED, result
     assert "Authentication failed" in result.stderr
 
 
-def test_missing_remote_command_exits_8(fresh: Bed, tmp_path: Path) -> None:
-    result = tunnelauth(fresh, "spotify", "remote", "--hermes", "/opt/none/hermes", tmp=tmp_path)
+def test_missing_remote_command_exits_8(fresh: Bed, tmp_path: Path, backend: str) -> None:
+    result = tunnelauth(
+        fresh, "spotify", "remote", "--hermes", "/opt/none/hermes", tmp=tmp_path, backend=backend
+    )
     assert result.code == ExitStatus.COMMAND_NOT_FOUND, result
     assert "--hermes" in result.stderr
 
 
-def test_unknown_host_key_exits_4_and_runs_nothing(fresh: Bed, tmp_path: Path) -> None:
+def test_unknown_host_key_exits_4_and_runs_nothing(
+    fresh: Bed, tmp_path: Path, backend: str
+) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     config = derived_ssh_config(fresh, tmp_path / "cfg", [f"UserKnownHostsFile {empty}"])
     before = fresh.auth_counts()
-    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path, ssh_config=config)
+    result = tunnelauth(
+        fresh, "spotify", "remote", tmp=tmp_path, backend=backend, ssh_config=config
+    )
     assert result.code == ExitStatus.HOST_KEY, result
     assert fresh.auth_counts() == before
     assert fresh.fake_record("spotify") is None
 
 
-def test_refused_key_exits_3(fresh: Bed, tmp_path: Path) -> None:
+def test_refused_key_exits_3(fresh: Bed, tmp_path: Path, backend: str) -> None:
     key = tmp_path / "other_key"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=20
     )
     config = tmp_path / "cfg"
     config.write_text(fresh.ssh_config.read_text().replace(str(fresh.identity), str(key)))
-    result = tunnelauth(fresh, "spotify", "remote", tmp=tmp_path, ssh_config=config)
+    result = tunnelauth(
+        fresh, "spotify", "remote", tmp=tmp_path, backend=backend, ssh_config=config
+    )
     assert result.code == ExitStatus.SSH_FAILED, result
     assert fresh.fake_record("spotify") is None
 
