@@ -221,8 +221,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.state.codes[code] = issued
                 self.state.append(
                     "issued.jsonl",
-                    {"code": code, "redirect_uri": redirect_uri, "client_id": client_id,
-                     "state": state},
+                    {
+                        "code": code,
+                        "redirect_uri": redirect_uri,
+                        "client_id": client_id,
+                        "state": state,
+                    },
                 )
             params = {"code": code}
         if state is not None:
@@ -278,8 +282,11 @@ class Handler(BaseHTTPRequestHandler):
                 issued.used = True
                 self.state.append(
                     "exchanged.jsonl",
-                    {"code": code, "redirect_uri": issued.redirect_uri,
-                     "client_id": issued.client_id},
+                    {
+                        "code": code,
+                        "redirect_uri": issued.redirect_uri,
+                        "client_id": issued.client_id,
+                    },
                 )
         if ok:
             self.send_json(200, token_payload())
@@ -351,8 +358,11 @@ class Handler(BaseHTTPRequestHandler):
         if grant is None:
             self.send(404, page("Unknown code", ""), "text/html; charset=utf-8")
         else:
-            self.send(200, page("Device approved", "<p>You can close this tab.</p>"),
-                      "text/html; charset=utf-8")
+            self.send(
+                200,
+                page("Device approved", "<p>You can close this tab.</p>"),
+                "text/html; charset=utf-8",
+            )
 
 
 class ProviderServer(ThreadingHTTPServer):

@@ -122,14 +122,54 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=tunnelauth test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
-            "-subj", "/CN=idp.test")
-    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tunnelauth test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=idp.test",
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
     return Certs(d / "ca.pem", d / "srv.pem", d / "srv.key")
 
 
@@ -157,9 +197,20 @@ def provider(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """Run provider.py on 127.0.0.1, port 0, for the whole module."""
     state_dir = tmp_path_factory.mktemp("idp-state")
     proc = subprocess.Popen(
-        [sys.executable, str(FAKES / "provider.py"), "--bind", "127.0.0.1", "--port", "0",
-         "--certfile", str(certs.cert), "--keyfile", str(certs.key),
-         "--state-dir", str(state_dir)],
+        [
+            sys.executable,
+            str(FAKES / "provider.py"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--certfile",
+            str(certs.cert),
+            "--keyfile",
+            str(certs.key),
+            "--state-dir",
+            str(state_dir),
+        ],
         stdout=subprocess.PIPE,
     )
     try:
@@ -188,8 +239,12 @@ def home(tmp_path: Path, provider: Provider) -> Path:
 
 def configure(home: Path, provider: Provider, **overrides: Any) -> None:
     """Write fake.json."""
-    cfg: dict[str, Any] = {"provider": provider.base, "ca_file": str(provider.ca),
-                           "spotify_client_id": "test-client", "timeout": 60}
+    cfg: dict[str, Any] = {
+        "provider": provider.base,
+        "ca_file": str(provider.ca),
+        "spotify_client_id": "test-client",
+        "timeout": 60,
+    }
     cfg.update(overrides)
     (home / "fake.json").write_text(json.dumps(cfg))
 
@@ -208,8 +263,9 @@ class Session:
     def __init__(self, argv: list[str], env: dict[str, str], home: Path | None) -> None:
         self.home = home
         self.log = io.StringIO()
-        self.child = pexpect.spawn(argv[0], argv[1:], env=env, encoding="utf-8",
-                                   timeout=WAIT, dimensions=(50, 400))
+        self.child = pexpect.spawn(
+            argv[0], argv[1:], env=env, encoding="utf-8", timeout=WAIT, dimensions=(50, 400)
+        )
         self.child.logfile_read = self.log
 
     def expect(self, pattern: Any, timeout: float = WAIT) -> str:
@@ -251,8 +307,9 @@ def spawn() -> Iterator[Any]:
     """Factory for Sessions; every one is reaped and checked at teardown."""
     sessions: list[Session] = []
 
-    def start(args: list[str], home: Path | None, env: dict[str, str],
-              program: Path = HERMES) -> Session:
+    def start(
+        args: list[str], home: Path | None, env: dict[str, str], program: Path = HERMES
+    ) -> Session:
         s = Session([str(program), *args], env, home)
         sessions.append(s)
         return s
@@ -302,8 +359,9 @@ def tls(provider: Provider) -> ssl.SSLContext:
 
 def provider_get(provider: Provider, path_and_query: str) -> http.client.HTTPResponse:
     """One GET to the provider, redirects not followed."""
-    conn = http.client.HTTPSConnection("127.0.0.1", provider.port, context=tls(provider),
-                                       timeout=WAIT)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", provider.port, context=tls(provider), timeout=WAIT
+    )
     conn.request("GET", path_and_query)
     resp = conn.getresponse()
     resp.read()
@@ -324,8 +382,9 @@ def loopback_get(url: str) -> tuple[int, dict[str, str], bytes, str]:
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=WAIT) as s:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                  "Connection: close\r\n\r\n".encode())
+        s.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+        )
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -363,13 +422,17 @@ def user_at_host() -> str:
 def test_provider_codes_are_single_use_and_bound_to_redirect_uri(provider: Provider) -> None:
     """A code is exchanged once, only with its own redirect_uri; unknown paths are 404."""
     redirect = "http://127.0.0.1:9/cb"
-    location = authorize(provider, f"{provider.base}/authorize?response_type=code&client_id=c"
-                                   f"&redirect_uri={redirect}&state=s1")
+    location = authorize(
+        provider,
+        f"{provider.base}/authorize?response_type=code&client_id=c"
+        f"&redirect_uri={redirect}&state=s1",
+    )
     query = parse_qs(urlsplit(location).query)
     assert location.startswith(redirect + "?") and query["state"] == ["s1"]
     code = query["code"][0]
     assert {"code": code, "redirect_uri": redirect, "client_id": "c", "state": "s1"} in (
-        provider.lines("issued.jsonl"))
+        provider.lines("issued.jsonl")
+    )
 
     def token(form: str) -> tuple[int, dict[str, Any]]:
         req = urllib.request.Request(f"{provider.base}/token", data=form.encode())
@@ -380,16 +443,25 @@ def test_provider_codes_are_single_use_and_bound_to_redirect_uri(provider: Provi
             return exc.code, json.loads(exc.read())
 
     assert token(f"grant_type=authorization_code&code={code}&redirect_uri=http://x/")[1] == {
-        "error": "invalid_grant"}
+        "error": "invalid_grant"
+    }
     status, body = token(f"grant_type=authorization_code&code={code}&redirect_uri={redirect}")
     assert status == 200 and body["token_type"] == "Bearer" and body["expires_in"] == 3600
     assert token(f"grant_type=authorization_code&code={code}&redirect_uri={redirect}")[0] == 400
-    denied = authorize(provider, f"{provider.base}/authorize?response_type=code&client_id=deny"
-                                 f"&redirect_uri={redirect}&state=s2")
+    denied = authorize(
+        provider,
+        f"{provider.base}/authorize?response_type=code&client_id=deny"
+        f"&redirect_uri={redirect}&state=s2",
+    )
     assert parse_qs(urlsplit(denied).query) == {"error": ["access_denied"], "state": ["s2"]}
     assert provider_get(provider, "/nope").status == 404
-    page = urllib.request.urlopen(f"{provider.base}/authorize-page?x=1", context=tls(provider),
-                                  timeout=WAIT).read().decode()
+    page = (
+        urllib.request.urlopen(
+            f"{provider.base}/authorize-page?x=1", context=tls(provider), timeout=WAIT
+        )
+        .read()
+        .decode()
+    )
     assert "/authorize?x=1" in page
     access_log = (provider.state_dir / "access.log").read_text()
     assert code not in access_log and "/token" in access_log
@@ -432,8 +504,13 @@ def test_spotify_prints_the_reference_block_and_completes(
     assert rec["code"] in [e["code"] for e in provider.lines("exchanged.jsonl")]
     store = json.loads((home / "auth.json").read_text())
     assert store["providers"]["spotify"]["tokens"]["access_token"]
-    status_out = subprocess.run([str(HERMES), "auth", "status", "spotify"], env=env_for(home),
-                                capture_output=True, text=True, timeout=WAIT)
+    status_out = subprocess.run(
+        [str(HERMES), "auth", "status", "spotify"],
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert status_out.stdout == "spotify: logged in\n"
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", 43827), timeout=WAIT).close()
@@ -455,8 +532,11 @@ def test_spotify_state_mismatch(spawn: Any, home: Path, provider: Provider) -> N
 @pytest.mark.parametrize(
     ("version", "last_line"),
     [
-        ("0.19.0", "hermes_cli.auth.AuthError: Spotify authorization timed out waiting for the "
-                   "local callback."),
+        (
+            "0.19.0",
+            "hermes_cli.auth.AuthError: Spotify authorization timed out waiting for the "
+            "local callback.",
+        ),
         ("legacy", "Authorization timed out waiting for the local callback."),
     ],
 )
@@ -481,8 +561,10 @@ def test_spotify_port_taken(spawn: Any, home: Path) -> None:
         assert s.finish() == 1
     finally:
         holder.close()
-    assert ("hermes_cli.auth.AuthError: Could not bind Spotify callback server on "
-            "127.0.0.1:43827: [Errno 98] Address already in use") in s.transcript()
+    assert (
+        "hermes_cli.auth.AuthError: Could not bind Spotify callback server on "
+        "127.0.0.1:43827: [Errno 98] Address already in use"
+    ) in s.transcript()
 
 
 def test_spotify_bind_busy_mode(spawn: Any, home: Path, provider: Provider) -> None:
@@ -490,8 +572,9 @@ def test_spotify_bind_busy_mode(spawn: Any, home: Path, provider: Provider) -> N
     configure(home, provider, mode="bind_busy", version="legacy")
     s = spawn(["auth", "spotify", "login", "--no-browser"], home, env_for(home))
     assert s.finish() == 1
-    assert s.transcript().endswith("Could not bind callback server on 127.0.0.1:43827: "
-                                   "[Errno 98] Address already in use\n")
+    assert s.transcript().endswith(
+        "Could not bind callback server on 127.0.0.1:43827: [Errno 98] Address already in use\n"
+    )
     assert record(home, "spotify")["port"] is None
 
 
@@ -512,8 +595,13 @@ def test_spotify_asks_for_client_id_then_crash_mode(
 
 def test_auth_add_spotify_is_unknown(home: Path) -> None:
     """``hermes auth add spotify`` is not how Spotify logs in."""
-    r = subprocess.run([str(HERMES), "auth", "add", "spotify"], env=env_for(home),
-                       capture_output=True, text=True, timeout=WAIT)
+    r = subprocess.run(
+        [str(HERMES), "auth", "add", "spotify"],
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert r.returncode == 1 and "Unknown provider 'spotify'." in r.stdout + r.stderr
 
 
@@ -563,8 +651,9 @@ def test_mcp_probe_uses_up_the_listener_then_times_out(
     second = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
     try:
         second.sendall(b"GET /callback?code=x&state=y HTTP/1.1\r\nHost: x\r\n\r\n")
-        s.expect_exact("  ✗ Authentication failed: OAuth callback timed out — no authorization "
-                       "code received.")
+        s.expect_exact(
+            "  ✗ Authentication failed: OAuth callback timed out — no authorization code received."
+        )
         assert s.finish() == 0
         second.settimeout(WAIT)
         assert not second.recv(1024).startswith(b"HTTP/")  # closed unanswered
@@ -605,14 +694,21 @@ def test_mcp_denied_is_a_failure_line_with_exit_0(
 
 def test_mcp_without_tty(home: Path) -> None:
     """0.19.0 refuses to start the flow without a TTY on stdin, and exits 0."""
-    r = subprocess.run([str(HERMES), "mcp", "login", "linear"], env=env_for(home),
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT)
+    r = subprocess.run(
+        [str(HERMES), "mcp", "login", "linear"],
+        env=env_for(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert r.returncode == 0
     assert r.stdout == (
         "  Starting OAuth flow for 'linear'...\n"
         "  ✗ Authentication failed: MCP OAuth for 'linear': non-interactive environment and no "
         "cached tokens found. Run `hermes mcp login linear` interactively first to complete "
-        "initial authorization.\n")
+        "initial authorization.\n"
+    )
     assert not list((home / "fake-record").glob("*.pid"))
 
 
@@ -649,13 +745,20 @@ def test_xai_device_flow_adds_to_the_pool(spawn: Any, home: Path, provider: Prov
         s.expect_exact(f'Added xai-oauth OAuth credential #{number}: "xai-oauth-oauth-{number}"')
         assert s.finish() == 0
     run = [str(HERMES), "auth"]
-    listed = subprocess.run([*run, "list", "xai-oauth"], env=env_for(home), capture_output=True,
-                            text=True, timeout=WAIT).stdout
+    listed = subprocess.run(
+        [*run, "list", "xai-oauth"], env=env_for(home), capture_output=True, text=True, timeout=WAIT
+    ).stdout
     assert "#1" in listed and "#2" in listed
-    subprocess.run([*run, "remove", "xai-oauth", "1"], env=env_for(home), check=True,
-                   capture_output=True, timeout=WAIT)
-    listed = subprocess.run([*run, "list", "xai-oauth"], env=env_for(home), capture_output=True,
-                            text=True, timeout=WAIT).stdout
+    subprocess.run(
+        [*run, "remove", "xai-oauth", "1"],
+        env=env_for(home),
+        check=True,
+        capture_output=True,
+        timeout=WAIT,
+    )
+    listed = subprocess.run(
+        [*run, "list", "xai-oauth"], env=env_for(home), capture_output=True, text=True, timeout=WAIT
+    ).stdout
     assert "#1" in listed and "#2" not in listed
 
 
@@ -718,8 +821,9 @@ def test_legacy_xai_bumps_when_56121_is_taken(spawn: Any, home: Path, provider: 
     assert status == 200
     s.expect_exact("Login successful!")
     assert s.finish() == 0
-    version = subprocess.run([str(HERMES), "--version"], env=env_for(home), capture_output=True,
-                             text=True, timeout=WAIT).stdout
+    version = subprocess.run(
+        [str(HERMES), "--version"], env=env_for(home), capture_output=True, text=True, timeout=WAIT
+    ).stdout
     assert version == "Hermes Agent v0.17.2\n"
 
 
@@ -744,11 +848,17 @@ def test_anthropic_paste_the_code(spawn: Any, home: Path, provider: Provider) ->
 
 def test_profile_switches_home(home: Path) -> None:
     """``-p NAME`` keeps its own store under profiles/NAME."""
-    r = subprocess.run([str(HERMES), "-p", "work", "auth", "status", "nous"], env=env_for(home),
-                       capture_output=True, text=True, timeout=WAIT)
+    r = subprocess.run(
+        [str(HERMES), "-p", "work", "auth", "status", "nous"],
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert r.stdout == "nous: logged out\n" and (home / "profiles" / "work").is_dir()
-    r = subprocess.run([str(HERMES), "--version"], env=env_for(home), capture_output=True,
-                       text=True, timeout=WAIT)
+    r = subprocess.run(
+        [str(HERMES), "--version"], env=env_for(home), capture_output=True, text=True, timeout=WAIT
+    )
     assert r.stdout == "Hermes Agent v0.19.0\n"
 
 
@@ -760,8 +870,12 @@ def test_loopback_cli_plain(spawn: Any, home: Path, provider: Provider) -> None:
     s = spawn([], None, env_for(home), program=LOOPBACK_CLI)
     s.expect_exact("Open this URL:")
     url = s.expect(URL_RE)
-    waiting = s.expect(re.compile(r"Waiting for callback on http://127\.0\.0\.1:\d+/callback "
-                                  r"\(timeout 180s, Ctrl\+C to cancel\)\.\.\."))
+    waiting = s.expect(
+        re.compile(
+            r"Waiting for callback on http://127\.0\.0\.1:\d+/callback "
+            r"\(timeout 180s, Ctrl\+C to cancel\)\.\.\."
+        )
+    )
     assert waiting.split()[4] == parse_qs(urlsplit(url).query)["redirect_uri"][0]
     loopback_get(authorize(provider, url))
     s.expect_exact("Login successful!")
@@ -771,10 +885,15 @@ def test_loopback_cli_plain(spawn: Any, home: Path, provider: Provider) -> None:
 def test_loopback_cli_rclone(spawn: Any, provider: Provider) -> None:
     """rclone's own start page redirects to the provider; the callback returns to ``/``."""
     env = env_for(Path("/nonexistent"), SSL_CERT_FILE=str(provider.ca))
-    s = spawn(["--rclone", "--port", "0", "--provider", provider.base], None, env,
-              program=LOOPBACK_CLI)
-    link = s.expect(re.compile(r"(?<=go to the following link: )http://127\.0\.0\.1:\d+/auth"
-                               r"\?state=\S+"))
+    s = spawn(
+        ["--rclone", "--port", "0", "--provider", provider.base], None, env, program=LOOPBACK_CLI
+    )
+    link = s.expect(
+        re.compile(
+            r"(?<=go to the following link: )http://127\.0\.0\.1:\d+/auth"
+            r"\?state=\S+"
+        )
+    )
     s.expect_exact("NOTICE: Waiting for code...")
     parts = urlsplit(link)
     conn = http.client.HTTPConnection("127.0.0.1", parts.port, timeout=WAIT)
