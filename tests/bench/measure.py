@@ -31,8 +31,9 @@ from tests.bed.netbed import Bed
 HERE = Path(__file__).resolve().parent
 BROWSER = HERE / "browser.py"
 RELAY = HERE / "relay.py"
-# Spotify's real port is 43827; tests on the same laptop use it, so the bench moves the fake's.
-CALLBACK_PORT = 43931
+# Spotify's real port is 43827, which tests on the same laptop use; the bench moves the fake's to
+# a port below the ephemeral range (32768-60999), so no outgoing connection can be holding it.
+CALLBACK_PORT = 29431
 SPOTIFY_ARGS = ("auth", "spotify", "login", "--no-browser")
 RUN_DEADLINE = 60.0  # one login takes a few seconds; this only stops a hang
 RSS_POLL = 0.01  # seconds between reads of the tunnelauth process's peak RSS
