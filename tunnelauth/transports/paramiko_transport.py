@@ -12,6 +12,7 @@ import base64
 import contextlib
 import getpass
 import io
+import logging
 import os
 import queue
 import re
@@ -28,6 +29,10 @@ from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import ExecResult
 from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
+
+# paramiko logs a refused channel (our forwarding probe) at ERROR; with no handler configured,
+# Python would print it on the user's terminal. tunnelauth reports what matters itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 _Hop = tuple[str, Any, int | None, str | None]  # spec, config, port, login
