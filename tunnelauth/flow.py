@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import Any
 from urllib.parse import urlsplit
 
 from tunnelauth import relay
@@ -125,19 +126,29 @@ class Login:
 
     async def _follow(self, process: RemoteProcess) -> None:
         """Feed remote output to the watcher until it ends; idle silence may reveal a prompt."""
-        while True:
-            if self.fatal is not None:
-                raise self.fatal
-            try:
-                chunk = await asyncio.wait_for(process.read(), IDLE_WINDOW)
-            except asyncio.TimeoutError:
-                await self._handle_all(self.watcher.idle())
-                await self._maybe_open_browser(idle=True)
-                continue
-            if not chunk:
-                await self._handle_all(self.watcher.close())
-                return
-            await self._handle_all(self.watcher.feed(chunk))
+        # One read stays pending across idle turns, awaited with asyncio.wait: wait_for could
+        # swallow a Ctrl-C that lands as a read completes (Python < 3.12), and the read itself
+        # then never has to be cancelled.
+        reading: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                if self.fatal is not None:
+                    raise self.fatal
+                if reading is None:
+                    reading = asyncio.ensure_future(process.read())
+                done, _ = await asyncio.wait({reading}, timeout=IDLE_WINDOW)
+                if not done:
+                    await self._handle_all(self.watcher.idle())
+                    await self._maybe_open_browser(idle=True)
+                    continue
+                chunk, reading = reading.result(), None
+                if not chunk:
+                    await self._handle_all(self.watcher.close())
+                    return
+                await self._handle_all(self.watcher.feed(chunk))
+        finally:
+            if reading is not None:
+                await _cancel(reading)
 
     async def _wait_exit(self, process: RemoteProcess) -> int | None:
         """The remote exit status once its output ended."""
@@ -425,7 +436,7 @@ class Login:
         return " ".join([os.path.basename(self.settings.program), *self.settings.args])
 
 
-async def _cancel(task: asyncio.Future[str]) -> None:
+async def _cancel(task: asyncio.Future[Any]) -> None:
     """Cancel a helper task and wait for it (its exception, if any, was already reported)."""
     task.cancel()
     with contextlib.suppress(BaseException):
@@ -455,6 +466,7 @@ async def login(
     transport_factory: Callable[[Settings], Transport] = make_transport,
     browser_factory: Callable[[Settings], BrowserLauncher] = make_browser,
     after_success: AfterSuccess | None = None,
+    on_teardown: Callable[[], None] | None = None,
 ) -> None:
     """Run one login to its end; raises a TunnelauthError naming the exit status on failure.
 
@@ -476,6 +488,10 @@ async def login(
         flow = Login(settings, transport, reporter, browser, stack)
         try:
             await asyncio.wait_for(flow.run(), settings.timeout)
+        except asyncio.CancelledError:
+            if on_teardown is not None:
+                on_teardown()  # the stack unwinds from here: let it finish in order
+            raise
         except asyncio.TimeoutError:
             raise TimedOutError(
                 f"the login did not finish within {settings.timeout:g} s",
@@ -495,17 +511,27 @@ def run(
         task = asyncio.current_task()
         assert task is not None
         received: list[int] = []
+        teardown: list[bool] = []
 
         def on_signal(signum: int) -> None:
+            # Every signal before the teardown starts cancels again: a cancellation can be
+            # lost in a race inside asyncio (wait_for before 3.12). During the teardown,
+            # further signals are ignored so it can close everything in order.
             if not received:
                 received.append(signum)
+            if not teardown and not task.done():
                 task.cancel()
 
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, on_signal, signum)
         try:
-            await login(settings, reporter, after_success=after_success)
+            await login(
+                settings,
+                reporter,
+                after_success=after_success,
+                on_teardown=lambda: teardown.append(True),
+            )
         except asyncio.CancelledError:
             if received:
                 name = signal.Signals(received[0]).name

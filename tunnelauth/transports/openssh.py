@@ -271,9 +271,12 @@ class OpenSSHTransport:
             keepalive=keepalive,
             log=os.path.join(tempdir, "master.log"),
         )
-        # The master runs in tunnelauth's own process group so ssh can ask for a password or
-        # passphrase on the terminal; with -f it detaches once authenticated. Its stderr goes to
-        # a file: a pipe would be inherited by the detached master and never reach EOF.
+        # The master stays in tunnelauth's session so ssh can ask for a password or passphrase
+        # on the terminal, but it starts with SIGINT and SIGHUP ignored (ssh keeps an ignored
+        # disposition): the terminal's Ctrl-C must reach tunnelauth alone, which then ends the
+        # remote login in order (Ctrl-C through its PTY first) instead of losing the connection
+        # under it. Its stderr goes to a file: a pipe would be inherited by the detached master
+        # and never reach EOF.
         log_path = os.path.join(tempdir, "connect.log")
         with open(log_path, "wb") as log:
             proc = await asyncio.create_subprocess_exec(
@@ -281,6 +284,7 @@ class OpenSSHTransport:
                 stdin=asyncio.subprocess.DEVNULL if self.batch else None,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
+                preexec_fn=_ignore_terminal_signals,
             )
         try:
             code = await asyncio.wait_for(proc.wait(), self.connect_timeout)
@@ -392,6 +396,12 @@ class OpenSSHTransport:
     async def close(self) -> None:
         """End a master tunnelauth opened (never one it adopted) and remove its temp dir."""
         await self._discard_master()
+
+
+def _ignore_terminal_signals() -> None:
+    """In the master's child process: ignore the signals a terminal sends its foreground."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _short_tmp() -> str | None:
