@@ -256,3 +256,28 @@ def test_no_browser_prints_the_url_for_the_user(fresh: Bed, tmp_path: Path) -> N
     assert result.code == ExitStatus.TIMED_OUT, result
     assert "open this page in a browser on this machine" in result.stderr
     assert f"{fresh.idp_url}/authorize?" in result.stderr
+
+
+def test_changed_host_key_exits_4_with_the_fingerprint(
+    fresh: Bed, tmp_path: Path, backend: str
+) -> None:
+    other = tmp_path / "other_host_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=20
+    )
+    fake_key = other.with_suffix(".pub").read_text().split()[:2]
+    lines = []
+    for line in fresh.known_hosts.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == fresh.remote_ip and fields[1] == "ssh-ed25519":
+            line = " ".join([fields[0], *fake_key])
+        lines.append(line)
+    known = tmp_path / "known_hosts"
+    known.write_text("\n".join(lines) + "\n")
+    config = derived_ssh_config(fresh, tmp_path / "cfg", [f"UserKnownHostsFile {known}"])
+    result = tunnelauth(
+        fresh, "spotify", "remote", tmp=tmp_path, backend=backend, ssh_config=config
+    )
+    assert result.code == ExitStatus.HOST_KEY, result
+    assert "SHA256:" in result.stderr, "the offered key's fingerprint is shown"
+    assert fresh.fake_record("spotify") is None, "nothing ran on the remote"
