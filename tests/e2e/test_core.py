@@ -7,28 +7,15 @@ was left behind, on success and on failure.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.bed import leftovers
 from tests.bed.netbed import Bed
 from tests.e2e.helpers import code_received, derived_ssh_config, remote_port_held, tunnelauth
 from tunnelauth.status import ExitStatus
-
-
-@pytest.fixture
-def fresh(bed: Bed, no_leftovers: leftovers.Snapshot) -> Iterator[Bed]:
-    """A clean fake hermes (normal mode, no records) and the nothing-left-behind check."""
-    shutil.rmtree(bed.home / ".hermes" / "fake-record", ignore_errors=True)
-    bed.reset_fake()
-    bed.set_fake(spotify_client_id="tunnelauth-test-client")
-    yield bed
-    assert bed.remote_login_processes() == [], "a remote login process survived the run"
 
 
 def _last_issued_code(bed: Bed) -> str:

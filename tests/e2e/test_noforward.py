@@ -9,30 +9,17 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.bed import leftovers
 from tests.bed.netbed import Bed
 from tests.e2e.helpers import tunnelauth
 from tunnelauth.status import ExitStatus
-
-
-@pytest.fixture
-def fresh(bed: Bed, no_leftovers: leftovers.Snapshot) -> Iterator[Bed]:
-    """A clean fake hermes and the nothing-left-behind check (also on the remote)."""
-    shutil.rmtree(bed.home / ".hermes" / "fake-record", ignore_errors=True)
-    bed.reset_fake()
-    bed.set_fake(spotify_client_id="tunnelauth-test-client")
-    yield bed
-    assert bed.remote_login_processes() == [], "a remote login process survived the run"
 
 
 def _last_code(bed: Bed) -> str:

@@ -9,26 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
-import pytest
 
-from tests.bed import leftovers
 from tests.bed.netbed import Bed
 from tests.e2e.test_noforward import ListenSampler
 from tunnelauth.status import ExitStatus
-
-
-@pytest.fixture
-def fresh(bed: Bed, no_leftovers: leftovers.Snapshot) -> Iterator[Bed]:
-    """A clean fake hermes and the nothing-left-behind check (also on the remote)."""
-    shutil.rmtree(bed.home / ".hermes" / "fake-record", ignore_errors=True)
-    bed.reset_fake()
-    yield bed
-    assert bed.remote_login_processes() == [], "a remote login process survived the run"
 
 
 def test_anthropic_code_typed_by_the_user(fresh: Bed, tmp_path: Path) -> None:

@@ -8,27 +8,14 @@ PTY (hermes prints ``Login cancelled.``), not cut off by a dying SSH connection.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.bed import leftovers
 from tests.bed.netbed import Bed
 from tunnelauth.status import ExitStatus
-
-
-@pytest.fixture
-def fresh(bed: Bed, no_leftovers: leftovers.Snapshot) -> Iterator[Bed]:
-    """A clean fake hermes and the nothing-left-behind check (also on the remote)."""
-    shutil.rmtree(bed.home / ".hermes" / "fake-record", ignore_errors=True)
-    bed.reset_fake()
-    bed.set_fake(spotify_client_id="tunnelauth-test-client")
-    yield bed
-    assert bed.remote_login_processes() == [], "a remote login process survived the run"
 
 
 def _terminal_run(bed: Bed, tmp_path: Path, *args: str) -> pexpect.spawn:
