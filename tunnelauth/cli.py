@@ -38,7 +38,7 @@ _OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
     ("ssh_option", ("-o", "--ssh-option"), list[str] | None, "ssh -o option; repeatable.", True),
     ("hermes", ("--hermes",), str | None, "Remote hermes binary (~ expands remotely).", True),
     ("profile", ("--profile",), str | None, "hermes profile (hermes -p NAME).", True),
-    ("run_as", ("--run-as",), str | None, "Run the remote login as this user (sudo).", True),
+    ("run_as", ("--as", "--run-as"), str | None, "Run the remote login as USER (sudo).", True),
     ("hermes_home", ("--hermes-home",), str | None, "HERMES_HOME on the remote.", True),
     ("timeout", ("--timeout",), float | None, "Overall deadline in seconds.", True),
     ("connect_timeout", ("--connect-timeout",), float | None, "SSH connect deadline.", True),
@@ -220,6 +220,14 @@ _RUN_COMMAND: list[str] = []
 
 
 def _login(name: str, options: dict[str, Any]) -> None:
+    from tunnelauth.terminal import modes_kept
+
+    # However the run ends (errors included), the terminal's modes are written back as found.
+    with modes_kept():
+        _run_login(name, options)
+
+
+def _run_login(name: str, options: dict[str, Any]) -> None:
     from tunnelauth import flow, postlogin
 
     # Made before the settings, so a bad option or config still ends the JSON stream properly.

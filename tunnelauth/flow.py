@@ -45,8 +45,9 @@ from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.remote import NOT_FOUND_MARKER, settings_command
 from tunnelauth.report import Reporter, Stage
-from tunnelauth.sanitize import redact
+from tunnelauth.sanitize import redact, strip
 from tunnelauth.settings import Settings
+from tunnelauth.terminal import LineTooLong, Terminal
 from tunnelauth.transports.base import Channel, RemoteProcess, Transport
 from tunnelauth.watch import Watcher
 
@@ -54,6 +55,8 @@ PROBE_DEADLINE = 5.0  # the forwarding probe's answer
 RELAY_DEADLINE = 90.0  # one relayed callback request and its response
 PASTE_DEADLINE = 60.0  # the remote's verdict after a pasted redirect
 PTY_LINE_LIMIT = 4000  # a canonical-mode PTY line holds at most 4095 bytes
+SSH_PROMPT_DEADLINE = 300.0  # how long ssh's password or code question waits for the user
+SUDO_NEEDS_PASSWORD = "sudo: a password is required"
 IDLE_WINDOW = 0.3  # seconds of silence after which a partial line counts as a prompt
 EXIT_WAIT = 15.0  # how long the remote may take to exit after its output ended
 LAST_LINES = 12  # remote lines shown with a failure
@@ -102,6 +105,7 @@ class Login:
         self.paste_prompt: Prompt | None = None  # the remote accepts a pasted redirect URL
         self.finished = asyncio.Event()  # set at the status line that ends the login
         self.fatal: TunnelauthError | None = None  # a failure found outside the main loop
+        self.terminal: Terminal | None = None  # the user's terminal (interactive runs only)
         usual = PROVIDERS[settings.provider].usual_hosts if settings.provider else ()
         self.usual_hosts = usual
 
@@ -167,6 +171,15 @@ class Login:
                 hint="install it there, or name its path with --hermes PATH "
                 "(a leading ~ is expanded on the remote)",
             )
+        if self.settings.run_as and any(SUDO_NEEDS_PASSWORD in line for line in lines):
+            raise LoginFailedError(
+                f"sudo on {self.settings.target.host} asks for a password to run as "
+                f"{self.settings.run_as}, and this run cannot answer it",
+                exit_status=exit_status,
+                last_lines=lines,
+                hint="run tunnelauth from a terminal to type it, or allow the command "
+                "without a password (NOPASSWD) in sudoers",
+            )
         if exit_status is None and self.status is None:
             raise SSHError(
                 f"the connection to {self.settings.target.host} ended before the login finished",
@@ -200,8 +213,7 @@ class Login:
                 self.last_lines.append(self._redacted(event.text))
             self.reporter.remote_line(self._redacted(event.text))
             if self.prompt is not None:
-                self.prompt = None
-                self.reporter.prompt_done()
+                self._end_prompt()
         elif isinstance(event, Callback):
             await self._on_callback(event)
         elif isinstance(event, AuthorizeUrl):
@@ -391,6 +403,16 @@ class Login:
             )
         self.reporter.prompt(event.text, event.kind.is_secret)
         self.reporter.stage(Stage.PROMPT)
+        if event.kind.is_secret and self.terminal is not None:
+            # The remote PTY does not echo (stty -echo); the local terminal must not either.
+            self.terminal.echo(False)
+
+    def _end_prompt(self) -> None:
+        """The remote prompt is over: echo back on, the live display back."""
+        self.prompt = None
+        if self.terminal is not None:
+            self.terminal.echo(True)
+        self.reporter.prompt_done()
 
     def _on_status(self, event: Status) -> None:
         if self.status is None or event.outcome is not Outcome.SUCCEEDED:
@@ -422,10 +444,16 @@ class Login:
         if self.prompt is None or self.process is None:
             self.reporter.warn("not sent: the remote is not asking for input right now")
             return
-        self.process.write(data.rstrip(b"\r\n") + b"\r")
+        line = data.rstrip(b"\r\n")
+        if len(line) >= PTY_LINE_LIMIT:
+            self.reporter.warn(
+                f"not sent: the line is {len(line)} bytes, longer than the remote terminal "
+                f"takes ({PTY_LINE_LIMIT}); type or paste a shorter answer"
+            )
+            return
+        self.process.write(line + b"\r")
         self.watcher.input_sent()  # whatever the PTY echoes back is the user's input: hide it
-        self.prompt = None
-        self.reporter.prompt_done()
+        self._end_prompt()
 
     # -- display helpers -----------------------------------------------------------------
 
@@ -441,6 +469,33 @@ async def _cancel(task: asyncio.Future[Any]) -> None:
     task.cancel()
     with contextlib.suppress(BaseException):
         await task
+
+
+def _ssh_asker(
+    reporter: Reporter, terminal: Terminal
+) -> Callable[[str, str], Awaitable[str | None]]:
+    """Answers ssh's own questions (password, one-time code, passphrase) on the terminal."""
+
+    async def ask(prompt: str, hint: str) -> str | None:
+        text = strip(prompt).strip() or "ssh asks for input"
+        if hint == "none":
+            # A notice such as "Confirm user presence for key ...": nothing to type.
+            reporter.warn(f"ssh: {text}")
+            return ""
+        secret = hint != "confirm"
+        reporter.prompt(text, secret, origin="ssh")
+        try:
+            return await terminal.read_line(secret=secret, timeout=SSH_PROMPT_DEADLINE)
+        except LineTooLong as exc:
+            reporter.warn(f"not sent: the answer is too long ({exc})")
+            return None
+        except asyncio.TimeoutError:
+            reporter.warn(f"no answer to ssh's question within {SSH_PROMPT_DEADLINE:g} s")
+            return None
+        finally:
+            reporter.prompt_done()
+
+    return ask
 
 
 # Work done on the same connection after a successful login (--verify, --replace).
@@ -479,6 +534,12 @@ async def login(
         if reason:
             reporter.debug(f"backend {transport.name}: {reason}")
         reporter.stage(Stage.CONNECTING, settings.target.host)
+        terminal = None if settings.batch else Terminal.open()
+        if terminal is not None:
+            stack.callback(terminal.restore)
+            set_asker = getattr(transport, "set_asker", None)
+            if callable(set_asker):
+                set_asker(_ssh_asker(reporter, terminal))
         stack.push_async_callback(transport.close)
         await transport.connect()
         reporter.debug(f"connected with {transport.name} in {time.monotonic() - started:.2f} s")
@@ -486,6 +547,7 @@ async def login(
         browser = browser_factory(settings)
         stack.push_async_callback(browser.close, BROWSER_GRACE)
         flow = Login(settings, transport, reporter, browser, stack)
+        flow.terminal = terminal
         try:
             await asyncio.wait_for(flow.run(), settings.timeout)
         except asyncio.CancelledError:

@@ -144,11 +144,11 @@ class JsonReporter:
         if self.inner is not None:
             self.inner.device_code(url, code)
 
-    def prompt(self, text: str, secret: bool) -> None:
-        """The remote waits for a line (interactive runs only: batch runs fail instead)."""
+    def prompt(self, text: str, secret: bool, *, origin: str = "remote") -> None:
+        """The remote (or ssh) waits for a line (interactive runs only: batch runs fail)."""
         self.emit("prompt", text=text, secret=secret)
         if self.inner is not None:
-            self.inner.prompt(text, secret)
+            self.inner.prompt(text, secret, origin=origin)
 
     def prompt_done(self) -> None:
         """Human-only."""

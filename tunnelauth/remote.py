@@ -88,7 +88,16 @@ def remote_command(
         raise ValueError("empty program or NUL byte in the remote command")
     words = ["exec", *_prefix(hermes_home, run_as, interactive)]
     words += ["sh", "-c", wrapper_script(), "tunnelauth", program, *args]
-    return " ".join(shlex.quote(w) for w in words)
+    return " ".join(w if isinstance(w, _Expanded) else shlex.quote(w) for w in words)
+
+
+class _Expanded(str):
+    """A word the remote login shell expands (a fixed ``"NAME=$NAME"``), so it is not quoted."""
+
+
+# sudo's env_reset drops these, yet they tell hermes the session is remote (so it prints the
+# SSH hints and never tries to open a browser on the host): carry them across explicitly.
+SESSION_VARIABLES = ("SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY")
 
 
 # Sets HERMES_HOME from $1 (a leading ~/ expands for the user it runs as), then runs the rest.
@@ -99,12 +108,18 @@ _HOME_SETTER = (
 
 
 def _prefix(hermes_home: str | None, run_as: str | None, interactive: bool) -> list[str]:
-    """The words run before the wrapper: ``sudo -u USER --`` and the HERMES_HOME setter."""
+    """The words run before the wrapper: ``sudo -u USER -- env SSH_...`` and the home setter.
+
+    Not ``sudo -i``: it re-quotes the command for the target's login shell with backslashes,
+    which turns the wrapper script's newlines into line continuations. ``-H`` gives the
+    target user's HOME, and the wrapper searches that user's usual install places.
+    """
     words: list[str] = []
     if run_as is not None:
         if not run_as or run_as.startswith("-") or "\0" in run_as:
             raise ValueError(f"invalid run-as user {run_as!r}")
-        words += ["sudo", "-H", *([] if interactive else ["-n"]), "-u", run_as, "--"]
+        words += ["sudo", "-H", *([] if interactive else ["-n"]), "-u", run_as, "--", "env"]
+        words += [_Expanded(f'"{name}=${name}"') for name in SESSION_VARIABLES]
     if hermes_home is not None:
         if not hermes_home or "\0" in hermes_home:
             raise ValueError("empty hermes home or NUL byte in it")

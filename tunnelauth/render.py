@@ -98,11 +98,13 @@ class ConsoleReporter:
         )
         self.console.print(Panel(body, title="device login", border_style="magenta"))
 
-    def prompt(self, text: str, secret: bool) -> None:
-        """Pause the live display so the user can answer the remote."""
+    def prompt(self, text: str, secret: bool, *, origin: str = "remote") -> None:
+        """Pause the live display so the user can answer the remote (or ssh itself)."""
         self._pause()
-        kind = "it will not be shown or logged" if secret else "press Enter to send"
-        self.console.print(Text.assemble(("remote asks: ", "bold"), text, (f"  ({kind})", "dim")))
+        kind = "typing is not shown or logged" if secret else "press Enter to send"
+        self.console.print(
+            Text.assemble((f"{origin} asks: ", "bold"), text, (f"  ({kind})", "dim"))
+        )
 
     def prompt_done(self) -> None:
         """Resume the live display."""

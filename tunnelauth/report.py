@@ -52,8 +52,8 @@ class Reporter(Protocol):
         """A device code to enter at ``url``."""
         ...
 
-    def prompt(self, text: str, secret: bool) -> None:
-        """The remote waits for a line; the user's next line goes to it."""
+    def prompt(self, text: str, secret: bool, *, origin: str = "remote") -> None:
+        """``origin`` (the remote, or ssh itself) waits for a line the user types next."""
         ...
 
     def prompt_done(self) -> None:

@@ -207,6 +207,7 @@ def destroy(record: BedRecord) -> list[str]:
         if _user_exists(record.user):
             raise BedError(f"userdel {record.user} failed")
         done.append(f"deleted user {record.user}")
+    done += remove_extras(record.id)
     for ns in record.netns.values():
         if (ETC_NETNS / ns).exists():
             shutil.rmtree(ETC_NETNS / ns, ignore_errors=True)
@@ -220,6 +221,30 @@ def destroy(record: BedRecord) -> list[str]:
             run(["ip", "route", "del", "unreachable", str(SAFETY_NET)], check=False)
             ROUTE_MARKER.unlink(missing_ok=True)
             done.append(f"removed safety route {SAFETY_NET}")
+    return done
+
+
+SUDOERS_D = Path("/etc/sudoers.d")
+
+
+def remove_extras(bed_id: str) -> list[str]:
+    """The interactive bed's extras: its sudoers drop-in and the users whose GECOS name it."""
+    done: list[str] = []
+    dropin = SUDOERS_D / bed_id
+    if dropin.exists():
+        dropin.unlink()
+        done.append(f"removed {dropin}")
+    for pw in pwd.getpwall():
+        if pw.pw_gecos.startswith("tunnelauth-bed ") and f"id={bed_id}" in pw.pw_gecos.split():
+            strays = [
+                p.pid
+                for p in psutil.process_iter(["uids"])
+                if p.info["uids"] and p.info["uids"].real == pw.pw_uid
+            ]
+            if strays:
+                kill_pids(strays)
+            run(["userdel", "-r", pw.pw_name], check=False)
+            done.append(f"deleted user {pw.pw_name}")
     return done
 
 

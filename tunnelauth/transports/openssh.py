@@ -17,9 +17,11 @@ import signal
 import struct
 import tempfile
 import termios
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tunnelauth.askpass import Asker, AskpassServer
 from tunnelauth.errors import CommandNotFoundError, HostKeyError, SSHError, UsageError
 from tunnelauth.remote import PTY_COLUMNS
 from tunnelauth.settings import SSHTarget
@@ -218,6 +220,11 @@ class OpenSSHTransport:
         self.config: dict[str, str] = {}
         self._master: _Master | None = None
         self.reused_master = False
+        self._asker: Asker | None = None
+
+    def set_asker(self, ask: Asker) -> None:
+        """Who answers ssh's prompts (passwords, codes, passphrases) in interactive runs."""
+        self._asker = ask
 
     @property
     def socket(self) -> str:
@@ -271,27 +278,35 @@ class OpenSSHTransport:
             keepalive=keepalive,
             log=os.path.join(tempdir, "master.log"),
         )
-        # The master stays in tunnelauth's session so ssh can ask for a password or passphrase
-        # on the terminal, but it starts with SIGINT and SIGHUP ignored (ssh keeps an ignored
-        # disposition): the terminal's Ctrl-C must reach tunnelauth alone, which then ends the
-        # remote login in order (Ctrl-C through its PTY first) instead of losing the connection
-        # under it. Its stderr goes to a file: a pipe would be inherited by the detached master
-        # and never reach EOF.
+        # The master runs in its own session, without the terminal: the terminal's Ctrl-C
+        # reaches tunnelauth alone, which then ends the remote login in order. ssh asks for
+        # passwords, one-time codes and passphrases through tunnelauth's askpass instead
+        # (SSH_ASKPASS_REQUIRE=force; older ssh uses it as it has no terminal and a DISPLAY),
+        # so every question is shown while the live display is paused. Its stderr goes to a
+        # file: a pipe would be inherited by the detached master and never reach EOF.
+        askpass: AskpassServer | None = None
+        env: dict[str, str] | None = None
+        if not self.batch and self._asker is not None:
+            askpass = AskpassServer(tempdir, self._asker)
+            env = {**os.environ, **await askpass.start()}
         log_path = os.path.join(tempdir, "connect.log")
-        with open(log_path, "wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL if self.batch else None,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=log,
-                preexec_fn=_ignore_terminal_signals,
-            )
         try:
-            code = await asyncio.wait_for(proc.wait(), self.connect_timeout)
+            with open(log_path, "wb") as log:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                    env=env,
+                )
+            code = await self._wait_connected(proc, askpass)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            _kill_group(proc)
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+                await proc.wait()
+            if askpass is not None:
+                await askpass.close()
             await self._discard_master()
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -299,6 +314,9 @@ class OpenSSHTransport:
                 f"connecting to {self.target.host} timed out after {self.connect_timeout:g} s",
                 host=self.target.host,
             ) from None
+        asked = askpass.asked if askpass is not None else []
+        if askpass is not None:
+            await askpass.close()
         stderr = ""
         for path in (log_path, os.path.join(tempdir, "master.log")):
             with contextlib.suppress(OSError), open(path, "rb") as log:
@@ -307,7 +325,26 @@ class OpenSSHTransport:
             await self._discard_master()
             if self._through_proxy() and sshargs.proxy_failure_hidden(stderr):
                 stderr = await self._diagnose() or stderr
-            raise _connect_error(self.target.host, stderr)
+            raise _connect_error(self.target.host, stderr, batch=self.batch, asked=asked)
+
+    async def _wait_connected(
+        self, proc: asyncio.subprocess.Process, askpass: AskpassServer | None
+    ) -> int:
+        """The master's exit code once it has authenticated and backgrounded itself.
+
+        The connect deadline leaves out the time the user spent answering ssh's questions.
+        """
+        started = time.monotonic()
+        while True:
+            waited = askpass.waited if askpass is not None else 0.0
+            left = started + self.connect_timeout + waited - time.monotonic()
+            busy = askpass is not None and askpass.busy
+            if left <= 0 and not busy:
+                raise asyncio.TimeoutError
+            try:
+                return await asyncio.wait_for(asyncio.shield(proc.wait()), max(left, 0.5))
+            except asyncio.TimeoutError:
+                continue
 
     def _through_proxy(self) -> bool:
         """Whether the connection goes through a jump host or proxy command."""
@@ -398,20 +435,26 @@ class OpenSSHTransport:
         await self._discard_master()
 
 
-def _ignore_terminal_signals() -> None:
-    """In the master's child process: ignore the signals a terminal sends its foreground."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
 def _short_tmp() -> str | None:
     """A temp dir short enough for a control socket path (macOS limits it to 104 bytes)."""
     return "/tmp" if os.path.isdir("/tmp") and os.access("/tmp", os.W_OK) else None
 
 
-def _connect_error(host: str, stderr: str) -> SSHError:
+def _connect_error(
+    host: str, stderr: str, *, batch: bool = False, asked: Sequence[str] = ()
+) -> SSHError:
     """Turn ssh's stderr after a failed connect into the matching error."""
     kind, detail = sshargs.classify_connect_failure(stderr)
+    wanted = sshargs.auth_methods_offered(stderr) if kind == "auth" else []
+    needs_prompt = [m for m in wanted if m in sshargs.PROMPTING_METHODS]
+    if batch and needs_prompt and not any(m in wanted for m in ("publickey", "hostbased")):
+        return SSHError(
+            f"SSH authentication to {host} needs a {sshargs.method_prompt(needs_prompt)}, "
+            "and a batch run never prompts",
+            host=host,
+            stderr_tail="\n".join(stderr.strip().splitlines()[-6:]),
+            hint="use a key (agent or IdentityFile) for this host, or run from a terminal",
+        )
     tail = "\n".join(stderr.strip().splitlines()[-6:])
     if kind == "hostkey":
         return HostKeyError(
@@ -421,9 +464,18 @@ def _connect_error(host: str, stderr: str) -> SSHError:
             hint="check the key with the host's owner, then add it to known_hosts "
             "(tunnelauth never weakens StrictHostKeyChecking)",
         )
-    if kind == "auth":
+    if kind == "auth" and batch and needs_prompt:
         return SSHError(
-            f"SSH authentication to {host} failed",
+            f"SSH authentication to {host} failed: no key was accepted, and the "
+            f"{sshargs.method_prompt(needs_prompt)} it also offers needs a terminal",
+            host=host,
+            stderr_tail=tail,
+            hint="use a key the server accepts, or run from a terminal (not --batch or CI)",
+        )
+    if kind == "auth":
+        said = f" (after: {'; '.join(p.strip() for p in asked)})" if asked else ""
+        return SSHError(
+            f"SSH authentication to {host} failed{said}",
             host=host,
             stderr_tail=tail,
             hint="check `ssh HOST true` works with the same options",

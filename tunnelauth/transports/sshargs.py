@@ -184,6 +184,26 @@ def channel_refusal(stderr: str) -> str | None:
     return None
 
 
+# Authentication methods that ask the user something (a password, a one-time code).
+PROMPTING_METHODS = ("password", "keyboard-interactive")
+_DENIED = re.compile(r"Permission denied \(([\w,-]+)\)")
+
+
+def auth_methods_offered(stderr: str) -> list[str]:
+    """The methods a server still offered when ssh gave up (``Permission denied (a,b).``)."""
+    found = _DENIED.findall(stderr)
+    return found[-1].split(",") if found else []
+
+
+def method_prompt(methods: Sequence[str]) -> str:
+    """What a person would have been asked for these methods, for messages."""
+    names = {"password": "password prompt", "keyboard-interactive": "keyboard-interactive prompt"}
+    said = [names.get(m, m) for m in methods]
+    return " or ".join(said) + " (e.g. a password or one-time code)" * (
+        "keyboard-interactive" in methods
+    )
+
+
 _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
 
 
