@@ -52,6 +52,9 @@ _OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
     ("json", ("--json",), bool, "JSON events on stdout, one per line (docs/ci.md).", False),
     ("verify", ("--verify",), bool, "After success, check the credential on the remote.", False),
     ("replace", ("--replace",), bool, "After success, remove older credentials.", False),
+    ("no_wait", ("--no-wait",), bool, "Fail if another run holds the port (no wait).", False),
+    ("reap", ("--reap",), bool, "End a stale tunnelauth run for this host on the port.", False),
+    ("accept_new", ("--accept-new",), bool, "Add an unknown host key (accept-new).", False),
     ("quiet", ("-q", "--quiet"), bool, "Only warnings, errors and what you must act on.", False),
     ("verbose", ("-v", "--verbose"), int, "More detail (repeatable).", False),
 )
@@ -378,7 +381,9 @@ def build_settings(
         identity=tuple(Path(str(p)).expanduser() for p in identity or ()),
         port=int(port) if port is not None else None,
         login=str(login) if login is not None else None,
-        options=tuple(options.get("ssh_option") or ()),
+        # --accept-new is ssh's own option, so every backend (and ssh itself) reads it the same.
+        options=tuple(options.get("ssh_option") or ())
+        + (("StrictHostKeyChecking=accept-new",) if options.get("accept_new") else ()),
     )
     return Settings(
         target=target,
@@ -400,6 +405,9 @@ def build_settings(
         server=server,
         verify=bool(options.get("verify")),
         replace=bool(options.get("replace")),
+        no_wait=bool(options.get("no_wait")),
+        reap=bool(options.get("reap")),
+        accept_new=bool(options.get("accept_new")),
     )
 
 

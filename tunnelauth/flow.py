@@ -19,13 +19,14 @@ from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
-from tunnelauth import relay
+from tunnelauth import ports, relay
 from tunnelauth.browser import BrowserLauncher, is_safe_browser_url
 from tunnelauth.errors import (
     ChannelRefusedError,
     CommandNotFoundError,
     Interrupted,
     LoginFailedError,
+    PortUnavailableError,
     SSHError,
     TimedOutError,
     TunnelauthError,
@@ -42,6 +43,7 @@ from tunnelauth.events import (
     Status,
 )
 from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
+from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.remote import NOT_FOUND_MARKER, settings_command
 from tunnelauth.report import Reporter, Stage
@@ -106,6 +108,7 @@ class Login:
         self.finished = asyncio.Event()  # set at the status line that ends the login
         self.fatal: TunnelauthError | None = None  # a failure found outside the main loop
         self.terminal: Terminal | None = None  # the user's terminal (interactive runs only)
+        self.port_lock: PortLock | None = None  # this run's claim on the laptop callback port
         usual = PROVIDERS[settings.provider].usual_hosts if settings.provider else ()
         self.usual_hosts = usual
 
@@ -122,11 +125,25 @@ class Login:
             # the verdict costs the user no time and is known before the browser arrives.
             self.probe = asyncio.ensure_future(self._probe())
             self.stack.push_async_callback(_cancel, self.probe)
+        # Pushed before the listener's close, so the port's lock is released only after it.
+        self.stack.callback(self._release_lock)
         self.stack.push_async_callback(self._close_listener)
         self._watch_stdin()
         await self._follow(self.process)
         exit_status = await self._wait_exit(self.process)
+        if exit_status == 255 and not await self._link_alive():
+            exit_status = None  # ssh's own failure status: the link died, not the login
         self._judge(exit_status)
+
+    async def _link_alive(self) -> bool:
+        """Whether the SSH connection still answers (transports without a check: assume so)."""
+        alive = getattr(self.transport, "alive", None)
+        if alive is None:
+            return True
+        try:
+            return bool(await asyncio.wait_for(alive(), PROBE_DEADLINE))
+        except (asyncio.TimeoutError, OSError):
+            return False
 
     async def _follow(self, process: RemoteProcess) -> None:
         """Feed remote output to the watcher until it ends; idle silence may reveal a prompt."""
@@ -182,9 +199,11 @@ class Login:
             )
         if exit_status is None and self.status is None:
             raise SSHError(
-                f"the connection to {self.settings.target.host} ended before the login finished",
+                f"connection lost: the SSH link to {self.settings.target.host} ended before "
+                "the login finished",
                 host=self.settings.target.host,
-                hint="the remote login is left to end by its own timeout",
+                hint="the remote login could not be ended over a dead link: it ends by its own "
+                "timeout there; run tunnelauth again once the link is back",
             )
         if status is not None and status.outcome is Outcome.TIMED_OUT:
             raise TimedOutError(f"the remote login timed out: {status.line.strip()}")
@@ -193,6 +212,7 @@ class Login:
                 f"the remote login failed: {status.line.strip()}",
                 exit_status=exit_status,
                 last_lines=lines,
+                hint=_remote_port_hint(status.line, self.settings.target.host),
             )
         if exit_status != 0:
             why = f"exited with status {exit_status}" if exit_status is not None else "was cut off"
@@ -239,17 +259,67 @@ class Login:
                 self.reporter.debug(f"remote listener moved to port {event.port}")
                 return
             await self._close_listener()
-        self.listener = await CallbackListener.open(
-            host=event.host,
-            port=event.port,
-            path=event.path,
-            open_channel=self._open_channel,
-            on_event=self._on_listener_event,
-            on_refused=self._fallback,
-        )
+        await self._lock_port(event.port)
+        self.listener = await self._open_listener(event)
         self.listen_source = event.source
         self.reporter.stage(Stage.LISTENING, f"127.0.0.1:{event.port} → remote port {event.port}")
         await self._maybe_open_browser(idle=False)
+
+    async def _lock_port(self, port: int) -> None:
+        """Claim the laptop port against other tunnelauth runs (wait, refuse or reap)."""
+        if self.port_lock is not None and self.port_lock.port == port:
+            return
+        self._release_lock()
+        lock = PortLock(port, host=self.settings.target.host)
+
+        def waiting(owner: Owner | None) -> None:
+            who = owner.describe() if owner else "another tunnelauth run"
+            self.reporter.warn(f"port {port} is in use by {who}; waiting for it to finish")
+
+        if self.settings.reap:
+            self.reporter.debug(f"--reap: a stale tunnelauth run for this host on {port} ends")
+        await lock.acquire(
+            wait=not self.settings.no_wait,
+            deadline=self.settings.timeout,
+            on_wait=waiting,
+            reap=self.settings.reap,
+        )
+        self.port_lock = lock
+
+    def _release_lock(self) -> None:
+        lock, self.port_lock = self.port_lock, None
+        if lock is not None:
+            lock.release()
+
+    async def _open_listener(self, event: Callback) -> CallbackListener:
+        """Bind the callback port; a stale tunnelauth for this host holding it may be reaped."""
+
+        async def attempt() -> CallbackListener:
+            return await CallbackListener.open(
+                host=event.host,
+                port=event.port,
+                path=event.path,
+                open_channel=self._open_channel,
+                on_event=self._on_listener_event,
+                on_refused=self._fallback,
+            )
+
+        try:
+            return await attempt()
+        except PortUnavailableError as exc:
+            pid = await asyncio.to_thread(ports.holder_pid, event.port)
+            host = self.settings.target.host
+            if pid is None or not is_tunnelauth_for(pid, host):
+                raise
+            if not self.settings.reap:
+                exc.hint = (
+                    f"pid {pid} is a tunnelauth run for {host}: if it is stale, "
+                    "--reap ends it (SIGTERM, it tears down in order) and this run goes on"
+                )
+                raise
+        self.reporter.warn(f"--reap: ending the stale tunnelauth run (pid {pid}) for {host}")
+        await end_stale_run(pid)
+        return await attempt()
 
     async def _open_channel(self) -> Channel:
         """A channel to the remote listener, unless the server refuses them (then: fallback)."""
@@ -462,6 +532,17 @@ class Login:
 
     def _display_command(self) -> str:
         return " ".join([os.path.basename(self.settings.program), *self.settings.args])
+
+
+def _remote_port_hint(line: str, host: str) -> str | None:
+    """Explain hermes' "port taken" failure: the port is busy on the remote, not here."""
+    if "Could not bind" not in line and "already in use" not in line:
+        return None
+    return (
+        f"the callback port is taken on the remote host {host}, not on this machine: another "
+        "login there (perhaps from another laptop) is using it; wait for it to finish, then "
+        "run tunnelauth again"
+    )
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:

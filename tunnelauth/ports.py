@@ -85,6 +85,12 @@ def who_holds(port: int) -> str | None:
     return None
 
 
+def holder_pid(port: int) -> int | None:
+    """The pid listening on TCP ``port`` here (psutil, else lsof), or ``None``."""
+    _, pid = _listener_from_psutil(port)
+    return pid if pid is not None else _listener_from_lsof(port)[0]
+
+
 def closing_on(port: int) -> bool:
     """Whether connections on local ``port`` sit in TIME_WAIT (they block a bind for a minute)."""
     import psutil

@@ -56,6 +56,9 @@ class Settings:
     server: str | None = None  # the MCP server name, for `mcp`
     verify: bool = False  # check the credential on the remote after success
     replace: bool = False  # remove the provider's older credentials after success
+    no_wait: bool = False  # another run holds the callback port: fail (exit 5) instead of waiting
+    reap: bool = False  # end a stale tunnelauth run for the same host that holds the port
+    accept_new: bool = False  # StrictHostKeyChecking=accept-new: add an unknown host key
 
 
 def config_path(explicit: Path | None = None) -> Path:

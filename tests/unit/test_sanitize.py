@@ -229,3 +229,16 @@ def test_redact_keeps_everything_else(kept: str) -> None:
 @given(st.text(max_size=200))
 def test_redact_is_idempotent(text: str) -> None:
     assert redact(redact(text)) == redact(text)
+
+
+_SECRET_VALUE = st.text(alphabet=st.characters(whitelist_categories=("L", "N")), min_size=6)
+
+
+@given(
+    value=_SECRET_VALUE,
+    name=st.sampled_from(["code", "access_token", "refresh_token", "code_verifier", "id_token"]),
+    before=st.sampled_from(["?", "&", " ", "#"]),
+)
+def test_redact_never_leaves_a_secret_value(value: str, name: str, before: str) -> None:
+    text = f"http://127.0.0.1:5/cb{before}{name}={value}&state=st"
+    assert value not in redact(text).replace("state=st", "")

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncssh
 
+from tunnelauth import hostkeys
 from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import ExecResult
@@ -32,16 +33,42 @@ QUEUE_CHUNKS = 64  # output chunks buffered before the SSH window stops the remo
 class _Client(asyncssh.SSHClient):  # type: ignore[misc]
     """Records what the server asked for, and prompts on the terminal unless in batch mode."""
 
-    def __init__(self, batch: bool) -> None:
+    def __init__(
+        self, batch: bool, policy: str = "yes", known: Any = None, add_to: str | None = None
+    ) -> None:
         self.batch = batch
+        self.policy = policy  # StrictHostKeyChecking for an unknown key (hostkeys.POLICIES)
+        self.known = known  # the known_hosts checked, to tell a changed key from a new one
+        self.add_to = add_to  # the user's known_hosts file an accepted new key is added to
         self.offered_key: Any = None
+        self.changed = False
         self.methods: list[str] = []
         self.prompting = False  # the connect deadline pauses while the user types
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
-        # Called only for a key known_hosts does not trust: keep it for the message, refuse it.
+        # Called only for a key known_hosts does not trust: keep it for the message.
         self.offered_key = key
-        return False
+        listed = self.known.match(host, addr, port)[0] if self.known is not None else []
+        if listed:
+            self.changed = True  # known_hosts lists other keys: never accepted
+            return False
+        # Synchronous in asyncssh: the question blocks the loop, as nothing else runs yet.
+        self.prompting = True
+        try:
+            accepted = hostkeys.decide(
+                self.policy,
+                batch=self.batch,
+                host=host,
+                key_type=key.get_algorithm(),
+                fingerprint=key.get_fingerprint("sha256"),
+            )
+        finally:
+            self.prompting = False
+        if accepted and self.add_to:
+            name = host if port in (22, None) else f"[{host}]:{port}"
+            line = " ".join(key.export_public_key("openssh").decode().split()[:2])
+            hostkeys.add_known_host(self.add_to, [name], line)
+        return accepted
 
     async def _ask(self, prompt: str) -> str:
         self.prompting = True
@@ -332,9 +359,16 @@ class AsyncSSHTransport:
             hops = jump_chain(options.tunnel if isinstance(options.tunnel, str) else None)
             if hops:
                 tunnel = await self._open_chain(hops, depth + 1)
-        kwargs["known_hosts"] = _known_hosts(options.config)
+        known = _known_hosts(options.config)
+        kwargs["known_hosts"] = known
         kwargs["tunnel"] = tunnel
-        client = _Client(self.batch)
+        paths = self._config_paths(with_overrides=final)
+        policy = hostkeys.normalize_policy(hostkeys.config_policy(paths, host), accept_new=False)
+        if policy == "ask" and hostkeys.never_asks(hostkeys.config_value(paths, host, "BatchMode")):
+            policy = "yes"  # the user's BatchMode: ssh would refuse rather than ask
+        user_files: Any = options.config.get("UserKnownHostsFile", None)
+        add_to = str(user_files[0]) if user_files else "~/.ssh/known_hosts"
+        client = _Client(self.batch, policy, known, add_to)
         kwargs["client_factory"] = lambda: client
         conn = await self._connect_with_deadline(host, kwargs, client)
         self._conns.append(conn)
@@ -437,7 +471,12 @@ def _host_key_error(host: str, exc: Exception, client: _Client) -> HostKeyError:
     detail = str(exc)
     if client.offered_key is not None:
         fingerprint = client.offered_key.get_fingerprint("sha256")
-        detail = f"the server offers {fingerprint}, which known_hosts does not list for it"
+        if client.changed:
+            detail = f"the host key changed: the server now offers {fingerprint}"
+        else:
+            detail = f"the server offers {fingerprint}, which known_hosts does not list for it"
+            if client.batch and client.policy == "ask":
+                detail += " (a batch run cannot ask; --accept-new adds a new key)"
     return HostKeyError(
         f"host key for {host} could not be verified: {detail}",
         host=host,

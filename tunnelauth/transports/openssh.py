@@ -15,11 +15,13 @@ import pty
 import shutil
 import signal
 import struct
+import subprocess
 import tempfile
 import termios
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tunnelauth.askpass import Asker, AskpassServer
 from tunnelauth.errors import CommandNotFoundError, HostKeyError, SSHError, UsageError
@@ -27,6 +29,8 @@ from tunnelauth.remote import PTY_COLUMNS
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import sshargs
 from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.early import MasterStart
+from tunnelauth.transports.early import take as take_early
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
 PTY_ROWS = 50
@@ -51,7 +55,35 @@ async def _run(argv: Sequence[str], *, timeout: float, stdin: bytes = b"") -> Ex
     return ExecResult(proc.returncode, out, err)
 
 
-def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+class _Child(Protocol):
+    """What connecting needs of the master's first process (asyncio's, or one started early)."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class _Launched:
+    """A master process started before the event loop, seen the way asyncio's are."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once it exited, else None."""
+        return self._popen.poll()
+
+    async def wait(self) -> int:
+        """Wait for it without blocking the event loop."""
+        return await asyncio.to_thread(self._popen.wait)
+
+
+def _kill_group(proc: _Child, sig: int = signal.SIGKILL) -> None:
     """Signal the process group of a child started with ``start_new_session``."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -240,7 +272,11 @@ class OpenSSHTransport:
                 "the ssh client was not found on this machine",
                 hint="install OpenSSH, or use --backend asyncssh",
             )
-        self.config = await self._query_config()
+        early = take_early(self.target)
+        self.config = early.config if early is not None else await self._query_config()
+        if early is not None and early.master is not None:
+            await self._open_master(early.master)  # started before the heavy imports
+            return
         if not self.target.has_connection_flags:
             path = sshargs.existing_control_path(self.config)
             if path and os.path.exists(path) and await self._check(path):
@@ -265,11 +301,15 @@ class OpenSSHTransport:
             return False
         return result.exit_status == 0
 
-    async def _open_master(self) -> None:
-        tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=_short_tmp())
-        socket = os.path.join(tempdir, "m")
+    async def _open_master(self, started: MasterStart | None = None) -> None:
+        """Authenticate a private master (``started``: one a batch run launched early)."""
+        if started is not None:
+            tempdir, socket = started.tempdir, started.socket
+        else:
+            tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=_short_tmp())
+            socket = os.path.join(tempdir, "m")
         self._master = _Master(socket, owned=True, tempdir=tempdir)
-        keepalive = self.config.get("serveraliveinterval", "0") in ("0", "")
+        keepalive = sshargs.keepalive_unset(self.config)
         argv = sshargs.master_argv(
             self.ssh,
             self.target,
@@ -290,16 +330,20 @@ class OpenSSHTransport:
             askpass = AskpassServer(tempdir, self._asker)
             env = {**os.environ, **await askpass.start()}
         log_path = os.path.join(tempdir, "connect.log")
+        proc: _Child
         try:
-            with open(log_path, "wb") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=log,
-                    start_new_session=True,
-                    env=env,
-                )
+            if started is not None:
+                proc = _Launched(started.proc)
+            else:
+                with open(log_path, "wb") as log:
+                    proc = await asyncio.create_subprocess_exec(
+                        *argv,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=log,
+                        start_new_session=True,
+                        env=env,
+                    )
             code = await self._wait_connected(proc, askpass)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             _kill_group(proc)
@@ -321,15 +365,21 @@ class OpenSSHTransport:
         for path in (log_path, os.path.join(tempdir, "master.log")):
             with contextlib.suppress(OSError), open(path, "rb") as log:
                 stderr += log.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
-        if code != 0 or not await self._check(socket):
+        # ssh -f exits 0 only once the master listens on its socket: no `-O check` needed.
+        if code != 0 or not os.path.exists(socket):
             await self._discard_master()
             if self._through_proxy() and sshargs.proxy_failure_hidden(stderr):
                 stderr = await self._diagnose() or stderr
-            raise _connect_error(self.target.host, stderr, batch=self.batch, asked=asked)
+            error = _connect_error(self.target.host, stderr, batch=self.batch, asked=asked)
+            if isinstance(error, HostKeyError) and "SHA256:" not in error.message:
+                # ssh names the offered key only when it asks; a -v repeat logs it.
+                offered = sshargs.server_host_key(await self._diagnose(verbose=True))
+                if offered:
+                    error.message += f" (the server offers {offered})"
+                    error.args = (error.message,)
+            raise error
 
-    async def _wait_connected(
-        self, proc: asyncio.subprocess.Process, askpass: AskpassServer | None
-    ) -> int:
+    async def _wait_connected(self, proc: _Child, askpass: AskpassServer | None) -> int:
         """The master's exit code once it has authenticated and backgrounded itself.
 
         The connect deadline leaves out the time the user spent answering ssh's questions.
@@ -352,19 +402,20 @@ class OpenSSHTransport:
         proxy = self.config.get("proxycommand", "none")
         return bool(self.target.jump) or jump.lower() != "none" or proxy.lower() != "none"
 
-    async def _diagnose(self) -> str:
+    async def _diagnose(self, *, verbose: bool = False) -> str:
         """Repeat a failed connect without ControlPersist to read the jump host's own error.
 
         With ControlPersist, ssh sends its proxy's stderr to /dev/null, so a jump host's
         "Host key verification failed" is lost. The repeat never prompts (BatchMode) and runs
         only on this failure path.
         """
-        argv = sshargs.diagnose_argv(self.ssh, self.target)
+        argv = sshargs.diagnose_argv(self.ssh, self.target, verbose=verbose)
         try:
             result = await _run(argv, timeout=self.connect_timeout)
         except asyncio.TimeoutError:
             return ""
-        return result.stderr[-STDERR_LIMIT:].decode("utf-8", "replace")
+        text = result.stderr.decode("utf-8", "replace")
+        return text if verbose else text[-STDERR_LIMIT:]
 
     def _master_log_path(self) -> str | None:
         """The log of a master tunnelauth opened (an adopted one's log is not ours to read)."""

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import paramiko
 
+from tunnelauth import hostkeys
 from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import ExecResult
@@ -355,8 +356,17 @@ class ParamikoTransport:
             conn.banner_timeout = self.connect_timeout
             conn.auth_timeout = self.connect_timeout if self.batch else 600
             known.prefer(conn)
-            conn.start_client(timeout=self.connect_timeout)
-            known.check(conn.get_remote_server_key())
+            try:
+                conn.start_client(timeout=self.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise SSHError(f"cannot connect to {eff.alias}: {exc}", host=eff.alias) from None
+            if conn.host_key is None:
+                # start_client returns at its deadline without raising: no banner or kex yet.
+                raise SSHError(
+                    f"connecting to {eff.alias} timed out after {self.connect_timeout:g} s",
+                    host=eff.alias,
+                )
+            known.check(conn.get_remote_server_key(), eff, batch=self.batch)
             self._authenticate(conn, eff)
         except BaseException:
             conn.close()
@@ -630,8 +640,8 @@ class _KnownHosts:
             known = [t for t in options.key_types if t in self.trusted]
             options.key_types = known + [t for t in options.key_types if t not in known]
 
-    def check(self, key: Any) -> None:
-        """Accept only a listed, unrevoked key; else a HostKeyError with its fingerprint."""
+    def check(self, key: Any, eff: _Effective, *, batch: bool) -> None:
+        """Accept a listed, unrevoked key, or a new one the user's policy accepts; else raise."""
         listed = self.trusted.get(key.get_name())
         if listed is not None and listed == key and key.asbytes() not in self.revoked:
             return
@@ -640,7 +650,26 @@ class _KnownHosts:
         elif self.trusted:
             why = "differs from the one known_hosts lists (the host key changed)"
         else:
+            policy = hostkeys.normalize_policy(
+                eff.looked.get("stricthostkeychecking"), accept_new=False
+            )
+            if policy == "ask" and hostkeys.never_asks(eff.looked.get("batchmode")):
+                policy = "yes"  # the user's BatchMode: ssh would refuse rather than ask
+            if hostkeys.decide(
+                policy,
+                batch=batch,
+                host=self.name,
+                key_type=key.get_name(),
+                fingerprint=key.fingerprint,
+            ):
+                user = eff.files("userknownhostsfile", ("~/.ssh/known_hosts",))
+                if user:
+                    line = f"{key.get_name()} {key.get_base64()}"
+                    hostkeys.add_known_host(user[0], [self.name], line)
+                return
             why = f"is not in known_hosts (as {self.name})"
+            if batch and policy == "ask":
+                why += "; a batch run cannot ask (--accept-new adds a new key)"
         raise HostKeyError(
             f"host key for {self.alias} could not be verified: the server offers "
             f"{key.fingerprint}, which {why}",

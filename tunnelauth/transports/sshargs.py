@@ -105,11 +105,35 @@ def master_argv(
     ]
 
 
-def diagnose_argv(ssh: str, target: SSHTarget) -> list[str]:
-    """A plain, prompt-free connection that runs ``true`` (used to read a hidden jump error)."""
+def keepalive_unset(config: Mapping[str, str]) -> bool:
+    """Whether the user chose no ServerAliveInterval (``ssh -G`` output), so ours applies.
+
+    Debian's ssh turns BatchMode's "no keepalive" into an implicit 300 s: that is not the
+    user's choice, and a dead link would go unnoticed for 15 minutes.
+    """
+    interval = config.get("serveraliveinterval", "0")
+    debian_batch = interval == "300" and config.get("batchmode", "no") == "yes"
+    return interval in ("0", "") or debian_batch
+
+
+def diagnose_argv(ssh: str, target: SSHTarget, *, verbose: bool = False) -> list[str]:
+    """A plain, prompt-free connection that runs ``true`` (used to read a hidden error).
+
+    ``verbose`` adds ``-v`` so ssh logs the ``Server host key:`` it was offered.
+    """
     extra = ["BatchMode=yes", "ControlMaster=no", "ControlPath=none", "ControlPersist=no"]
     extra += ["ForwardAgent=no", "ForwardX11=no", "ClearAllForwardings=yes", "RemoteCommand=none"]
-    return [ssh, *target_args(target), *_o(extra), "-T", "--", target.host, "true"]
+    loud = ["-v"] if verbose else []
+    return [ssh, *target_args(target), *_o(extra), *loud, "-T", "--", target.host, "true"]
+
+
+_SERVER_KEY = re.compile(r"Server host key: (?P<type>\S+) (?P<fp>SHA256:[A-Za-z0-9+/=]+)")
+
+
+def server_host_key(stderr: str) -> str | None:
+    """``TYPE SHA256:…`` from the last ``Server host key:`` line of ``ssh -v`` (the target's)."""
+    found = list(_SERVER_KEY.finditer(stderr))
+    return f"{found[-1]['type']} {found[-1]['fp']}" if found else None
 
 
 def proxy_failure_hidden(stderr: str) -> bool:

@@ -1,0 +1,226 @@
+"""One run per laptop callback port: a per-user lock file per port, and ending a stale run.
+
+The lock is taken right before the listener binds and released at teardown. Lock files live in
+``<tmp>/tunnelauth-locks-<uid>/`` (mode 0700, owned by the user); each one holds the owner's pid,
+host and command line so a waiting or refused run can name it. A released lock file is removed
+(and the directory once empty), so nothing stays on disk after a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunnelauth.errors import PortUnavailableError, TunnelauthError
+
+POLL = 0.2  # seconds between attempts while another run holds the port
+REAP_DEADLINE = 20.0  # how long a reaped run may take to tear down in order
+_OPEN_RETRIES = 20  # a concurrent release may remove the directory under us: try again
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The run that holds a port's lock, as it described itself."""
+
+    pid: int
+    host: str
+    command: str
+
+    def describe(self) -> str:
+        """``pid N (host H): command``, shortened and free of control characters."""
+        text = f"pid {self.pid} (host {self.host}): {self.command}"
+        text = "".join(ch if ch.isprintable() else "?" for ch in text)
+        return text if len(text) <= 160 else text[:159] + "…"
+
+
+def lock_dir() -> Path:
+    """The per-user directory of port lock files."""
+    return Path(tempfile.gettempdir()) / f"tunnelauth-locks-{os.getuid()}"
+
+
+def _ensure_dir(path: Path) -> None:
+    """Create the lock dir 0700; refuse one that is a symlink or not ours (another local user)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise TunnelauthError(
+            f"{path} is not a directory owned by this user; refusing to use it for port locks",
+            hint="remove it (another local user may have planted it) and run again",
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+class PortLock:
+    """An exclusive lock on one laptop port, held from before the bind until teardown."""
+
+    def __init__(self, port: int, *, host: str, directory: Path | None = None) -> None:
+        self.port = port
+        self.host = host
+        self.directory = directory or lock_dir()
+        self.path = self.directory / f"{port}.lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if free (never blocks); True on success."""
+        if self._fd is not None:
+            return True
+        for _ in range(_OPEN_RETRIES):
+            _ensure_dir(self.directory)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            except FileNotFoundError:
+                continue  # the directory was removed by a run that just released: recreate it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    return False
+                raise
+            # The holder before us may have unlinked the file after we opened it: a lock on a
+            # removed inode excludes nobody, so only a lock on the file still at the path counts.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            self._fd = fd
+            self._write_owner(fd)
+            return True
+        raise TunnelauthError(f"could not create the lock file {self.path}")
+
+    def _write_owner(self, fd: int) -> None:
+        record = {"pid": os.getpid(), "host": self.host, "command": " ".join(sys.argv)}
+        data = json.dumps(record).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+
+    def owner(self) -> Owner | None:
+        """Who holds the lock now, as written in the lock file (None if unknown)."""
+        try:
+            raw = self.path.read_bytes()[:4096]
+            record = json.loads(raw)
+            return Owner(int(record["pid"]), str(record["host"]), str(record["command"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def release(self) -> None:
+        """Remove the lock file, then drop the lock; remove the directory once it is empty."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        # Unlink while still holding: a waiter that opened this inode re-checks the path.
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.directory)
+
+    async def acquire(
+        self,
+        *,
+        wait: bool,
+        deadline: float,
+        on_wait: Callable[[Owner | None], None],
+        reap: bool = False,
+    ) -> None:
+        """Take the lock; another run holding it is waited for, refused (exit 5) or reaped."""
+        if self.try_acquire():
+            return
+        owner = self.owner()
+        if reap and owner is not None and is_tunnelauth_for(owner.pid, self.host):
+            await end_stale_run(owner.pid)
+        elif not wait:
+            who = owner.describe() if owner else "another run (it could not be identified)"
+            raise PortUnavailableError(
+                f"port {self.port} is in use by another tunnelauth run on this machine: {who}",
+                port=self.port,
+                holder=who,
+                hint="wait for it to finish (run without --no-wait to wait), or end it; "
+                "--reap ends a stale tunnelauth run for the same host",
+            )
+        else:
+            on_wait(owner)
+        end = time.monotonic() + deadline
+        while not self.try_acquire():
+            if time.monotonic() >= end:
+                raise PortUnavailableError(
+                    f"port {self.port} stayed locked by another tunnelauth run",
+                    port=self.port,
+                    hint="end the other run, or use --reap if it is a stale one for this host",
+                )
+            await asyncio.sleep(POLL)  # a lock has no wake-up to wait on: poll its file
+
+
+def is_tunnelauth_for(pid: int, host: str) -> bool:
+    """Whether ``pid`` is a tunnelauth run (by its command line) for ``host``."""
+    import psutil
+
+    if pid == os.getpid():
+        return False
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    if not argv:
+        return False
+    words = [os.path.basename(a) for a in argv[:3]]
+    is_ours = "tunnelauth" in words or any(
+        argv[i] == "-m" and argv[i + 1] == "tunnelauth" for i in range(len(argv) - 1)
+    )
+    return is_ours and host in argv[1:]
+
+
+async def end_stale_run(pid: int, deadline: float = REAP_DEADLINE) -> None:
+    """SIGTERM a stale tunnelauth (it tears down in order) and wait until it is gone."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.AccessDenied as exc:
+        raise PortUnavailableError(f"not allowed to end pid {pid}", port=0) from exc
+    end = time.monotonic() + deadline
+    while _running(process):
+        if time.monotonic() >= end:
+            raise PortUnavailableError(
+                f"the stale tunnelauth run (pid {pid}) did not exit within {deadline:g} s",
+                port=0,
+                hint=f"end it yourself: kill {pid}",
+            )
+        # Not our child: no wake-up exists for its exit, so its state is polled.
+        await asyncio.sleep(POLL)
+
+
+def _running(process: object) -> bool:
+    """Whether the process still runs (a zombie has finished: its parent just has not reaped it)."""
+    import psutil
+
+    assert isinstance(process, psutil.Process)
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
