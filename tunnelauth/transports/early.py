@@ -1,0 +1,144 @@
+"""Start the OpenSSH master before the heavy imports, so authentication overlaps them.
+
+A login spends ~100 ms importing asyncio, rich and the flow before it could start ssh, and
+then waits several hundred ms for ssh to authenticate. Starting the master right after the
+command line is parsed lets the two overlap. Only this module's light imports run first; the
+transport adopts the started master in ``connect``. Used only in batch runs: interactively, ssh
+may ask for a password or a host key, and that must happen before any live display starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+from tunnelauth.settings import SSHTarget
+from tunnelauth.transports import sshargs
+
+
+@dataclass
+class MasterStart:
+    """A private master being started: its files and the ssh process authenticating."""
+
+    tempdir: str
+    socket: str
+    log_path: str
+    master_log: str
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
+class Early:
+    """What was done ahead for one target: its ``ssh -G`` config, and maybe a master."""
+
+    target: SSHTarget
+    config: dict[str, str]
+    master: MasterStart | None
+
+
+_pending: list[Early] = []
+
+
+def _short_tmp() -> str | None:
+    """A temp dir short enough for a control socket path (macOS limits it to 104 bytes)."""
+    return "/tmp" if os.path.isdir("/tmp") and os.access("/tmp", os.W_OK) else None
+
+
+def spawn_master(ssh: str, target: SSHTarget, config: dict[str, str]) -> MasterStart:
+    """Start a private ControlMaster for a batch run (it backgrounds once authenticated).
+
+    As the transport's own: its own session (the terminal's signals reach tunnelauth alone),
+    BatchMode (no prompts), stderr to a file (a pipe would be inherited by the detached
+    master and never reach EOF).
+    """
+    tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=_short_tmp())
+    socket = os.path.join(tempdir, "m")
+    master_log = os.path.join(tempdir, "master.log")
+    keepalive = sshargs.keepalive_unset(config)
+    argv = sshargs.master_argv(ssh, target, socket, batch=True, keepalive=keepalive, log=master_log)
+    log_path = os.path.join(tempdir, "connect.log")
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+    except BaseException:
+        shutil.rmtree(tempdir, ignore_errors=True)
+        raise
+    return MasterStart(tempdir, socket, log_path, master_log, proc)
+
+
+def query_config(ssh: str, target: SSHTarget) -> dict[str, str] | None:
+    """``ssh -G`` for the target, or None if ssh rejects the settings."""
+    try:
+        result = subprocess.run(
+            sshargs.config_query_argv(ssh, target),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return sshargs.parse_config_dump(result.stdout.decode("utf-8", "replace"))
+
+
+def start(target: SSHTarget) -> None:
+    """Ask ssh for the target's config and start the master, unless a user's master may serve.
+
+    Every failure is left for the transport's ``connect`` to meet again and report.
+    """
+    ssh = shutil.which("ssh")
+    if ssh is None or os.name != "posix":
+        return
+    config = query_config(ssh, target)
+    if config is None:
+        return
+    master = None
+    path = sshargs.existing_control_path(config)
+    if target.has_connection_flags or not (path and os.path.exists(path)):
+        master = spawn_master(ssh, target, config)
+    _pending.append(Early(target, config, master))
+    if len(_pending) == 1:
+        atexit.register(_discard_unclaimed)
+
+
+def take(target: SSHTarget) -> Early | None:
+    """The early start made for ``target``, handed over once."""
+    for index, early in enumerate(_pending):
+        if early.target == target:
+            return _pending.pop(index)
+    return None
+
+
+def _discard_unclaimed() -> None:
+    """At exit: end a master that no transport adopted (the run failed before connecting)."""
+    while _pending:
+        master = _pending.pop().master
+        if master is None:
+            continue
+        with contextlib.suppress(OSError):
+            os.killpg(master.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            master.proc.wait(5)
+        if os.path.exists(master.socket):
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(
+                    ["ssh", "-S", master.socket, "-O", "exit", "x"],
+                    capture_output=True,
+                    timeout=5,
+                    check=False,
+                )
+        shutil.rmtree(master.tempdir, ignore_errors=True)
