@@ -4,6 +4,7 @@ Connection options are accepted before or after the subcommand: ``normalize_argv
 ones written before it to after it, so each command declares them once.
 """
 
+import contextlib
 import inspect
 import json
 import os
@@ -231,6 +232,7 @@ def _login(name: str, options: dict[str, Any]) -> None:
 
 
 def _run_login(name: str, options: dict[str, Any]) -> None:
+    _start_early(name, options)
     from tunnelauth import flow, postlogin
 
     # Made before the settings, so a bad option or config still ends the JSON stream properly.
@@ -250,6 +252,20 @@ def _run_login(name: str, options: dict[str, Any]) -> None:
     finally:
         reporter.close()
     reporter.finish(True, "logged in", None, [], exit_status=ExitStatus.OK)
+
+
+def _start_early(name: str, options: dict[str, Any]) -> None:
+    """In batch runs, start the SSH master now: it authenticates while the rest imports."""
+    try:
+        settings = build_settings(name, options, run_command=_RUN_COMMAND)
+    except TunnelauthError:
+        return  # reported below, once the reporter exists
+    if not settings.batch or settings.backend not in ("auto", "openssh"):
+        return  # interactive runs may be asked questions: those come after the imports
+    from tunnelauth.transports import early
+
+    with contextlib.suppress(OSError):
+        early.start(settings.target)
 
 
 def _reporter(options: dict[str, Any]) -> Reporter:

@@ -42,6 +42,7 @@ from tunnelauth.events import (
     RemoteLine,
     Status,
 )
+from tunnelauth.hints import HintFilter
 from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
 from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for
 from tunnelauth.providers import PROVIDERS
@@ -102,6 +103,8 @@ class Login:
         self.status: Status | None = None
         self.prompt: Prompt | None = None
         self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
+        self.hints = HintFilter()  # hermes's manual-tunnel advice is hidden unless -v
+        self.hint_noted = False
         self.via = settings.via
         self.probe: asyncio.Task[str] | None = None
         self.paste_prompt: Prompt | None = None  # the remote accepts a pasted redirect URL
@@ -231,7 +234,11 @@ class Login:
         if isinstance(event, RemoteLine):
             if event.text.strip():
                 self.last_lines.append(self._redacted(event.text))
-            self.reporter.remote_line(self._redacted(event.text))
+            if self.hints.shows(event.text) or self.settings.verbosity > 0:
+                self.reporter.remote_line(self._redacted(event.text))
+            elif not self.hint_noted:
+                self.hint_noted = True
+                self.reporter.remote_line("(hermes's steps for a manual ssh -L tunnel: not needed)")
             if self.prompt is not None:
                 self._end_prompt()
         elif isinstance(event, Callback):
