@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
-from tunnelauth import ports, relay
+from tunnelauth import clipboard, ports, relay
 from tunnelauth.browser import BrowserLauncher, is_safe_browser_url
 from tunnelauth.errors import (
     ChannelRefusedError,
@@ -451,6 +451,8 @@ class Login:
         if event.url not in self.opened:
             await self._open(event.url, urlsplit(event.url).hostname or "")
         self.reporter.device_code(event.url, event.code)
+        if event.code and not self.settings.batch and await clipboard.copy(event.code):
+            self.reporter.info("the code is on the clipboard")
         self.reporter.stage(Stage.WAITING_APPROVAL)
 
     async def _open(self, url: str, host: str) -> None:
