@@ -129,7 +129,8 @@ class Interactive:
 
 def _add_user(bed: Bed, name: str) -> None:
     """A bed-owned user with the fake hermes and the bed's CA, able to reach the provider."""
-    gecos = f"tunnelauth-bed owner={bed.record.owner_pid} id={bed.record.id}"
+    # "extra" keeps remove_extras away from the bed's own user (same owner and id).
+    gecos = f"tunnelauth-bed-extra owner={bed.record.owner_pid} id={bed.record.id}"
     run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", gecos, name])
     pw = pwd.getpwnam(name)
     home = Path(pw.pw_dir)

@@ -35,7 +35,7 @@ from tests.bed import (
 
 REGISTRY = Path("/run/tabed")
 ROUTE_MARKER = REGISTRY / "route-added"
-GECOS_RE = re.compile(r"tunnelauth-bed owner=(\d+) id=(\S+)")
+GECOS_RE = re.compile(r"tunnelauth-bed(?:-extra)? owner=(\d+) id=(\S+)")
 
 
 def owner_alive(pid: int, ctime: float | None = None) -> bool:
@@ -235,7 +235,8 @@ def remove_extras(bed_id: str) -> list[str]:
         dropin.unlink()
         done.append(f"removed {dropin}")
     for pw in pwd.getpwall():
-        if pw.pw_gecos.startswith("tunnelauth-bed ") and f"id={bed_id}" in pw.pw_gecos.split():
+        extra = pw.pw_gecos.startswith("tunnelauth-bed-extra ")
+        if extra and f"id={bed_id}" in pw.pw_gecos.split():
             strays = [
                 p.pid
                 for p in psutil.process_iter(["uids"])
