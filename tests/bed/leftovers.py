@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import tempfile
 import time
@@ -114,6 +115,20 @@ def _listeners(ours: dict[int, psutil.Process]) -> frozenset[Item]:
     return frozenset(items)
 
 
+def stale_locks(directory: Path, ours: dict[int, psutil.Process]) -> set[Item]:
+    """Port lock files whose owner (the pid written in them) is gone, or is one of ours."""
+    items = set()
+    with contextlib.suppress(OSError):
+        for lock in directory.glob("*.lock"):
+            try:
+                pid = int(json.loads(lock.read_text())["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pid = 0
+            if pid in ours or not psutil.pid_exists(pid):
+                items.add(Item(("path", str(lock)), f"{lock} (port lock of pid {pid})"))
+    return items
+
+
 def _used_by_others(ours: dict[int, psutil.Process]) -> str:
     """The argv of every live process that is not ours, joined (to spot others' temp dirs)."""
     skip = {os.getpid(), *ours}
@@ -131,6 +146,11 @@ def _paths(bed: Bed | None, ours: dict[int, psutil.Process]) -> frozenset[Item]:
     others: str | None = None
     with contextlib.suppress(OSError):
         for entry in system_tmp.iterdir():
+            if entry.name.startswith("tunnelauth-locks-"):
+                # Shared by every run of this user: only a lock file of a run that is gone
+                # (or of one of ours) is left behind; the directory itself is not.
+                items |= stale_locks(entry, ours)
+                continue
             if entry.name.startswith("tunnelauth-"):
                 # Another run on this machine may be using one right now: not ours.
                 others = _used_by_others(ours) if others is None else others

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.bed import leftovers
 from tests.bed.netbed import Bed
 from tests.e2e.helpers import RUN_DEADLINE, Result, remote_port_held, tunnelauth
 from tunnelauth.portlock import PortLock, lock_dir
@@ -49,7 +50,8 @@ def fresh(fresh: Bed) -> Iterator[Bed]:
     """The shared clean bed; afterwards no listener or port lock of the login may remain."""
     yield fresh
     assert _remote_listeners(fresh) == [], "a listener survived on the remote"
-    assert not (lock_dir() / f"{SPOTIFY_PORT}.lock").exists(), "a port lock was left"
+    # Another engineer's concurrent run may hold the port's lock: only a dead owner's counts.
+    assert leftovers.stale_locks(lock_dir(), {}) == set(), "a port lock was left"
 
 
 class Background:
@@ -283,4 +285,6 @@ def test_runs_on_different_ports_proceed_in_parallel(fresh: Bed, tmp_path: Path)
         thread.join(RUN_DEADLINE + 30)
     assert results["spotify"].code == ExitStatus.OK, results["spotify"]
     assert results["mcp"].code == ExitStatus.OK, results["mcp"]
-    assert "waiting for it to finish" not in results["spotify"].stderr + results["mcp"].stderr
+    # Each port has its own lock: the MCP run never waits (the Spotify run may, but only for
+    # another run on 43827, e.g. a concurrent test session).
+    assert "waiting for it to finish" not in results["mcp"].stderr

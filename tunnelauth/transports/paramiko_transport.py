@@ -359,6 +359,12 @@ class ParamikoTransport:
             try:
                 conn.start_client(timeout=self.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
+                if "banner" in str(exc).lower():  # paramiko's banner_timeout, our deadline
+                    raise SSHError(
+                        f"connecting to {eff.alias} timed out after {self.connect_timeout:g} s "
+                        "(no SSH banner)",
+                        host=eff.alias,
+                    ) from None
                 raise SSHError(f"cannot connect to {eff.alias}: {exc}", host=eff.alias) from None
             if conn.host_key is None:
                 # start_client returns at its deadline without raising: no banner or kex yet.
