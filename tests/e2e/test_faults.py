@@ -10,6 +10,7 @@ reaps a stale run with ``--reap``; runs on different ports go on in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -165,6 +166,7 @@ def test_link_death_is_noticed_by_keepalive_and_the_remote_ends_by_itself(
         ("missing", ExitStatus.COMMAND_NOT_FOUND, "--hermes PATH"),
         ("overall_timeout", ExitStatus.TIMED_OUT, "did not finish within 4 s"),
         ("connect_timeout", ExitStatus.SSH_FAILED, "timed out after 2 s"),
+        ("auth_timeout", ExitStatus.SSH_FAILED, "timed out after 2 s"),
         ("remote_port_taken", ExitStatus.LOGIN_FAILED, "Could not bind Spotify callback server"),
     ],
 )
@@ -191,6 +193,15 @@ def test_fault_exit_code_message_and_cleanup(
         args = ["spotify", "silent", "--backend", backend, "--connect-timeout", "2"]
         with silent:
             result = tunnelauth(fresh, *args, tmp=tmp_path, browser=False, ssh_config=config)
+    elif fault == "auth_timeout":
+        # A server that greets like sshd and then stalls in the handshake.
+        with _stalling_server() as port:
+            config = tmp_path / "cfg"
+            config.write_text(
+                f"Host stall\n  HostName 127.0.0.1\n  Port {port}\n" + fresh.ssh_config.read_text()
+            )
+            args = ["spotify", "stall", "--backend", backend, "--connect-timeout", "2"]
+            result = tunnelauth(fresh, *args, tmp=tmp_path, browser=False, ssh_config=config)
     elif fault == "remote_port_taken":
         with remote_port_held(fresh, SPOTIFY_PORT):
             result = tunnelauth(fresh, *args, tmp=tmp_path, browser=False)
@@ -202,6 +213,37 @@ def test_fault_exit_code_message_and_cleanup(
     assert shown in result.stderr, result
     if fault == "remote_port_taken":
         assert "on the remote host" in result.stderr, "say whose port it is"
+
+
+@contextlib.contextmanager
+def _stalling_server() -> Iterator[int]:
+    """A loopback server that sends an SSH banner to each client and then says nothing."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2 stalled\r\n")
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(10)
+        for conn in held:
+            conn.close()
+        server.close()
 
 
 # -- the laptop port lock --------------------------------------------------------------------
