@@ -45,7 +45,7 @@ class Early:
 _pending: list[Early] = []
 
 
-def _short_tmp() -> str | None:
+def short_tmp() -> str | None:
     """A temp dir short enough for a control socket path (macOS limits it to 104 bytes)."""
     return "/tmp" if os.path.isdir("/tmp") and os.access("/tmp", os.W_OK) else None
 
@@ -57,7 +57,7 @@ def spawn_master(ssh: str, target: SSHTarget, config: dict[str, str]) -> MasterS
     BatchMode (no prompts), stderr to a file (a pipe would be inherited by the detached
     master and never reach EOF).
     """
-    tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=_short_tmp())
+    tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=short_tmp())
     socket = os.path.join(tempdir, "m")
     master_log = os.path.join(tempdir, "master.log")
     keepalive = sshargs.keepalive_unset(config)

@@ -29,7 +29,7 @@ from tunnelauth.remote import PTY_COLUMNS
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import sshargs
 from tunnelauth.transports.base import ExecResult
-from tunnelauth.transports.early import MasterStart
+from tunnelauth.transports.early import MasterStart, short_tmp
 from tunnelauth.transports.early import take as take_early
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
@@ -306,7 +306,7 @@ class OpenSSHTransport:
         if started is not None:
             tempdir, socket = started.tempdir, started.socket
         else:
-            tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=_short_tmp())
+            tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=short_tmp())
             socket = os.path.join(tempdir, "m")
         self._master = _Master(socket, owned=True, tempdir=tempdir)
         keepalive = sshargs.keepalive_unset(self.config)
@@ -484,11 +484,6 @@ class OpenSSHTransport:
     async def close(self) -> None:
         """End a master tunnelauth opened (never one it adopted) and remove its temp dir."""
         await self._discard_master()
-
-
-def _short_tmp() -> str | None:
-    """A temp dir short enough for a control socket path (macOS limits it to 104 bytes)."""
-    return "/tmp" if os.path.isdir("/tmp") and os.access("/tmp", os.W_OK) else None
 
 
 def _connect_error(
