@@ -4,61 +4,22 @@ Connection options are accepted before or after the subcommand: ``normalize_argv
 ones written before it to after it, so each command declares them once.
 """
 
-import contextlib
 import inspect
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from tunnelauth import __version__
+from tunnelauth.cmdline import OPTION_SPECS, build_settings, normalize_argv, start_master
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
-from tunnelauth.providers import PROVIDERS, hermes_args, validate_name
+from tunnelauth.providers import PROVIDERS
 from tunnelauth.report import Reporter
-from tunnelauth.settings import (
-    BACKENDS,
-    VIAS,
-    Settings,
-    SSHTarget,
-    validate_host,
-)
 from tunnelauth.status import ExitStatus
-
-# Options shared by every login command: (parameter name, flags, type, help, takes a value).
-_OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
-    ("jump", ("-J", "--jump"), list[str] | None, "Jump host(s), comma list; repeatable.", True),
-    ("ssh_config", ("-F", "--ssh-config"), Path | None, "ssh config file to use.", True),
-    ("identity", ("-i", "--identity"), list[Path] | None, "Identity (key) file.", True),
-    ("port", ("-p", "--port"), int | None, "SSH port of the host.", True),
-    ("login", ("-l", "--login"), str | None, "SSH user name.", True),
-    ("ssh_option", ("-o", "--ssh-option"), list[str] | None, "ssh -o option; repeatable.", True),
-    ("hermes", ("--hermes",), str | None, "Remote hermes binary (~ expands remotely).", True),
-    ("profile", ("--profile",), str | None, "hermes profile (hermes -p NAME).", True),
-    ("run_as", ("--as", "--run-as"), str | None, "Run the remote login as USER (sudo).", True),
-    ("hermes_home", ("--hermes-home",), str | None, "HERMES_HOME on the remote.", True),
-    ("timeout", ("--timeout",), float | None, "Overall deadline in seconds.", True),
-    ("connect_timeout", ("--connect-timeout",), float | None, "SSH connect deadline.", True),
-    ("browser_cmd", ("--browser-cmd",), str | None, "Browser command; {url} = the URL.", True),
-    ("backend", ("--backend",), str | None, "SSH backend: " + "|".join(BACKENDS), True),
-    ("via", ("--via",), str | None, "How the callback reaches the remote: " + "|".join(VIAS), True),
-    ("config", ("--config",), Path | None, "tunnelauth config file (TOML).", True),
-    ("no_browser", ("--no-browser",), bool, "Print the URL instead of opening a browser.", False),
-    ("batch", ("--batch",), bool, "Never prompt (automatic without a TTY or with CI set).", False),
-    ("show_secrets", ("--show-secrets",), bool, "Do not redact codes in output.", False),
-    ("json", ("--json",), bool, "JSON events on stdout, one per line (docs/ci.md).", False),
-    ("verify", ("--verify",), bool, "After success, check the credential on the remote.", False),
-    ("replace", ("--replace",), bool, "After success, remove older credentials.", False),
-    ("no_wait", ("--no-wait",), bool, "Fail if another run holds the port (no wait).", False),
-    ("reap", ("--reap",), bool, "End a stale tunnelauth run for this host on the port.", False),
-    ("accept_new", ("--accept-new",), bool, "Add an unknown host key (accept-new).", False),
-    ("quiet", ("-q", "--quiet"), bool, "Only warnings, errors and what you must act on.", False),
-    ("verbose", ("-v", "--verbose"), int, "More detail (repeatable).", False),
-)
 
 _METAVARS = {
     "jump": "HOST",
@@ -79,9 +40,6 @@ _METAVARS = {
     "config": "FILE",
 }
 
-_VALUE_FLAGS = {flag for _, flags, _, _, takes in _OPTION_SPECS if takes for flag in flags}
-_BOOL_FLAGS = {flag for _, flags, _, _, takes in _OPTION_SPECS if not takes for flag in flags}
-
 HostArg = Annotated[
     str | None, typer.Argument(help="SSH destination ([user@]host or alias).", metavar="HOST")
 ]
@@ -89,7 +47,7 @@ HostArg = Annotated[
 
 def _common_parameters() -> list[inspect.Parameter]:
     params = []
-    for name, flags, kind, help_text, _ in _OPTION_SPECS:
+    for name, flags, kind, help_text, _ in OPTION_SPECS:
         if kind is int:
             option = typer.Option(*flags, help=help_text, count=True)
             default: Any = 0
@@ -232,7 +190,7 @@ def _login(name: str, options: dict[str, Any]) -> None:
 
 
 def _run_login(name: str, options: dict[str, Any]) -> None:
-    _start_early(name, options)
+    start_master(name, options, _RUN_COMMAND)  # batch runs: it authenticates meanwhile
     from tunnelauth import flow, postlogin
 
     # Made before the settings, so a bad option or config still ends the JSON stream properly.
@@ -252,20 +210,6 @@ def _run_login(name: str, options: dict[str, Any]) -> None:
     finally:
         reporter.close()
     reporter.finish(True, "logged in", None, [], exit_status=ExitStatus.OK)
-
-
-def _start_early(name: str, options: dict[str, Any]) -> None:
-    """In batch runs, start the SSH master now: it authenticates while the rest imports."""
-    try:
-        settings = build_settings(name, options, run_command=_RUN_COMMAND)
-    except TunnelauthError:
-        return  # reported below, once the reporter exists
-    if not settings.batch or settings.backend not in ("auto", "openssh"):
-        return  # interactive runs may be asked questions: those come after the imports
-    from tunnelauth.transports import early
-
-    with contextlib.suppress(OSError):
-        early.start(settings.target)
 
 
 def _reporter(options: dict[str, Any]) -> Reporter:
@@ -322,148 +266,6 @@ def _config_show(name: str, options: dict[str, Any]) -> None:
         from tunnelauth.render import print_config
 
         print_config(resolution)
-
-
-def build_settings(
-    name: str, options: dict[str, Any], *, run_command: Sequence[str] = ()
-) -> Settings:
-    """Resolve command-line options, environment and config file into Settings."""
-    resolution = resolve_options(options, os.environ, stdin_is_tty=sys.stdin.isatty())
-    host = resolution.host.value
-    values = resolution.values
-
-    def pick(key: str, env: str | None = None, default: Any = None) -> tuple[Any, str]:
-        """The resolved value and its source (keys options.py does not list: flag > env)."""
-        if key in values:
-            found = values[key]
-            return (default if found.value is None else found.value), found.source
-        value = options.get(key)
-        if value not in (None, [], ()):
-            return value, "flag"
-        if env and os.environ.get(env):
-            return os.environ[env], "env"
-        return default, "default"
-
-    jump_raw, _ = pick("jump")
-    jumps = _split_jumps(jump_raw)
-    hermes, _ = pick("hermes", "TUNNELAUTH_HERMES", "hermes")
-    profile, _ = pick("profile")
-    browser_cmd, _ = pick("browser_cmd", "TUNNELAUTH_BROWSER_CMD")
-    backend, _ = pick("backend", "TUNNELAUTH_BACKEND", "auto")
-    via, _ = pick("via", "TUNNELAUTH_VIA", "auto")
-    if via not in VIAS:
-        raise UsageError(f"unknown --via {via!r}", hint="choose " + ", ".join(VIAS))
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}", hint="choose " + ", ".join(BACKENDS))
-    identity, _ = pick("identity")
-    if isinstance(identity, (str, Path)):
-        identity = [identity]
-    ssh_config, _ = pick("ssh_config")
-    port, _ = pick("port")
-    login, _ = pick("user")
-    run_as, _ = pick("run_as")
-    if run_as is not None:
-        validate_name(str(run_as), "run-as user")
-    hermes_home, _ = pick("hermes_home")
-    if name in ("doctor", "config"):
-        program, provider, server = str(hermes), None, None
-        args: tuple[str, ...] = (
-            ("-p", validate_name(str(profile), "profile name")) if profile else ()
-        )
-        default_timeout = 600.0
-    elif name == "run":
-        if not run_command:
-            raise UsageError("run needs a command", hint="tunnelauth run HOST -- CMD ARGS...")
-        program, args = run_command[0], tuple(run_command[1:])
-        provider, default_timeout, server = None, 600.0, None
-        if options.get("verify") or options.get("replace"):
-            raise UsageError("--verify and --replace need a provider (not `run`)")
-    else:
-        program = str(hermes)
-        provider = name
-        server = options.get("server")
-        args = tuple(hermes_args(name, name=server, profile=profile))
-        default_timeout = PROVIDERS[name].timeout + 30.0
-    if profile is not None:
-        validate_name(str(profile), "profile name")
-    timeout, _ = pick("timeout", "TUNNELAUTH_TIMEOUT", default_timeout)
-    connect_timeout, _ = pick("connect_timeout", None, 30.0)
-    batch = bool(resolution.batch.value)
-    verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
-    target = SSHTarget(
-        host=host,
-        jump=jumps,
-        ssh_config=Path(str(ssh_config)).expanduser() if ssh_config else None,
-        identity=tuple(Path(str(p)).expanduser() for p in identity or ()),
-        port=int(port) if port is not None else None,
-        login=str(login) if login is not None else None,
-        # --accept-new is ssh's own option, so every backend (and ssh itself) reads it the same.
-        options=tuple(options.get("ssh_option") or ())
-        + (("StrictHostKeyChecking=accept-new",) if options.get("accept_new") else ()),
-    )
-    return Settings(
-        target=target,
-        program=program,
-        args=args,
-        provider=provider,
-        timeout=float(timeout),
-        no_browser=bool(options.get("no_browser")),
-        browser_cmd=str(browser_cmd) if browser_cmd else None,
-        verbosity=verbosity,
-        backend=str(backend),
-        connect_timeout=float(connect_timeout),
-        batch=batch,
-        show_secrets=bool(options.get("show_secrets")),
-        via=str(via),
-        sources=resolution.sources(),
-        run_as=str(run_as) if run_as is not None else None,
-        hermes_home=str(hermes_home) if hermes_home is not None else None,
-        server=server,
-        verify=bool(options.get("verify")),
-        replace=bool(options.get("replace")),
-        no_wait=bool(options.get("no_wait")),
-        reap=bool(options.get("reap")),
-        accept_new=bool(options.get("accept_new")),
-    )
-
-
-def _split_jumps(raw: Any) -> tuple[str, ...]:
-    """``-J a,b -J c`` (or a config string/list) → ``("a", "b", "c")``, each validated."""
-    if raw is None:
-        return ()
-    items = [raw] if isinstance(raw, str) else list(raw)
-    hops = tuple(h.strip() for item in items for h in str(item).split(",") if h.strip())
-    for hop in hops:
-        validate_host(hop)
-    return hops
-
-
-def normalize_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Move shared options written before the subcommand after it; split off ``run``'s command."""
-    args = list(argv)
-    leading: list[str] = []
-    i = 0
-    while i < len(args):
-        token = args[i]
-        flag = token.split("=", 1)[0]
-        if flag in _VALUE_FLAGS:
-            width = 1 if "=" in token else 2
-            leading += args[i : i + width]
-            i += width
-        elif flag in _BOOL_FLAGS or (token.startswith("-v") and set(token[1:]) == {"v"}):
-            leading.append(token)
-            i += 1
-        else:
-            break
-    rest = args[i:]
-    if not rest or rest[0].startswith("-"):
-        return [*leading, *rest], []
-    command, tail = rest[0], rest[1:]
-    run_command: list[str] = []
-    if command == "run" and "--" in tail:
-        cut = tail.index("--")
-        tail, run_command = tail[:cut], tail[cut + 1 :]
-    return [command, *tail, *leading], run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,15 +22,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: list[str]) -> int:
-    """Dispatch: the version here, everything else to the CLI."""
+    """Dispatch: the version here, everything else to the CLI.
+
+    A batch login's SSH master is started before the CLI (typer) is even imported, so ssh
+    authenticates while the rest loads; a master the run never adopted is ended afterwards.
+    """
     if args == ["--version"] or args == ["-V"]:
         from tunnelauth import __version__
 
         sys.stdout.write(f"tunnelauth {__version__}\n")
         return 0
-    from tunnelauth.cli import main as cli_main
+    try:
+        from tunnelauth.cmdline import early_start
 
-    return cli_main(args)
+        early_start(args)
+        from tunnelauth.cli import main as cli_main
+
+        return cli_main(args)
+    finally:
+        early = sys.modules.get("tunnelauth.transports.early")
+        if early is not None:
+            early.discard_unclaimed()
 
 
 def leave(code: int) -> NoReturn:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tunnelauth.cli import build_settings, main, normalize_argv
+from tunnelauth.cli import main
+from tunnelauth.cmdline import build_settings, normalize_argv
 from tunnelauth.errors import UsageError
 from tunnelauth.status import ExitStatus
 

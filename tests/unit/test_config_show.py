@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tunnelauth.cli import build_settings, main
+from tunnelauth.cli import main
+from tunnelauth.cmdline import build_settings
 from tunnelauth.options import resolve_batch
 from tunnelauth.status import ExitStatus
 

@@ -101,7 +101,7 @@ def start(target: SSHTarget) -> None:
     Every failure is left for the transport's ``connect`` to meet again and report.
     """
     ssh = shutil.which("ssh")
-    if ssh is None or os.name != "posix":
+    if ssh is None or os.name != "posix" or any(e.target == target for e in _pending):
         return
     config = query_config(ssh, target)
     if config is None:
@@ -112,7 +112,7 @@ def start(target: SSHTarget) -> None:
         master = spawn_master(ssh, target, config)
     _pending.append(Early(target, config, master))
     if len(_pending) == 1:
-        atexit.register(_discard_unclaimed)
+        atexit.register(discard_unclaimed)
 
 
 def take(target: SSHTarget) -> Early | None:
@@ -123,8 +123,12 @@ def take(target: SSHTarget) -> Early | None:
     return None
 
 
-def _discard_unclaimed() -> None:
-    """At exit: end a master that no transport adopted (the run failed before connecting)."""
+def discard_unclaimed() -> None:
+    """End every master no transport adopted (the run failed before connecting).
+
+    Called by the entry point when the run is over (it ends the process without atexit), and
+    at interpreter exit for runs that do not go through it.
+    """
     while _pending:
         master = _pending.pop().master
         if master is None:

@@ -1,0 +1,93 @@
+"""The typer-free reading of login command lines agrees with typer's, or declines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tunnelauth import cli
+from tunnelauth.cmdline import early_start, parse_login
+
+
+def typer_reading(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """What the typer app hands the login: the command's name and its options."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(cli, "_login", lambda name, options: seen.append((name, options)))
+    assert cli.main(argv) == 0
+    assert len(seen) == 1
+    return seen[0]
+
+
+AGREED = [
+    ["spotify", "user@host"],
+    ["xai", "host", "-J", "b1,b2", "--jump", "b3", "-p", "2222", "-l", "me"],
+    ["--jump", "bastion", "-vv", "mcp", "linear", "remote", "-F", "cfg"],
+    ["mcp", "linear"],
+    ["nous", "--timeout=12.5", "--connect-timeout", "3", "host", "--batch", "--json"],
+    ["spotify", "h", "-i", "~/k1", "--identity=k2", "-o", "Port=1", "-o", "User=x"],
+    ["spotify", "h", "-v", "--verbose", "-q", "--no-browser", "--accept-new", "--no-wait"],
+    ["xai", "h", "--as", "svc", "--hermes-home", "/srv/h", "--hermes", "~/bin/hermes"],
+    ["xai", "h", "--backend", "openssh", "--via", "relay", "--profile", "work", "--reap"],
+    ["-J", "b", "run", "host", "--", "rclone", "config", "--help"],
+    ["spotify", "--browser-cmd", "firefox {url}", "--config", "c.toml", "--verify"],
+]
+
+
+@pytest.mark.parametrize("argv", AGREED, ids=[" ".join(a) for a in AGREED])
+def test_login_lines_read_as_typer_reads_them(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = parse_login(argv)
+    assert parsed is not None
+    name, options, _ = parsed
+    assert (name, options) == typer_reading(argv, monkeypatch)
+
+
+def test_run_keeps_its_command() -> None:
+    parsed = parse_login(["run", "h", "--", "loopback-cli", "-v", "--port", "9"])
+    assert parsed is not None
+    assert parsed[2] == ["loopback-cli", "-v", "--port", "9"]
+    assert parsed[1]["verbose"] == 0 and parsed[1]["port"] is None
+
+
+DECLINED = [
+    [],
+    ["--help"],
+    ["spotify", "--help"],
+    ["spotify", "-h"],
+    ["doctor", "host"],
+    ["config", "show", "host"],
+    ["demo"],
+    ["spotify", "a", "b"],  # one HOST only
+    ["mcp"],  # NAME is required
+    ["spotify", "h", "-p"],  # a value is missing
+    ["spotify", "h", "-p", "twenty"],  # not a number
+    ["spotify", "h", "--batch=yes"],  # a switch takes no value
+    ["spotify", "h", "--no-such-flag"],
+    ["spotify", "h", "-p2222"],  # attached short values are left to typer
+    ["spotify", "h", "-qv"],  # clustered switches too
+]
+
+
+@pytest.mark.parametrize("argv", DECLINED, ids=[" ".join(a) or "(empty)" for a in DECLINED])
+def test_anything_unusual_is_left_to_typer(argv: list[str]) -> None:
+    assert parse_login(argv) is None
+
+
+def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only batch runs start ssh ahead: an interactive one may be asked for a password."""
+    from tunnelauth.transports import early
+
+    started: list[object] = []
+    monkeypatch.setattr(early, "start", started.append)
+    monkeypatch.setenv("TUNNELAUTH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    early_start(["spotify", "user@host"])
+    assert started == []
+    early_start(["spotify", "user@host", "--backend", "paramiko", "--batch"])
+    assert started == []
+    early_start(["spotify", "user@host", "-p", "2200", "--batch"])
+    assert [t.host for t in started] == ["user@host"]  # type: ignore[attr-defined]
