@@ -16,6 +16,7 @@ stack, root's password and the global sudoers file are never changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -65,6 +66,12 @@ Host remote-pw
   KbdInteractiveAuthentication no
   NumberOfPasswordPrompts 1
   BatchMode no
+Host remote-key
+  HostName {remote_ip}
+  Port 22
+  ProxyJump bastion
+  IdentityFile {passphrase_key}
+  BatchMode no
 Host remote-otp
   HostName {remote_ip}
   Port {otp_port}
@@ -77,6 +84,8 @@ Host remote-otp
   NumberOfPasswordPrompts 1
   BatchMode no
 """
+
+KEY_COMMENT = "tunnelauth-bed-remote-key"  # marks the key's line in authorized_keys
 
 SUDOERS = """\
 # tunnelauth test bed {bed_id}: removed with the bed
@@ -94,6 +103,7 @@ class Interactive:
     password: str  # the test user's password (password sshd, sudo)
     otp_password: str  # the one-time-code server's first question
     otp_code: str  # ... and its second
+    passphrase: str  # the passphrase of the key remote-key is reached with
     ssh_config: Path  # the bed's config with remote-pw and remote-otp in front
     sudo_nopasswd: str  # a user the test user becomes without a password
     sudo_passwd: str  # a user the test user becomes with its password
@@ -123,6 +133,10 @@ class Interactive:
         """Stop the servers, remove the drop-in and the users, lock the test user again."""
         for daemon in reversed(self.daemons):
             daemon.stop()
+        authorized = self.bed.home / ".ssh" / "authorized_keys"
+        with contextlib.suppress(OSError):
+            lines = authorized.read_text().splitlines(keepends=True)
+            authorized.write_text("".join(ln for ln in lines if KEY_COMMENT not in ln))
         remove_extras(self.bed.record.id)
         run(["usermod", "-p", "*", self.bed.user], check=False)
 
@@ -153,6 +167,7 @@ def build(bed: Bed) -> Interactive:
         password=secrets.token_urlsafe(12),
         otp_password=secrets.token_urlsafe(12),
         otp_code=f"{secrets.randbelow(10**6):06d}",
+        passphrase=secrets.token_urlsafe(12),
         ssh_config=bed.tmp / "ssh_config_interactive",
         sudo_nopasswd=f"{bed.user}n",
         sudo_passwd=f"{bed.user}p",
@@ -219,6 +234,15 @@ def _build(extra: Interactive) -> None:
         what="the one-time-code server",
     )
     _wait_listening(extra.daemons[1], OTP_PORT)
+    # remote-key: the main remote sshd, reached with a key that has a passphrase (tried first).
+    key_dir = bed.tmp / "remote-key"
+    key_dir.mkdir(mode=0o700, exist_ok=True)
+    passphrase_key = key_dir / "id_ed25519"
+    keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-C", KEY_COMMENT, "-N", extra.passphrase]
+    run([*keygen, "-f", str(passphrase_key)])
+    authorized = bed.home / ".ssh" / "authorized_keys"
+    with authorized.open("a") as out:
+        out.write(Path(f"{passphrase_key}.pub").read_text())
     known = bed.tmp / "known_hosts_interactive"
     lines = []
     for host, key in keys.items():
@@ -226,7 +250,11 @@ def _build(extra: Interactive) -> None:
         lines.append(f"{host} {kind} {blob}\n")
     known.write_text("".join(lines))
     blocks = CLIENT_BLOCKS.format(
-        remote_ip=bed.remote_ip, pw_port=PASSWORD_PORT, otp_port=OTP_PORT, known_hosts=known
+        remote_ip=bed.remote_ip,
+        pw_port=PASSWORD_PORT,
+        otp_port=OTP_PORT,
+        known_hosts=known,
+        passphrase_key=passphrase_key,
     )
     extra.ssh_config.write_text(blocks + bed.ssh_config.read_text())
     extra.ssh_config.chmod(0o600)

@@ -101,8 +101,10 @@ def _pid_of_tunnelauth(shell: pexpect.spawn) -> int:
     raise AssertionError("tunnelauth is not running")
 
 
-def test_ssh_password_typed_at_the_terminal(fresh: interactive.Interactive, tmp_path: Path) -> None:
-    run = _at_terminal(fresh, tmp_path, "xai", "remote-pw")
+def test_ssh_password_typed_at_the_terminal(
+    fresh: interactive.Interactive, tmp_path: Path, backend: str
+) -> None:
+    run = _at_terminal(fresh, tmp_path, "--backend", backend, "xai", "remote-pw")
     run.shell.expect("ssh asks: .*password")
     run.shell.sendline(fresh.password)
     code, _ = run.finish()
@@ -114,8 +116,10 @@ def test_ssh_password_typed_at_the_terminal(fresh: interactive.Interactive, tmp_
     assert record is not None and record["outcome"] == "ok"
 
 
-def test_password_and_one_time_code(fresh: interactive.Interactive, tmp_path: Path) -> None:
-    run = _at_terminal(fresh, tmp_path, "xai", "remote-otp")
+def test_password_and_one_time_code(
+    fresh: interactive.Interactive, tmp_path: Path, backend: str
+) -> None:
+    run = _at_terminal(fresh, tmp_path, "--backend", backend, "xai", "remote-otp")
     run.shell.expect("ssh asks: .*Password:")
     run.shell.sendline(fresh.otp_password)
     run.shell.expect("ssh asks: .*One-time code:")
@@ -130,9 +134,9 @@ def test_password_and_one_time_code(fresh: interactive.Interactive, tmp_path: Pa
 
 
 def test_wrong_password_fails_with_the_terminal_intact(
-    fresh: interactive.Interactive, tmp_path: Path
+    fresh: interactive.Interactive, tmp_path: Path, backend: str
 ) -> None:
-    run = _at_terminal(fresh, tmp_path, "xai", "remote-pw")
+    run = _at_terminal(fresh, tmp_path, "--backend", backend, "xai", "remote-pw")
     run.shell.expect("ssh asks: .*password")
     run.shell.sendline("not-" + fresh.password)
     code, _ = run.finish()
@@ -144,9 +148,9 @@ def test_wrong_password_fails_with_the_terminal_intact(
 
 @pytest.mark.parametrize("how", ["ctrl-c", "SIGHUP", "SIGTERM"])
 def test_interrupt_at_the_password_prompt(
-    fresh: interactive.Interactive, tmp_path: Path, how: str
+    fresh: interactive.Interactive, tmp_path: Path, how: str, backend: str
 ) -> None:
-    run = _at_terminal(fresh, tmp_path, "xai", "remote-pw")
+    run = _at_terminal(fresh, tmp_path, "--backend", backend, "xai", "remote-pw")
     run.shell.expect("ssh asks: .*password")
     if how == "ctrl-c":
         run.shell.sendintr()
@@ -160,14 +164,34 @@ def test_interrupt_at_the_password_prompt(
 
 
 def test_batch_run_against_the_password_host_fails_fast(
-    fresh: interactive.Interactive, tmp_path: Path
+    fresh: interactive.Interactive, tmp_path: Path, backend: str
 ) -> None:
     result = tunnelauth(
-        fresh.bed, "xai", "remote-pw", tmp=tmp_path, ssh_config=fresh.ssh_config, deadline=30
+        fresh.bed,
+        "xai",
+        "remote-pw",
+        tmp=tmp_path,
+        ssh_config=fresh.ssh_config,
+        deadline=30,
+        backend=backend,
     )
     assert result.code == ExitStatus.SSH_FAILED, result
     assert "password prompt" in result.stderr and "batch" in result.stderr, result
     assert fresh.bed.fake_record("xai-oauth") is None
+
+
+def test_key_passphrase_typed_at_the_terminal(
+    fresh: interactive.Interactive, tmp_path: Path, backend: str
+) -> None:
+    run = _at_terminal(fresh, tmp_path, "--backend", backend, "xai", "remote-key")
+    run.shell.expect("ssh asks: .*passphrase for key .*id_ed25519")
+    run.shell.sendline(fresh.passphrase)
+    code, _ = run.finish()
+    assert code == ExitStatus.OK, run.transcript
+    assert fresh.passphrase not in run.transcript, "the passphrase was shown"
+    assert run.terminal_unchanged()
+    record = fresh.bed.fake_record("xai-oauth")
+    assert record is not None and record["outcome"] == "ok"
 
 
 def test_as_another_user_without_a_password(fresh: interactive.Interactive, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import os
 import shlex
 import tempfile
@@ -20,10 +19,13 @@ from typing import Any
 import asyncssh
 
 from tunnelauth import hostkeys
+from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
+from tunnelauth.transports.sshargs import PROMPTING_METHODS, batch_prompt_refusal
 
 MAX_HOPS = 8  # a ProxyJump loop in the config must not recurse forever
 CLOSE_GRACE = 2.0  # seconds the remote gets to exit after Ctrl-C before the session is ended
@@ -31,19 +33,38 @@ QUEUE_CHUNKS = 64  # output chunks buffered before the SSH window stops the remo
 
 
 class _Client(asyncssh.SSHClient):  # type: ignore[misc]
-    """Records what the server asked for, and prompts on the terminal unless in batch mode."""
+    """Records what the server asked for, and asks the user (through the flow) unless batch."""
 
     def __init__(
-        self, batch: bool, policy: str = "yes", known: Any = None, add_to: str | None = None
+        self,
+        batch: bool,
+        policy: str = "yes",
+        known: Any = None,
+        add_to: str | None = None,
+        *,
+        prompter: Prompter | None = None,
+        label: str = "",
+        accepted_key: Any = None,
+        password_tries: int = 3,
     ) -> None:
         self.batch = batch
         self.policy = policy  # StrictHostKeyChecking for an unknown key (hostkeys.POLICIES)
         self.known = known  # the known_hosts checked, to tell a changed key from a new one
         self.add_to = add_to  # the user's known_hosts file an accepted new key is added to
+        self.prompter = prompter or Prompter()
+        self.label = label  # user@host, as ssh names it in its password question
+        self.accepted_key = accepted_key  # a new key the user accepted on the first attempt
+        self.password_tries = password_tries  # NumberOfPasswordPrompts, as ssh reads it
         self.offered_key: Any = None
+        self.ask_about_key = False  # the question is asked once asyncssh has given up
         self.changed = False
         self.methods: list[str] = []
-        self.prompting = False  # the connect deadline pauses while the user types
+        self.confirming = False  # a host-key question on the terminal (no flow)
+
+    @property
+    def prompting(self) -> bool:
+        """The connect deadline pauses while the user types."""
+        return self.confirming or self.prompter.prompting
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
         # Called only for a key known_hosts does not trust: keep it for the message.
@@ -52,8 +73,14 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
         if listed:
             self.changed = True  # known_hosts lists other keys: never accepted
             return False
-        # Synchronous in asyncssh: the question blocks the loop, as nothing else runs yet.
-        self.prompting = True
+        if self.accepted_key is not None:
+            return bool(key == self.accepted_key)
+        if self.policy == "ask" and not self.batch and self.prompter.bound:
+            # Synchronous in asyncssh: refuse now, ask once the attempt has ended (the live
+            # display pauses for it), and connect again if the user accepts.
+            self.ask_about_key = True
+            return False
+        self.confirming = True
         try:
             accepted = hostkeys.decide(
                 self.policy,
@@ -63,23 +90,23 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
                 fingerprint=key.get_fingerprint("sha256"),
             )
         finally:
-            self.prompting = False
-        if accepted and self.add_to:
+            self.confirming = False
+        if accepted:
+            self.remember(host, port, key)
+        return accepted
+
+    def remember(self, host: str, port: int | None, key: Any) -> None:
+        """Add an accepted new key to the user's known_hosts, as ssh does."""
+        if self.add_to:
             name = host if port in (22, None) else f"[{host}]:{port}"
             line = " ".join(key.export_public_key("openssh").decode().split()[:2])
             hostkeys.add_known_host(self.add_to, [name], line)
-        return accepted
-
-    async def _ask(self, prompt: str) -> str:
-        self.prompting = True
-        try:
-            return await asyncio.to_thread(getpass.getpass, prompt)
-        finally:
-            self.prompting = False
 
     async def password_auth_requested(self) -> str | None:
         self.methods.append("password")
-        return None if self.batch else await self._ask("Password: ")
+        if self.batch or self.methods.count("password") > self.password_tries:
+            return None
+        return await self.prompter.ask(f"{self.label}'s password: ")
 
     def kbdint_auth_requested(self) -> str | None:
         self.methods.append("keyboard-interactive")
@@ -90,9 +117,16 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
     ) -> list[str] | None:
         if self.batch:
             return None
-        if instructions:
-            print(instructions)
-        return [await self._ask(prompt) for prompt, _echo in prompts]
+        answers = []
+        intro = "\n".join(part for part in (name, instructions) if part)
+        for prompt, echo in prompts:
+            text = f"{intro}\n{prompt}" if intro else prompt
+            intro = ""
+            answer = await self.prompter.ask(text, CONFIRM if echo else SECRET)
+            if answer is None:
+                return None
+            answers.append(answer)
+        return answers
 
 
 class AsyncSSHProcess:
@@ -251,8 +285,13 @@ class AsyncSSHTransport:
         self.batch = batch
         self.keepalive_interval = keepalive_interval
         self._conns: list[Any] = []  # hops first, the target last
-        self._passphrases: dict[str, str] = {}
+        self._passphrases: dict[str, str | None] = {}
         self._tempdir: str | None = None
+        self.prompter = Prompter()
+
+    def set_asker(self, ask: Asker) -> None:
+        """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
+        self.prompter.bind(ask)
 
     @property
     def conn(self) -> Any:
@@ -298,7 +337,9 @@ class AsyncSSHTransport:
         if self.batch:
             return None
         if filename not in self._passphrases:
-            self._passphrases[filename] = getpass.getpass(f"Enter passphrase for key {filename}: ")
+            # Called from the worker thread that reads the config and loads the keys.
+            prompt = f"Enter passphrase for key '{filename}': "
+            self._passphrases[filename] = self.prompter.ask_blocking(prompt)
         return self._passphrases[filename]
 
     def _kwargs(self, host: str, port: int | None, user: str | None, final: bool) -> dict[str, Any]:
@@ -368,9 +409,29 @@ class AsyncSSHTransport:
             policy = "yes"  # the user's BatchMode: ssh would refuse rather than ask
         user_files: Any = options.config.get("UserKnownHostsFile", None)
         add_to = str(user_files[0]) if user_files else "~/.ssh/known_hosts"
-        client = _Client(self.batch, policy, known, add_to)
+        tries = _password_tries(hostkeys.config_value(paths, host, "NumberOfPasswordPrompts"))
+        asking: dict[str, Any] = {
+            "prompter": self.prompter,
+            "label": f"{options.username}@{host}",
+            "password_tries": tries,
+        }
+        client = _Client(self.batch, policy, known, add_to, **asking)
         kwargs["client_factory"] = lambda: client
-        conn = await self._connect_with_deadline(host, kwargs, client)
+        try:
+            conn = await self._connect_with_deadline(host, kwargs, client)
+        except HostKeyError:
+            key = client.offered_key
+            if not client.ask_about_key or key is None:
+                raise
+            fingerprint = key.get_fingerprint("sha256")
+            question = hostkeys.question(host, key.get_algorithm(), fingerprint)
+            if not await self.prompter.confirm_key(question, fingerprint):
+                raise
+            client.remember(host, options.port, key)
+            # Once more, with the key the user accepted (nothing was authenticated yet).
+            again = _Client(self.batch, policy, known, add_to, **asking, accepted_key=key)
+            kwargs["client_factory"] = lambda: again
+            conn = await self._connect_with_deadline(host, kwargs, again)
         self._conns.append(conn)
         return conn
 
@@ -458,12 +519,21 @@ class AsyncSSHTransport:
 
     async def close(self) -> None:
         """Close the target connection, then each hop in reverse order."""
+        self.prompter.cancel()  # a key-loading thread waiting for a passphrase ends now
         while self._conns:
             conn = self._conns.pop()
             conn.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(conn.wait_closed(), CLOSE_GRACE)
         self._remove_overrides()
+
+
+def _password_tries(value: str | None) -> int:
+    """NumberOfPasswordPrompts from the config (ssh's default is 3)."""
+    try:
+        return max(0, int(value)) if value else 3
+    except ValueError:
+        return 3
 
 
 def _host_key_error(host: str, exc: Exception, client: _Client) -> HostKeyError:
@@ -487,14 +557,10 @@ def _host_key_error(host: str, exc: Exception, client: _Client) -> HostKeyError:
 
 def _auth_error(host: str, exc: Exception, client: _Client, batch: bool) -> SSHError:
     """Authentication failed; name the method the server wanted when batch mode skipped it."""
-    wanted = sorted(set(client.methods))
+    wanted = [m for m in PROMPTING_METHODS if m in client.methods]
     if batch and wanted:
-        return SSHError(
-            f"SSH authentication to {host} failed: the server asks for "
-            f"{' or '.join(wanted)} authentication, which batch mode does not answer",
-            host=host,
-            hint="use a key (agent or IdentityFile), or run without --batch",
-        )
+        message, hint = batch_prompt_refusal(host, wanted)
+        return SSHError(message, host=host, hint=hint)
     return SSHError(
         f"SSH authentication to {host} failed: {exc}",
         host=host,

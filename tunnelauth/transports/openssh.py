@@ -494,12 +494,12 @@ def _connect_error(
     wanted = sshargs.auth_methods_offered(stderr) if kind == "auth" else []
     needs_prompt = [m for m in wanted if m in sshargs.PROMPTING_METHODS]
     if batch and needs_prompt and not any(m in wanted for m in ("publickey", "hostbased")):
+        message, hint = sshargs.batch_prompt_refusal(host, needs_prompt)
         return SSHError(
-            f"SSH authentication to {host} needs a {sshargs.method_prompt(needs_prompt)}, "
-            "and a batch run never prompts",
+            message,
             host=host,
             stderr_tail="\n".join(stderr.strip().splitlines()[-6:]),
-            hint="use a key (agent or IdentityFile) for this host, or run from a terminal",
+            hint=hint,
         )
     tail = "\n".join(stderr.strip().splitlines()[-6:])
     if kind == "hostkey":

@@ -26,10 +26,13 @@ from typing import Any, TypeVar
 import paramiko
 
 from tunnelauth import hostkeys
+from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
+from tunnelauth.transports.sshargs import batch_prompt_refusal
 
 # paramiko logs a refused channel (our forwarding probe) at ERROR; with no handler configured,
 # Python would print it on the user's terminal. tunnelauth reports what matters itself.
@@ -262,6 +265,11 @@ class ParamikoTransport:
         self._transports: list[Any] = []
         self._pipes: list[_Pipe] = []
         self._stop = threading.Event()
+        self.prompter = Prompter()
+
+    def set_asker(self, ask: Asker) -> None:
+        """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
+        self.prompter.bind(ask)
 
     @property
     def transport(self) -> Any:
@@ -372,7 +380,12 @@ class ParamikoTransport:
                     f"connecting to {eff.alias} timed out after {self.connect_timeout:g} s",
                     host=eff.alias,
                 )
-            known.check(conn.get_remote_server_key(), eff, batch=self.batch)
+            known.check(
+                conn.get_remote_server_key(),
+                eff,
+                batch=self.batch,
+                ask=self.prompter.confirm_key_blocking,
+            )
             self._authenticate(conn, eff)
         except BaseException:
             conn.close()
@@ -384,9 +397,12 @@ class ParamikoTransport:
 
         Keys go first and "none" only after they failed: paramiko re-requests the userauth
         service for every attempt, which OpenSSH accepts but stricter servers answer with a
-        disconnect, so the usual case should need one attempt only.
+        disconnect, so the usual case should need one attempt only. Where the config turns
+        keys off, the first attempt is already the prompt the config allows.
         """
-        for key in _keys(eff, self.batch):
+        enabled = [m for m, option in _METHOD_OPTIONS if _config_allows(eff, option)]
+        keys_allowed = "publickey" in enabled
+        for key in _keys(eff, None if self.batch else self.prompter) if keys_allowed else []:
             try:
                 if not conn.auth_publickey(eff.user, key):
                     return
@@ -395,21 +411,19 @@ class ParamikoTransport:
             except paramiko.AuthenticationException:
                 if not conn.is_active():
                     break
-        allowed = self._allowed(conn, eff)
-        others = [m for m in ("keyboard-interactive", "password") if m in allowed]
+        allowed = self._allowed(conn, eff) if keys_allowed else enabled
+        others = [m for m in ("keyboard-interactive", "password") if m in allowed and m in enabled]
         if others and self.batch:
-            raise SSHError(
-                f"SSH authentication to {eff.alias} failed: the server asks for "
-                f"{' or '.join(others)} authentication, which batch mode does not answer",
-                host=eff.alias,
-                hint="use a key (agent or IdentityFile), or run without --batch",
-            )
+            message, hint = batch_prompt_refusal(eff.alias, others)
+            raise SSHError(message, host=eff.alias, hint=hint)
         with contextlib.suppress(paramiko.AuthenticationException):
-            if "keyboard-interactive" in others and not conn.auth_interactive(eff.user, _ask_all):
+            if "keyboard-interactive" in others and not conn.auth_interactive(
+                eff.user, partial(_ask_all, self.prompter)
+            ):
                 return
             if "password" in others:
-                secret = getpass.getpass(f"{eff.user}@{eff.alias}'s password: ")
-                if not conn.auth_password(eff.user, secret):
+                secret = self.prompter.ask_blocking(f"{eff.user}@{eff.alias}'s password: ")
+                if secret is not None and not conn.auth_password(eff.user, secret):
                     return
         listed = f" (the server allows: {', '.join(allowed)})" if allowed else ""
         raise SSHError(
@@ -535,6 +549,7 @@ class ParamikoTransport:
     async def close(self) -> None:
         """Close channels, then the target and each hop in reverse order; join every thread."""
         self._stop.set()
+        self.prompter.cancel()  # a connect thread waiting for an answer ends now
         for pipe in reversed(self._pipes):
             await pipe.close()
         self._pipes.clear()
@@ -646,7 +661,14 @@ class _KnownHosts:
             known = [t for t in options.key_types if t in self.trusted]
             options.key_types = known + [t for t in options.key_types if t not in known]
 
-    def check(self, key: Any, eff: _Effective, *, batch: bool) -> None:
+    def check(
+        self,
+        key: Any,
+        eff: _Effective,
+        *,
+        batch: bool,
+        ask: Callable[[str, str], bool] = hostkeys.ask_terminal,
+    ) -> None:
         """Accept a listed, unrevoked key, or a new one the user's policy accepts; else raise."""
         listed = self.trusted.get(key.get_name())
         if listed is not None and listed == key and key.asbytes() not in self.revoked:
@@ -667,6 +689,7 @@ class _KnownHosts:
                 host=self.name,
                 key_type=key.get_name(),
                 fingerprint=key.fingerprint,
+                ask=ask,
             ):
                 user = eff.files("userknownhostsfile", ("~/.ssh/known_hosts",))
                 if user:
@@ -706,8 +729,24 @@ def _key_type(path: Path) -> str:
     return ""
 
 
-def _keys(eff: _Effective, batch: bool) -> list[Any]:
-    """Agent keys (unless IdentitiesOnly), then IdentityFile keys (or the default files)."""
+# Each authentication method and the ssh config option that turns it off.
+_METHOD_OPTIONS = (
+    ("publickey", "pubkeyauthentication"),
+    ("keyboard-interactive", "kbdinteractiveauthentication"),
+    ("password", "passwordauthentication"),
+)
+
+
+def _config_allows(eff: _Effective, option: str) -> bool:
+    """Whether the config leaves an authentication method on (ssh's default: yes)."""
+    return str(eff.looked.get(option, "yes")).strip().lower() not in ("no", "false")
+
+
+def _keys(eff: _Effective, prompter: Prompter | None) -> list[Any]:
+    """Agent keys (unless IdentitiesOnly), then IdentityFile keys (or the default files).
+
+    An encrypted key's passphrase is asked through ``prompter`` (none in batch runs).
+    """
     keys: list[Any] = []
     only = str(eff.looked.get("identitiesonly", "no")).lower() == "yes"
     if not only and os.environ.get("SSH_AUTH_SOCK"):
@@ -722,18 +761,31 @@ def _keys(eff: _Effective, batch: bool) -> list[Any]:
             _unsupported(f"FIDO security-key (sk-) keys ({path})")
         try:
             keys.append(paramiko.PKey.from_path(path))
-        except paramiko.PasswordRequiredException:
-            if not batch:
-                secret = getpass.getpass(f"Enter passphrase for key {path}: ")
-                with contextlib.suppress(paramiko.SSHException):
+        except (paramiko.PasswordRequiredException, TypeError):
+            # TypeError: paramiko 3.2+ reads OpenSSH-format keys through cryptography, which
+            # says "password-protected" that way.
+            secret = None
+            if prompter is not None:
+                secret = prompter.ask_blocking(f"Enter passphrase for key '{path}': ")
+            if secret is not None:  # a wrong passphrase skips the key, as ssh does at the end
+                with contextlib.suppress(paramiko.SSHException, ValueError):
                     keys.append(paramiko.PKey.from_path(path, secret))
         except (paramiko.SSHException, OSError, ValueError):
             continue  # a file paramiko cannot read is skipped, as ssh skips unusable keys
     return keys
 
 
-def _ask_all(title: str, instructions: str, prompts: Sequence[tuple[str, bool]]) -> list[str]:
-    """keyboard-interactive: ask each prompt on the terminal."""
-    if title or instructions:
-        print("\n".join(part for part in (title, instructions) if part))
-    return [getpass.getpass(prompt) for prompt, _echo in prompts]
+def _ask_all(
+    prompter: Prompter, title: str, instructions: str, prompts: Sequence[tuple[str, bool]]
+) -> list[str]:
+    """keyboard-interactive: ask each prompt (a question left unanswered ends the method)."""
+    answers = []
+    intro = "\n".join(part for part in (title, instructions) if part)
+    for prompt, echo in prompts:
+        text = f"{intro}\n{prompt}" if intro else prompt
+        intro = ""
+        answer = prompter.ask_blocking(text, CONFIRM if echo else SECRET)
+        if answer is None:
+            raise paramiko.AuthenticationException("keyboard-interactive question unanswered")
+        answers.append(answer)
+    return answers

@@ -228,6 +228,15 @@ def method_prompt(methods: Sequence[str]) -> str:
     )
 
 
+def batch_prompt_refusal(host: str, methods: Sequence[str]) -> tuple[str, str]:
+    """(message, hint) when a batch run meets a server that wants a prompt answered."""
+    return (
+        f"SSH authentication to {host} needs a {method_prompt(methods)}, "
+        "and a batch run never prompts",
+        "use a key (agent or IdentityFile) for this host, or run from a terminal",
+    )
+
+
 _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
 
 

@@ -1,0 +1,196 @@
+"""ssh's questions reach the user through tunnelauth: the askpass program and the prompter.
+
+The askpass script is run as ssh runs it (a program with the prompt as its argument and
+``SSH_ASKPASS_PROMPT`` in its environment); the prompter is driven from a worker thread, as
+paramiko's authentication and asyncssh's key loading drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tunnelauth.askpass import AskpassServer
+from tunnelauth.flow import _ssh_asker
+from tunnelauth.transports.prompts import RETRY, Prompter
+
+FIDO_NOTICE = "Confirm user presence for key ED25519-SK SHA256:2Yh1mGPXJx7Mbjq0h2YbuHn3OMjlKr"
+
+
+class Said:
+    """A reporter that keeps what it was told (only what the asker uses)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.lines.append(f"warn: {message}")
+
+    def prompt(self, text: str, secret: bool, *, origin: str = "remote") -> None:
+        self.lines.append(f"prompt({origin}, secret={secret}): {text}")
+
+    def prompt_done(self) -> None:
+        self.lines.append("prompt done")
+
+
+class Typed:
+    """A terminal where the user types ``answers`` in turn."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.reads: list[bool] = []
+
+    async def read_line(self, *, secret: bool, timeout: float) -> str | None:
+        self.reads.append(secret)
+        return self.answers.pop(0) if self.answers else None
+
+
+async def _askpass(env: dict[str, str], prompt: str, hint: str | None) -> tuple[int, bytes]:
+    """Run the askpass script as ssh would; returns its exit status and what it printed."""
+    child_env = {**os.environ, **env}
+    child_env.pop("SSH_ASKPASS_PROMPT", None)
+    if hint is not None:
+        child_env["SSH_ASKPASS_PROMPT"] = hint
+    proc = await asyncio.create_subprocess_exec(
+        env["SSH_ASKPASS"],
+        prompt,
+        env=child_env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out
+
+
+def test_askpass_carries_questions_and_answers(tmp_path: Path) -> None:
+    said, typed = Said(), Typed("the-passphrase", "yes")
+
+    async def main() -> list[tuple[int, bytes]]:
+        server = AskpassServer(str(tmp_path), _ssh_asker(said, typed))  # type: ignore[arg-type]
+        env = await server.start()
+        try:
+            return [
+                await _askpass(env, "Enter passphrase for key '/home/u/.ssh/id_ed25519': ", ""),
+                await _askpass(env, "Allow use of key? (yes/no) ", "confirm"),
+                await _askpass(env, FIDO_NOTICE, "none"),
+                await _askpass(env, "user@host's password: ", ""),  # nothing more is typed
+            ]
+        finally:
+            await server.close()
+
+    results = asyncio.run(main())
+    assert results == [(0, b"the-passphrase\n"), (0, b"yes\n"), (0, b"\n"), (1, b"")]
+    assert typed.reads == [True, False, True], "secrets are read without echo, the notice not read"
+    assert said.lines == [
+        "prompt(ssh, secret=True): Enter passphrase for key '/home/u/.ssh/id_ed25519':",
+        "prompt done",
+        "prompt(ssh, secret=False): Allow use of key? (yes/no)",
+        "prompt done",
+        f"warn: ssh: {FIDO_NOTICE}",
+        "prompt(ssh, secret=True): user@host's password:",
+        "prompt done",
+    ]
+    assert list(tmp_path.iterdir()) == [], "the socket and the script are removed"
+
+
+def test_askpass_without_tunnelauth_listening_refuses(tmp_path: Path) -> None:
+    async def main() -> tuple[int, bytes]:
+        server = AskpassServer(str(tmp_path), _ssh_asker(Said(), Typed("x")))  # type: ignore[arg-type]
+        env = await server.start()
+        script = Path(env["SSH_ASKPASS"]).read_text()
+        await server.close()
+        kept = tmp_path / "askpass"
+        kept.write_text(script)
+        kept.chmod(0o700)
+        return await _askpass(env, "Password: ", "")
+
+    assert asyncio.run(main()) == (1, b"")
+
+
+def _in_a_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    """Start ``fn`` on a worker thread; its result (or exception) lands in the list."""
+    out: list[Any] = []
+
+    def work() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, out
+
+
+def test_a_worker_thread_asks_through_the_flow() -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def ask(prompt: str, hint: str) -> str | None:
+        asked.append((prompt, hint))
+        return {"": "hunter2", "confirm": "maybe" if len(asked) < 3 else "yes"}[hint]
+
+    async def main() -> list[Any]:
+        prompter = Prompter()
+        prompter.bind(ask)
+        thread, out = _in_a_thread(
+            lambda: (
+                prompter.ask_blocking("Enter passphrase for key '/k': "),
+                prompter.confirm_key_blocking("Are you sure (yes/no/[fingerprint])? ", "SHA256:x"),
+            )
+        )
+        await asyncio.to_thread(thread.join, 30)
+        assert not prompter.prompting
+        return out
+
+    assert asyncio.run(main()) == [("hunter2", True)]
+    assert asked == [
+        ("Enter passphrase for key '/k': ", ""),
+        ("Are you sure (yes/no/[fingerprint])? ", "confirm"),
+        (RETRY, "confirm"),
+    ]
+
+
+def test_closing_ends_a_question_a_thread_waits_for() -> None:
+    async def main() -> list[Any]:
+        started = asyncio.Event()
+
+        async def ask(prompt: str, hint: str) -> str | None:
+            started.set()
+            await asyncio.Event().wait()  # the user never answers
+            return None
+
+        prompter = Prompter()
+        prompter.bind(ask)
+        thread, out = _in_a_thread(lambda: prompter.ask_blocking("Password: "))
+        await asyncio.wait_for(started.wait(), 30)
+        assert prompter.prompting, "the connect deadline must pause while the user types"
+        prompter.cancel()
+        await asyncio.to_thread(thread.join, 30)
+        assert not thread.is_alive()
+        return out
+
+    (outcome,) = asyncio.run(main())
+    assert isinstance(outcome, BaseException), outcome
+
+
+def test_on_the_loop_thread_the_terminal_is_asked_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting on the loop from its own thread would hang forever: ask the terminal instead."""
+    monkeypatch.setattr("getpass.getpass", lambda prompt: f"typed for {prompt}")
+
+    async def never(prompt: str, hint: str) -> str | None:
+        raise AssertionError("the flow's asker cannot answer from its own loop thread")
+
+    async def main() -> str | None:
+        prompter = Prompter()
+        prompter.bind(never)
+        return prompter.ask_blocking("Password: ")
+
+    assert asyncio.run(main()) == "typed for Password: "

@@ -1,0 +1,140 @@
+"""The questions a library transport (asyncssh, paramiko) asks the user, asked through the flow.
+
+The flow gives every transport the asker it gives OpenSSH's askpass (``set_asker``): it pauses
+the live display, reads the answer with echo off for a secret, and has a deadline. Passwords,
+keyboard-interactive questions, key passphrases and host-key confirmations all go through it,
+from the event loop or from a worker thread (paramiko authenticates in one; asyncssh loads keys
+in one). A transport used on its own, without a flow, asks the terminal directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import getpass
+import sys
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from tunnelauth import hostkeys
+from tunnelauth.askpass import Asker
+
+SECRET = ""  # the asker's hints, as OpenSSH's SSH_ASKPASS_PROMPT: a secret (no echo),
+CONFIRM = "confirm"  # an answer that may be shown,
+NOTICE = "none"  # or a notice that needs no answer
+T = TypeVar("T")
+RETRY = "Please type 'yes', 'no' or the fingerprint: "
+
+
+class Prompter:
+    """Asks through the flow's asker once bound, else on the terminal."""
+
+    def __init__(self) -> None:
+        self._ask: Asker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self.asked: list[str] = []  # the questions asked, for messages
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+
+    def bind(self, ask: Asker) -> None:
+        """Ask through ``ask`` on the running loop from now on."""
+        self._ask = ask
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def bound(self) -> bool:
+        """Whether the flow's asker answers (so questions may wait for a free event loop)."""
+        return self._ask is not None
+
+    @property
+    def prompting(self) -> bool:
+        """Whether a question is waiting for the user (connect deadlines pause meanwhile)."""
+        return self._waiting > 0
+
+    def _count(self, step: int) -> None:
+        with self._lock:
+            self._waiting += step
+
+    async def ask(self, prompt: str, hint: str = SECRET) -> str | None:
+        """The user's answer, or None if there is none (refused, timed out, no terminal)."""
+        self.asked.append(prompt)
+        self._count(1)
+        try:
+            if self._ask is not None:
+                return await self._ask(prompt, hint)
+            if hint == NOTICE:
+                return ""
+            return await asyncio.to_thread(_terminal, prompt, hint)
+        finally:
+            self._count(-1)
+
+    def ask_blocking(self, prompt: str, hint: str = SECRET) -> str | None:
+        """``ask`` from a worker thread (on the loop's own thread: the terminal, directly)."""
+        if self._ask is None or self._loop is None or _on_a_loop():
+            self.asked.append(prompt)
+            self._count(1)
+            try:
+                return "" if hint == NOTICE else _terminal(prompt, hint)
+            finally:
+                self._count(-1)
+        return self._wait(self.ask(prompt, hint))
+
+    async def confirm_key(self, question: str, fingerprint: str) -> bool:
+        """ssh's yes/no/fingerprint question about an unknown host key (False without an answer)."""
+        while True:
+            answer = await self.ask(question, CONFIRM)
+            if answer is None:
+                return False
+            verdict = hostkeys.answer_accepts(answer, fingerprint)
+            if verdict is not None:
+                return verdict
+            question = RETRY
+
+    def confirm_key_blocking(self, question: str, fingerprint: str) -> bool:
+        """``confirm_key`` from a worker thread (the terminal's own question without a flow)."""
+        if self._ask is None or self._loop is None or _on_a_loop():
+            return hostkeys.ask_terminal(question, fingerprint)
+        return self._wait(self.confirm_key(question, fingerprint))
+
+    def _wait(self, question: Coroutine[Any, Any, T]) -> T:
+        """Run ``question`` on the loop and wait for it here (``cancel`` ends the wait)."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(question, self._loop)
+        with self._lock:
+            self._pending.add(future)
+        try:
+            return future.result()
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+
+    def cancel(self) -> None:
+        """End every question a worker thread waits for (the transport is closing)."""
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
+
+
+def _on_a_loop() -> bool:
+    """Whether this thread runs an event loop (waiting there for it would never end)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _terminal(prompt: str, hint: str) -> str | None:
+    """Ask on the terminal (never stdout: it may carry --json); None at end of input."""
+    try:
+        if hint == SECRET:
+            return getpass.getpass(prompt)
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+    except (EOFError, OSError):
+        return None
+    return line.rstrip("\n") if line else None
