@@ -9,6 +9,7 @@ non-interactive SSH command.
 
 from __future__ import annotations
 
+import base64
 import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -80,19 +81,38 @@ def remote_command(
 ) -> str:
     """The command line given to ssh: ``exec sh -c SCRIPT tunnelauth PROGRAM ARGS...``, quoted.
 
-    ``run_as`` runs it as that user through ``sudo`` (``-n`` unless ``interactive``: only a PTY
-    can answer a password prompt); ``hermes_home`` sets ``HERMES_HOME`` after sudo, which would
-    otherwise drop it.
+    ``hermes_home`` sets ``HERMES_HOME`` first. ``run_as`` runs all of it as that user with
+    ``sudo -u USER -i`` (``-n`` unless ``interactive``: only a PTY can answer a password
+    prompt), so it gets the user's login environment (PATH from the profile, HOME, the home
+    directory as working directory) and its tokens land in that user's ``~/.hermes``.
     """
     if not program or "\0" in program or any("\0" in a for a in args):
         raise ValueError("empty program or NUL byte in the remote command")
-    words = ["exec", *_prefix(hermes_home, run_as, interactive)]
-    words += ["sh", "-c", wrapper_script(), "tunnelauth", program, *args]
-    return " ".join(w if isinstance(w, _Expanded) else shlex.quote(w) for w in words)
+    words = ["sh", "-c", wrapper_script(), "tunnelauth", program, *args]
+    if hermes_home is not None:
+        if not hermes_home or "\0" in hermes_home:
+            raise ValueError("empty hermes home or NUL byte in it")
+        words = ["sh", "-c", _HOME_SETTER, "tunnelauth-home", hermes_home, *words]
+    command = "exec " + shlex.join(words)
+    if run_as is None:
+        return command
+    if not run_as or run_as.startswith("-") or "\0" in run_as:
+        raise ValueError(f"invalid run-as user {run_as!r}")
+    sudo = ["exec", "sudo", *([] if interactive else ["-n"]), "-u", run_as, "-i", "--", "env"]
+    carried = [f'"{name}=${name}"' for name in SESSION_VARIABLES]  # expanded before sudo
+    return " ".join([*sudo, *carried, "sh", "-c", shlex.quote(_for_login_shell(command))])
 
 
-class _Expanded(str):
-    """A word the remote login shell expands (a fixed ``"NAME=$NAME"``), so it is not quoted."""
+def _for_login_shell(command: str) -> str:
+    """``command`` as a ``sh -c`` script that survives ``sudo -i``.
+
+    ``sudo -i`` joins the command's words for the target's login shell, putting a backslash
+    before every character but letters, digits, ``_``, ``-`` and ``$``: a newline becomes a line
+    continuation and every ``$`` is expanded by that shell. So the command travels base64
+    encoded (letters, digits, ``+/=``) and is decoded by a script without a ``$`` in it.
+    """
+    blob = base64.b64encode(command.encode()).decode("ascii")
+    return f'eval "`printf %s {blob} | base64 -d`"'
 
 
 # sudo's env_reset drops these, yet they tell hermes the session is remote (so it prints the
@@ -105,26 +125,6 @@ _HOME_SETTER = (
     'h=$1; shift; case $h in "~/"*) h=$HOME/${h#"~/"} ;; esac; '
     'HERMES_HOME=$h; export HERMES_HOME; exec "$@"'
 )
-
-
-def _prefix(hermes_home: str | None, run_as: str | None, interactive: bool) -> list[str]:
-    """The words run before the wrapper: ``sudo -u USER -- env SSH_...`` and the home setter.
-
-    Not ``sudo -i``: it re-quotes the command for the target's login shell with backslashes,
-    which turns the wrapper script's newlines into line continuations. ``-H`` gives the
-    target user's HOME, and the wrapper searches that user's usual install places.
-    """
-    words: list[str] = []
-    if run_as is not None:
-        if not run_as or run_as.startswith("-") or "\0" in run_as:
-            raise ValueError(f"invalid run-as user {run_as!r}")
-        words += ["sudo", "-H", *([] if interactive else ["-n"]), "-u", run_as, "--", "env"]
-        words += [_Expanded(f'"{name}=${name}"') for name in SESSION_VARIABLES]
-    if hermes_home is not None:
-        if not hermes_home or "\0" in hermes_home:
-            raise ValueError("empty hermes home or NUL byte in it")
-        words += ["sh", "-c", _HOME_SETTER, "tunnelauth-home", hermes_home]
-    return words
 
 
 def settings_command(

@@ -57,6 +57,6 @@ def test_hermes_home_prefix_expands_tilde_for_the_remote_user(tmp_path: Path) ->
 def test_run_as_uses_sudo_without_prompting_unless_interactive() -> None:
     carried = 'env "SSH_CLIENT=$SSH_CLIENT" "SSH_CONNECTION=$SSH_CONNECTION" "SSH_TTY=$SSH_TTY" '
     batch = remote_command("hermes", ["--version"], run_as="agent")
-    assert batch.startswith(f"exec sudo -H -n -u agent -- {carried}sh -c ")
+    assert batch.startswith(f"exec sudo -n -u agent -i -- {carried}sh -c ")
     tty = remote_command("hermes", ["--version"], run_as="agent", interactive=True)
-    assert tty.startswith(f"exec sudo -H -u agent -- {carried}sh -c ")
+    assert tty.startswith(f"exec sudo -u agent -i -- {carried}sh -c ")

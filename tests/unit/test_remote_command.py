@@ -92,3 +92,56 @@ def test_profile_and_server_names_reach_hermes_as_arguments(home: Path, tmp_path
         "login",
         "linear",
     ]
+
+
+# Stands in for `sudo -u USER -i -- CMD...` as far as the command line goes (the real sudo is
+# exercised on the bed): every character of CMD but letters, digits, `_`, `-` and `$` gets a
+# backslash, and the words joined with spaces run under the target's login shell with `-c`.
+SUDO_I = """#!/usr/bin/env python3
+import os, sys
+args = sys.argv[1:]
+words = args[args.index("--") + 1:]
+assert "-i" in args[:args.index("--")]
+escaped = ["".join(c if c.isalnum() or c in "_-$" else "\\\\" + c for c in w) for w in words]
+shell = os.environ["LOGIN_SHELL"]
+os.execv(shell, [shell, "-c", " ".join(escaped)])
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_as_another_user_the_command_survives_sudo_i_quoting(
+    shell: str, home: Path, tmp_path: Path
+) -> None:
+    """Newlines, quotes and `$` reach hermes as typed; nothing is expanded by the login shell."""
+    standin = tmp_path / "sbin"
+    standin.mkdir()
+    (standin / "sudo").write_text(SUDO_I)
+    (standin / "sudo").chmod(0o755)
+    canary = tmp_path / "canary"
+    nasty = [f"$(touch {canary})", "$HOME", "a\nb", 'it\'s "quoted"', "`id`", "\\x"]
+    command = remote_command(
+        "hermes", ["auth", *nasty], run_as="svc", hermes_home="~/.hermes-svc", interactive=True
+    )
+    assert command.startswith("exec sudo -u svc -i -- env ")
+    env = {
+        "HOME": str(home),
+        "PATH": f"{standin}:/usr/bin:/bin",
+        "ARGV_OUT": str(tmp_path / "argv.json"),
+        "LOGIN_SHELL": shutil.which(shell) or shell,
+        "SSH_CLIENT": "10.0.0.1 50000 22",
+    }
+    show_env = ECHO_ARGV.replace(
+        '"unbuffered"',
+        '"hermes_home": os.environ.get("HERMES_HOME"), '
+        '"ssh_client": os.environ.get("SSH_CLIENT"), "unbuffered"',
+    )
+    (home / ".local" / "bin" / "hermes").write_text(show_env)
+    result = subprocess.run(
+        [shell, "-c", command], env=env, capture_output=True, text=True, timeout=20, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "argv.json").read_text())
+    assert data["argv"] == ["auth", *nasty]
+    assert data["hermes_home"] == f"{home}/.hermes-svc"
+    assert data["ssh_client"] == "10.0.0.1 50000 22"
+    assert not canary.exists()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shlex
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +40,21 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
     def __init__(
         self,
         batch: bool,
-        policy: str = "yes",
+        lookup: Callable[[str], str | None] = lambda option: None,
         known: Any = None,
         add_to: str | None = None,
         *,
         prompter: Prompter | None = None,
         label: str = "",
         accepted_key: Any = None,
-        password_tries: int = 3,
     ) -> None:
         self.batch = batch
-        self.policy = policy  # StrictHostKeyChecking for an unknown key (hostkeys.POLICIES)
+        self.lookup = lookup  # an option's value in the user's ssh config for this host
         self.known = known  # the known_hosts checked, to tell a changed key from a new one
         self.add_to = add_to  # the user's known_hosts file an accepted new key is added to
         self.prompter = prompter or Prompter()
         self.label = label  # user@host, as ssh names it in its password question
         self.accepted_key = accepted_key  # a new key the user accepted on the first attempt
-        self.password_tries = password_tries  # NumberOfPasswordPrompts, as ssh reads it
         self.offered_key: Any = None
         self.ask_about_key = False  # the question is asked once asyncssh has given up
         self.changed = False
@@ -65,6 +65,21 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
     def prompting(self) -> bool:
         """The connect deadline pauses while the user types."""
         return self.confirming or self.prompter.prompting
+
+    # Read from the config only when needed (an unknown key, a password): asyncssh does not
+    # parse these options, and the reader used for them costs ~60 ms of imports.
+    @functools.cached_property
+    def policy(self) -> str:
+        """StrictHostKeyChecking for an unknown key (hostkeys.POLICIES)."""
+        policy = hostkeys.normalize_policy(self.lookup("StrictHostKeyChecking"), accept_new=False)
+        if policy == "ask" and hostkeys.never_asks(self.lookup("BatchMode")):
+            policy = "yes"  # the user's BatchMode: ssh would refuse rather than ask
+        return policy
+
+    @functools.cached_property
+    def password_tries(self) -> int:
+        """NumberOfPasswordPrompts, as ssh reads it (default 3)."""
+        return _password_tries(self.lookup("NumberOfPasswordPrompts"))
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
         # Called only for a key known_hosts does not trust: keep it for the message.
@@ -403,19 +418,11 @@ class AsyncSSHTransport:
         known = _known_hosts(options.config)
         kwargs["known_hosts"] = known
         kwargs["tunnel"] = tunnel
-        paths = self._config_paths(with_overrides=final)
-        policy = hostkeys.normalize_policy(hostkeys.config_policy(paths, host), accept_new=False)
-        if policy == "ask" and hostkeys.never_asks(hostkeys.config_value(paths, host, "BatchMode")):
-            policy = "yes"  # the user's BatchMode: ssh would refuse rather than ask
+        lookup = partial(hostkeys.config_value, self._config_paths(with_overrides=final), host)
         user_files: Any = options.config.get("UserKnownHostsFile", None)
         add_to = str(user_files[0]) if user_files else "~/.ssh/known_hosts"
-        tries = _password_tries(hostkeys.config_value(paths, host, "NumberOfPasswordPrompts"))
-        asking: dict[str, Any] = {
-            "prompter": self.prompter,
-            "label": f"{options.username}@{host}",
-            "password_tries": tries,
-        }
-        client = _Client(self.batch, policy, known, add_to, **asking)
+        asking: dict[str, Any] = {"prompter": self.prompter, "label": f"{options.username}@{host}"}
+        client = _Client(self.batch, lookup, known, add_to, **asking)
         kwargs["client_factory"] = lambda: client
         try:
             conn = await self._connect_with_deadline(host, kwargs, client)
@@ -429,7 +436,7 @@ class AsyncSSHTransport:
                 raise
             client.remember(host, options.port, key)
             # Once more, with the key the user accepted (nothing was authenticated yet).
-            again = _Client(self.batch, policy, known, add_to, **asking, accepted_key=key)
+            again = _Client(self.batch, lookup, known, add_to, **asking, accepted_key=key)
             kwargs["client_factory"] = lambda: again
             conn = await self._connect_with_deadline(host, kwargs, again)
         self._conns.append(conn)

@@ -769,7 +769,8 @@ def _keys(eff: _Effective, prompter: Prompter | None) -> list[Any]:
                 secret = prompter.ask_blocking(f"Enter passphrase for key '{path}': ")
             if secret is not None:  # a wrong passphrase skips the key, as ssh does at the end
                 with contextlib.suppress(paramiko.SSHException, ValueError):
-                    keys.append(paramiko.PKey.from_path(path, secret))
+                    # bytes, whatever the annotation says: cryptography refuses a str here
+                    keys.append(paramiko.PKey.from_path(path, secret.encode()))  # type: ignore[arg-type]
         except (paramiko.SSHException, OSError, ValueError):
             continue  # a file paramiko cannot read is skipped, as ssh skips unusable keys
     return keys
