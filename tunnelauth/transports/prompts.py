@@ -37,6 +37,7 @@ class Prompter:
         self._waiting = 0
         self.asked: list[str] = []  # the questions asked, for messages
         self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._closed = False
 
     def bind(self, ask: Asker) -> None:
         """Ask through ``ask`` on the running loop from now on."""
@@ -104,6 +105,9 @@ class Prompter:
         future = asyncio.run_coroutine_threadsafe(question, self._loop)
         with self._lock:
             self._pending.add(future)
+            closed = self._closed
+        if closed:  # cancel() ran before this wait was registered
+            future.cancel()
         try:
             return future.result()
         finally:
@@ -111,8 +115,9 @@ class Prompter:
                 self._pending.discard(future)
 
     def cancel(self) -> None:
-        """End every question a worker thread waits for (the transport is closing)."""
+        """End every question a worker thread waits for, and any asked later (closing)."""
         with self._lock:
+            self._closed = True
             pending = list(self._pending)
         for future in pending:
             future.cancel()
