@@ -14,11 +14,10 @@ from typing import Annotated, Any
 import typer
 
 from tunnelauth import __version__
-from tunnelauth.cmdline import OPTION_SPECS, build_settings, normalize_argv, start_master
+from tunnelauth.cmdline import OPTION_SPECS, build_settings, normalize_argv
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
-from tunnelauth.report import Reporter
 from tunnelauth.status import ExitStatus
 
 _METAVARS = {
@@ -182,47 +181,9 @@ _RUN_COMMAND: list[str] = []
 
 
 def _login(name: str, options: dict[str, Any]) -> None:
-    from tunnelauth.terminal import modes_kept
+    from tunnelauth import login
 
-    # However the run ends (errors included), the terminal's modes are written back as found.
-    with modes_kept():
-        _run_login(name, options)
-
-
-def _run_login(name: str, options: dict[str, Any]) -> None:
-    start_master(name, options, _RUN_COMMAND)  # batch runs: it authenticates meanwhile
-    from tunnelauth import flow, postlogin
-
-    # Made before the settings, so a bad option or config still ends the JSON stream properly.
-    reporter = _reporter(options)
-    try:
-        settings = build_settings(name, options, run_command=_RUN_COMMAND)
-        hook = postlogin.after_login if settings.verify or settings.replace else None
-        flow.run(settings, reporter, after_success=hook)
-    except TunnelauthError as exc:
-        lines = list(getattr(exc, "last_lines", []))
-        reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))
-        exc.reported = True
-        raise
-    except Exception as exc:
-        reporter.finish(False, f"internal error: {exc!r}", None, [], exit_status=ExitStatus.ERROR)
-        raise
-    finally:
-        reporter.close()
-    reporter.finish(True, "logged in", None, [], exit_status=ExitStatus.OK)
-
-
-def _reporter(options: dict[str, Any]) -> Reporter:
-    """Human output on stderr; with --json, events on stdout as well."""
-    from tunnelauth.render import ConsoleReporter
-
-    verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
-    human = ConsoleReporter(verbosity=verbosity)
-    if not options.get("json"):
-        return human
-    from tunnelauth.jsonout import JsonReporter
-
-    return JsonReporter(inner=human, host=str(options.get("host") or ""))
+    login.login(name, options, _RUN_COMMAND)
 
 
 def _no_login_flags(command: str, options: dict[str, Any]) -> None:
@@ -276,11 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Without standalone mode, click returns a typer.Exit's code instead of raising it.
         result = app(args=args, prog_name="tunnelauth", standalone_mode=False)
     except TunnelauthError as exc:
-        if not exc.reported:
-            sys.stderr.write(f"tunnelauth: {exc.message}\n")
-            if exc.hint:
-                sys.stderr.write(f"  {exc.hint}\n")
-        return int(exc.status)
+        from tunnelauth.login import error_status
+
+        return error_status(exc)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:

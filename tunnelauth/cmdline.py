@@ -125,17 +125,6 @@ _CONVERTERS: dict[Any, Any] = {
 }
 
 
-def early_start(argv: Sequence[str]) -> None:
-    """For a batch login on the OpenSSH transport, start its master now (see transports.early).
-
-    Whatever is wrong with the command line is left for the typer app to report.
-    """
-    parsed = parse_login(argv)
-    if parsed is not None:
-        name, options, run_command = parsed
-        start_master(name, options, run_command)
-
-
 def start_master(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
     """Start the target's master in a batch run on the OpenSSH transport (once per target)."""
     try:

@@ -22,10 +22,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: list[str]) -> int:
-    """Dispatch: the version here, everything else to the CLI.
+    """Dispatch: the version here, a plain login line straight to the login, the rest to typer.
 
-    A batch login's SSH master is started before the CLI (typer) is even imported, so ssh
-    authenticates while the rest loads; a master the run never adopted is ended afterwards.
+    A login read without typer (``cmdline.parse_login``: only lines typer would read the same
+    way) never imports it, and in a batch run its SSH master starts before the heavy imports,
+    so ssh authenticates while they load. A master the run never adopted is ended afterwards.
     """
     if args == ["--version"] or args == ["-V"]:
         from tunnelauth import __version__
@@ -33,9 +34,15 @@ def _run(args: list[str]) -> int:
         sys.stdout.write(f"tunnelauth {__version__}\n")
         return 0
     try:
-        from tunnelauth.cmdline import early_start
+        from tunnelauth.cmdline import parse_login
 
-        early_start(args)
+        # Shell completion asks typer through the environment: leave those runs to it.
+        completing = any(name.startswith("_TUNNELAUTH_COMPLETE") for name in os.environ)
+        parsed = None if completing else parse_login(args)
+        if parsed is not None:
+            from tunnelauth import login
+
+            return login.run(*parsed)
         from tunnelauth.cli import main as cli_main
 
         return cli_main(args)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tunnelauth import cli
-from tunnelauth.cmdline import early_start, parse_login
+from tunnelauth.cmdline import parse_login, start_master
 
 
 def typer_reading(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
@@ -85,9 +89,38 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("TUNNELAUTH_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
-    early_start(["spotify", "user@host"])
-    assert started == []
-    early_start(["spotify", "user@host", "--backend", "paramiko", "--batch"])
-    assert started == []
-    early_start(["spotify", "user@host", "-p", "2200", "--batch"])
+    for argv in (
+        ["spotify", "user@host"],
+        ["spotify", "user@host", "--backend", "paramiko", "--batch"],
+        ["spotify", "user@host", "-p", "2200", "--batch"],
+    ):
+        parsed = parse_login(argv)
+        assert parsed is not None
+        start_master(*parsed)
+        assert len(started) == (1 if "2200" in argv else 0)
     assert [t.host for t in started] == ["user@host"]  # type: ignore[attr-defined]
+
+
+def test_a_login_line_runs_without_importing_typer(tmp_path: Path) -> None:
+    """The whole login (here: refused at a closed local port) runs with typer never loaded."""
+    probe = (
+        "import sys\n"
+        "from tunnelauth.entry import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('typer' in sys.modules, code)\n"
+    )
+    before = set(glob.glob("/tmp/tunnelauth-*"))
+    argv = ["spotify", "user@127.0.0.1", "-p", "1", "-F", os.devnull, "--batch"]
+    env = {**os.environ, "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.split() == ["False", "3"], result
+    assert "127.0.0.1" in result.stderr and "refused" in result.stderr.lower(), result.stderr
+    assert set(glob.glob("/tmp/tunnelauth-*")) <= before, "a temp dir was left behind"

@@ -1,0 +1,82 @@
+"""A login from parsed options to its exit status, without typer.
+
+The typer app (``cli``) calls ``login`` for every login command. The entry point calls
+``run`` directly for a login command line that ``cmdline.parse_login`` reads as typer would,
+so a login never waits for typer's import (~50 ms before the first SSH packet).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tunnelauth.cmdline import build_settings, start_master
+from tunnelauth.errors import TunnelauthError
+from tunnelauth.report import Reporter
+from tunnelauth.status import ExitStatus
+
+
+def run(name: str, options: dict[str, Any], run_command: Sequence[str]) -> int:
+    """Run one login and return its exit status (errors not yet shown are printed)."""
+    try:
+        login(name, options, run_command)
+    except TunnelauthError as exc:
+        return error_status(exc)
+    except KeyboardInterrupt:
+        return int(ExitStatus.INTERRUPTED)
+    return int(ExitStatus.OK)
+
+
+def error_status(exc: TunnelauthError) -> int:
+    """Print an error no reporter has shown yet; return its exit status."""
+    if not exc.reported:
+        sys.stderr.write(f"tunnelauth: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"  {exc.hint}\n")
+    return int(exc.status)
+
+
+def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
+    """Run one login; raises a TunnelauthError naming the exit status on failure."""
+    from tunnelauth.terminal import modes_kept
+
+    # However the run ends (errors included), the terminal's modes are written back as found.
+    with modes_kept():
+        _login(name, options, run_command)
+
+
+def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
+    start_master(name, options, run_command)  # batch runs: it authenticates meanwhile
+    from tunnelauth import flow, postlogin
+
+    # Made before the settings, so a bad option or config still ends the JSON stream properly.
+    reporter = reporter_for(options)
+    try:
+        settings = build_settings(name, options, run_command=run_command)
+        hook = postlogin.after_login if settings.verify or settings.replace else None
+        flow.run(settings, reporter, after_success=hook)
+    except TunnelauthError as exc:
+        lines = list(getattr(exc, "last_lines", []))
+        reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))
+        exc.reported = True
+        raise
+    except Exception as exc:
+        reporter.finish(False, f"internal error: {exc!r}", None, [], exit_status=ExitStatus.ERROR)
+        raise
+    finally:
+        reporter.close()
+    reporter.finish(True, "logged in", None, [], exit_status=ExitStatus.OK)
+
+
+def reporter_for(options: dict[str, Any]) -> Reporter:
+    """Human output on stderr; with --json, events on stdout as well."""
+    from tunnelauth.render import ConsoleReporter
+
+    verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
+    human = ConsoleReporter(verbosity=verbosity)
+    if not options.get("json"):
+        return human
+    from tunnelauth.jsonout import JsonReporter
+
+    return JsonReporter(inner=human, host=str(options.get("host") or ""))
