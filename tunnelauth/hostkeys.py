@@ -62,6 +62,10 @@ def never_asks(value: str | None) -> bool:
     return (value or "").strip().lower() in ("yes", "true")
 
 
+# Asked again after an answer that is neither yes, no nor the fingerprint.
+RETRY_QUESTION = "Please type 'yes', 'no' or the fingerprint: "
+
+
 def question(host: str, key_type: str, fingerprint: str) -> str:
     """The question ssh asks about an unknown host key."""
     return (
@@ -97,7 +101,7 @@ def ask_terminal(text: str, fingerprint: str, tty: str = "/dev/tty") -> bool:
             verdict = answer_accepts(line, fingerprint)
             if verdict is not None:
                 return verdict
-            os.write(fd, b"Please type 'yes', 'no' or the fingerprint: ")
+            os.write(fd, RETRY_QUESTION.encode())
     finally:
         os.close(fd)
 

@@ -24,7 +24,7 @@ SECRET = ""  # the asker's hints, as OpenSSH's SSH_ASKPASS_PROMPT: a secret (no 
 CONFIRM = "confirm"  # an answer that may be shown,
 NOTICE = "none"  # or a notice that needs no answer
 T = TypeVar("T")
-RETRY = "Please type 'yes', 'no' or the fingerprint: "
+RETRY = hostkeys.RETRY_QUESTION
 
 
 class Prompter:
