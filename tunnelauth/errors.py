@@ -38,6 +38,18 @@ class SSHError(TunnelauthError):
         self.stderr_tail = stderr_tail
 
 
+def no_terminal_error(host: str) -> SSHError:
+    """The server refused the login a PTY (the same message from every transport)."""
+    return SSHError(
+        f"{host} refused the login a terminal (PTY); without one the login could not be "
+        "ended together with the connection, so it was not started",
+        host=host,
+        hint="the server has `PermitTTY no`, or the key is marked `no-pty` in "
+        "~/.ssh/authorized_keys (or a forced command); log in with a key or user that may "
+        "have a terminal",
+    )
+
+
 class HostKeyError(SSHError):
     """The server's host key is unknown, changed or was refused."""
 

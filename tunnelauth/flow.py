@@ -30,6 +30,7 @@ from tunnelauth.errors import (
     SSHError,
     TimedOutError,
     TunnelauthError,
+    no_terminal_error,
 )
 from tunnelauth.events import (
     AuthorizeUrl,
@@ -46,7 +47,7 @@ from tunnelauth.hints import HintFilter
 from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
 from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for
 from tunnelauth.providers import PROVIDERS
-from tunnelauth.remote import NOT_FOUND_MARKER, settings_command
+from tunnelauth.remote import NO_TTY_MARKER, NO_TTY_STATUS, NOT_FOUND_MARKER, settings_command
 from tunnelauth.report import Reporter, Stage
 from tunnelauth.sanitize import redact, strip
 from tunnelauth.settings import Settings
@@ -184,6 +185,8 @@ class Login:
     def _judge(self, exit_status: int | None) -> None:
         """Decide the outcome from the status line and the exit status; raise on failure."""
         status, lines = self.status, list(self.last_lines)
+        if exit_status == NO_TTY_STATUS and any(NO_TTY_MARKER in line for line in lines):
+            raise no_terminal_error(self.settings.target.host)
         missing = status is not None and status.outcome is Outcome.NOT_FOUND
         if missing or (exit_status == 127 and any(NOT_FOUND_MARKER in line for line in lines)):
             raise CommandNotFoundError(

@@ -22,6 +22,11 @@ PTY_COLUMNS = 1000
 
 NOT_FOUND_MARKER = "tunnelauth: remote command not found:"
 
+# What the login's wrapper prints, and its exit status, when the session has no terminal
+# (the server refused the PTY): the login is then never started, as it would outlive us.
+NO_TTY_MARKER = "tunnelauth: no terminal on the remote"
+NO_TTY_STATUS = 126
+
 # Where hermes (and other user-installed CLIs) usually live when they are not on the PATH.
 SEARCH_DIRS: tuple[str, ...] = (
     "$HOME/.local/bin",
@@ -49,7 +54,7 @@ case $want in
 esac"""
 
 _SCRIPT = """\
-stty -echo cols {cols} 2>/dev/null
+{tty_check}stty -echo cols {cols} 2>/dev/null
 export PYTHONUNBUFFERED=1 COLUMNS={cols}
 want=$1; shift
 {lookup}
@@ -66,9 +71,19 @@ def lookup_snippet() -> str:
     return _LOOKUP.format(dirs=" ".join(f'"{d}"' for d in SEARCH_DIRS))
 
 
-def wrapper_script() -> str:
-    """The POSIX sh script that locates the binary and execs it with the given arguments."""
-    return _SCRIPT.format(cols=PTY_COLUMNS, lookup=lookup_snippet(), marker=NOT_FOUND_MARKER)
+_TTY_CHECK = "[ -t 0 ] || {{ printf '%s\\n' '{marker}'; exit {status}; }}\n"
+
+
+def wrapper_script(*, need_tty: bool = False) -> str:
+    """The POSIX sh script that locates the binary and execs it with the given arguments.
+
+    With ``need_tty`` it first checks that it runs on a terminal, and else prints
+    ``NO_TTY_MARKER`` and exits ``NO_TTY_STATUS`` without starting anything.
+    """
+    check = _TTY_CHECK.format(marker=NO_TTY_MARKER, status=NO_TTY_STATUS) if need_tty else ""
+    return _SCRIPT.format(
+        tty_check=check, cols=PTY_COLUMNS, lookup=lookup_snippet(), marker=NOT_FOUND_MARKER
+    )
 
 
 def remote_command(
@@ -78,6 +93,7 @@ def remote_command(
     hermes_home: str | None = None,
     run_as: str | None = None,
     interactive: bool = False,
+    need_tty: bool = False,
 ) -> str:
     """The command line given to ssh: ``exec sh -c SCRIPT tunnelauth PROGRAM ARGS...``, quoted.
 
@@ -85,10 +101,11 @@ def remote_command(
     ``sudo -u USER -i`` (``-n`` unless ``interactive``: only a PTY can answer a password
     prompt), so it gets the user's login environment (PATH from the profile, HOME, the home
     directory as working directory) and its tokens land in that user's ``~/.hermes``.
+    ``need_tty``: start nothing unless the session has a terminal (see ``wrapper_script``).
     """
     if not program or "\0" in program or any("\0" in a for a in args):
         raise ValueError("empty program or NUL byte in the remote command")
-    words = ["sh", "-c", wrapper_script(), "tunnelauth", program, *args]
+    words = ["sh", "-c", wrapper_script(need_tty=need_tty), "tunnelauth", program, *args]
     if hermes_home is not None:
         if not hermes_home or "\0" in hermes_home:
             raise ValueError("empty hermes home or NUL byte in it")
@@ -130,11 +147,15 @@ _HOME_SETTER = (
 def settings_command(
     settings: Settings, args: Sequence[str], *, program: str | None = None, pty: bool = False
 ) -> str:
-    """``remote_command`` for ``program`` (default: the settings') as the settings' user/home."""
+    """``remote_command`` for ``program`` (default: the settings') as the settings' user/home.
+
+    ``pty``: the command runs on a PTY, so sudo may ask there, and nothing starts without one.
+    """
     return remote_command(
         program or settings.program,
         args,
         hermes_home=settings.hermes_home,
         run_as=settings.run_as,
         interactive=pty and not settings.batch,
+        need_tty=pty,
     )

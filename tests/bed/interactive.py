@@ -72,6 +72,12 @@ Host remote-key
   ProxyJump bastion
   IdentityFile {passphrase_key}
   BatchMode no
+Host remote-nopty
+  HostName {remote_ip}
+  Port 22
+  ProxyJump bastion
+  IdentityFile {nopty_key}
+  IdentitiesOnly yes
 Host remote-otp
   HostName {remote_ip}
   Port {otp_port}
@@ -240,9 +246,13 @@ def _build(extra: Interactive) -> None:
     passphrase_key = key_dir / "id_ed25519"
     keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-C", KEY_COMMENT, "-N", extra.passphrase]
     run([*keygen, "-f", str(passphrase_key)])
+    # remote-nopty: the main remote sshd, reached with a key that may not have a terminal.
+    nopty_key = key_dir / "id_ed25519_nopty"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-C", KEY_COMMENT, "-N", "", "-f", str(nopty_key)])
     authorized = bed.home / ".ssh" / "authorized_keys"
     with authorized.open("a") as out:
         out.write(Path(f"{passphrase_key}.pub").read_text())
+        out.write("no-pty " + Path(f"{nopty_key}.pub").read_text())
     known = bed.tmp / "known_hosts_interactive"
     lines = []
     for host, key in keys.items():
@@ -255,6 +265,7 @@ def _build(extra: Interactive) -> None:
         otp_port=OTP_PORT,
         known_hosts=known,
         passphrase_key=passphrase_key,
+        nopty_key=nopty_key,
     )
     extra.ssh_config.write_text(blocks + bed.ssh_config.read_text())
     extra.ssh_config.chmod(0o600)

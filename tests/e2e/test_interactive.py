@@ -284,3 +284,29 @@ def _record_of(extra: interactive.Interactive, user: str, flow: str) -> dict[str
     path = extra.home_of(user) / ".hermes" / "fake-record" / f"{flow}.json"
     data: dict[str, object] = json.loads(path.read_text())
     return data
+
+
+
+
+@pytest.mark.parametrize("provider", ["xai", "spotify"])
+def test_a_server_that_refuses_a_terminal_gets_a_clear_error_and_no_login(
+    fresh: interactive.Interactive, tmp_path: Path, backend: str, provider: str
+) -> None:
+    # remote-nopty's key is marked no-pty: without a PTY the login would not end with the
+    # connection, so it must not start at all (the fixture checks nothing runs there after).
+    fresh.bed.set_fake(spotify_client_id="tunnelauth-test-client")
+    result = tunnelauth(
+        fresh.bed,
+        provider,
+        "remote-nopty",
+        tmp=tmp_path,
+        ssh_config=fresh.ssh_config,
+        deadline=30,
+        backend=backend,
+    )
+    assert result.code == ExitStatus.SSH_FAILED, result
+    assert "refused the login a terminal (PTY)" in result.stderr, result
+    assert "no-pty" in result.stderr, result  # the hint names the likely cause
+    assert fresh.bed.fake_record("xai-oauth") is None
+    assert fresh.bed.fake_record("spotify") is None
+    assert result.dom == "", "a browser was opened for a login that never started"

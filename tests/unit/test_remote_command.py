@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tunnelauth.providers import hermes_args
-from tunnelauth.remote import NOT_FOUND_MARKER, remote_command
+from tunnelauth.remote import NO_TTY_MARKER, NO_TTY_STATUS, NOT_FOUND_MARKER, remote_command
 
 SHELLS = [s for s in ("sh", "bash", "dash", "zsh") if shutil.which(s)]
 
@@ -145,3 +147,49 @@ def test_as_another_user_the_command_survives_sudo_i_quoting(
     assert data["hermes_home"] == f"{home}/.hermes-svc"
     assert data["ssh_client"] == "10.0.0.1 50000 22"
     assert not canary.exists()
+
+
+def _run_on_a_terminal(command: str, home: Path, tmp_path: Path) -> int:
+    """``sh -c command`` with a pseudo-terminal as stdin/stdout/stderr; its exit status."""
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")}
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            ["sh", "-c", command], stdin=terminal, stdout=terminal, stderr=terminal, env=env
+        )
+        os.close(terminal)
+        terminal = -1
+        while True:  # drain the terminal so the child never blocks on a full buffer
+            try:
+                if not os.read(controller, 4096):
+                    break
+            except OSError:  # EIO: the child closed its side
+                break
+        return proc.wait(timeout=20)
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+
+
+def test_a_login_without_a_terminal_starts_nothing(home: Path, tmp_path: Path) -> None:
+    # The PTY is what ends the login with the connection: without one it must not start.
+    command = remote_command("hermes", ["auth", "spotify", "login"], need_tty=True)
+    result = _run("sh", command, home, tmp_path)
+    assert result.returncode == NO_TTY_STATUS
+    assert result.stdout.strip() == NO_TTY_MARKER
+    assert not (tmp_path / "argv.json").exists(), "the login ran without a terminal"
+
+
+def test_a_login_on_a_terminal_runs(home: Path, tmp_path: Path) -> None:
+    command = remote_command("hermes", ["auth", "spotify", "login"], need_tty=True)
+    assert _run_on_a_terminal(command, home, tmp_path) == 0
+    argv = json.loads((tmp_path / "argv.json").read_text())["argv"]
+    assert argv == ["auth", "spotify", "login"]
+
+
+def test_commands_without_a_pty_need_no_terminal(home: Path, tmp_path: Path) -> None:
+    # Short commands run over exec without a PTY (version checks, post-login steps).
+    result = _run("sh", remote_command("hermes", ["--version"]), home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "argv.json").read_text())["argv"] == ["--version"]

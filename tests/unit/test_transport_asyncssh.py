@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -21,6 +22,7 @@ import pytest
 
 from tunnelauth.errors import HostKeyError, SSHError
 from tunnelauth.settings import SSHTarget
+from tunnelauth.transports import asyncssh_pty
 from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
 from tunnelauth.transports.base import Transport
 
@@ -191,7 +193,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 @contextlib.asynccontextmanager
-async def ssh_server(keys: tuple[Any, Path], directory: Path) -> AsyncIterator[Bed]:
+async def ssh_server(
+    keys: tuple[Any, Path], directory: Path, *, allow_pty: bool = True
+) -> AsyncIterator[Bed]:
     """Start the server and a loopback echo service; write ssh_config and known_hosts."""
     host_key, client_key = keys
     state = ServerState()
@@ -210,7 +214,7 @@ async def ssh_server(keys: tuple[Any, Path], directory: Path) -> AsyncIterator[B
         process_factory=handler,
         encoding=None,
         line_editor=False,  # raw PTY bytes: the emulation sees ^C as a byte, like a tty would
-        allow_pty=True,
+        allow_pty=allow_pty,
     )
     port = server.sockets[0].getsockname()[1]
     known_hosts = directory / "known_hosts"
@@ -492,5 +496,80 @@ def test_dead_link_is_noticed_by_keepalive(keys: tuple[Any, Path], tmp_path: Pat
             await transport.close()
             for conn in list(bed.state.connections):
                 conn._transport.resume_reading()
+
+    run(main())
+
+
+def _client_and_server_order(
+    keys: tuple[Any, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> list[str]:
+    """asyncssh's own log of one ``start``: which of client and server did what, in order."""
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            transport = _asyncssh(bed.target())
+            await asyncio.wait_for(transport.connect(), DEADLINE)
+            asyncssh.set_debug_level(2)
+            try:
+                with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+                    proc = await transport.start("ptyinfo")
+                    assert b"pty=xterm width=1000" in await read_until(proc.read, b"\n")
+                    await proc.close()
+            finally:
+                asyncssh.set_debug_level(1)
+                await transport.close()
+
+    run(main())
+    steps = []
+    for record in caplog.records:
+        text = record.getMessage()
+        if "PTY created" in text:
+            steps.append("server made the PTY")
+        elif "Command: ptyinfo" in text and "server made the PTY" not in steps:
+            steps.append("client sent the command")  # the server logs its own line after
+    return steps
+
+
+def test_pty_request_and_command_leave_in_one_flight(
+    keys: tuple[Any, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # asyncssh alone waits a round trip for the PTY reply before sending the command.
+    assert asyncssh_pty.supported(), "this asyncssh lacks what the one-flight session needs"
+    steps = _client_and_server_order(keys, tmp_path, caplog)
+    assert steps == ["client sent the command", "server made the PTY"]
+
+
+def test_without_one_flight_the_command_waits_for_the_pty(
+    keys: tuple[Any, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fallback for an asyncssh without the internals: stock behaviour, still working.
+    monkeypatch.setattr(asyncssh_pty, "_ONE_FLIGHT", None)
+    steps = _client_and_server_order(keys, tmp_path, caplog)
+    assert steps == ["server made the PTY"]  # the client's Command line came after it
+
+
+@pytest.mark.parametrize("one_flight", [True, False])
+def test_a_refused_pty_is_a_clear_error(
+    keys: tuple[Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_flight: bool
+) -> None:
+    if not one_flight:
+        monkeypatch.setattr(asyncssh_pty, "_ONE_FLIGHT", None)
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path, allow_pty=False) as bed:
+            transport = _asyncssh(bed.target())
+            await asyncio.wait_for(transport.connect(), DEADLINE)
+            try:
+                with pytest.raises(SSHError, match=r"refused the login a terminal \(PTY\)"):
+                    await asyncio.wait_for(transport.start("ptyinfo"), DEADLINE)
+                # The connection stays usable, and the stock class is back for other sessions.
+                result = await transport.exec("exit 7", timeout=DEADLINE)
+                assert result.exit_status == 7
+            finally:
+                await transport.close()
+            assert asyncssh.connection.SSHClientChannel is asyncssh_pty._STOCK
 
     run(main())

@@ -22,8 +22,9 @@ import asyncssh
 
 from tunnelauth import hostkeys
 from tunnelauth.askpass import Asker
-from tunnelauth.errors import HostKeyError, SSHError, UsageError
+from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
 from tunnelauth.settings import SSHTarget
+from tunnelauth.transports.asyncssh_pty import pty_in_one_flight
 from tunnelauth.transports.base import ExecResult
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
@@ -482,18 +483,21 @@ class AsyncSSHTransport:
     async def start(self, command: str) -> AsyncSSHProcess:
         """Run ``command`` on a PTY (bytes, stderr merged)."""
         try:
-            proc = await self.conn.create_process(
-                command,
-                term_type="xterm",
-                term_size=(1000, 50),
-                request_pty="force",  # a config's RequestTTY must not take the PTY away
-                encoding=None,
-                stderr=asyncssh.STDOUT,
-            )
+            with pty_in_one_flight():  # pty-req and exec in one round trip, as OpenSSH sends them
+                proc = await self.conn.create_process(
+                    command,
+                    term_type="xterm",
+                    term_size=(1000, 50),
+                    request_pty="force",  # a config's RequestTTY must not take the PTY away
+                    encoding=None,
+                    stderr=asyncssh.STDOUT,
+                )
         except (asyncssh.Error, OSError) as exc:
-            raise SSHError(
-                f"cannot start the remote command: {exc}", host=self.target.host
-            ) from exc
+            code = exc.code if isinstance(exc, asyncssh.ChannelOpenError) else None
+            if code == asyncssh.OPEN_REQUEST_PTY_FAILED:
+                raise no_terminal_error(self.target.host) from exc
+            message = f"cannot start the remote command: {exc}"
+            raise SSHError(message, host=self.target.host) from exc
         return AsyncSSHProcess(proc)
 
     async def open_channel(self, host: str, port: int) -> AsyncSSHChannel:

@@ -27,7 +27,7 @@ import paramiko
 
 from tunnelauth import hostkeys
 from tunnelauth.askpass import Asker
-from tunnelauth.errors import HostKeyError, SSHError, UsageError
+from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import ExecResult
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
@@ -47,6 +47,10 @@ KEEPALIVE_COUNT_MAX = 3
 CHUNK = 65536
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 OTHER_BACKENDS = "use --backend openssh or --backend asyncssh"
+
+
+class _NoTerminal(Exception):
+    """The server answered the PTY request with a refusal."""
 
 
 class _Threads:
@@ -475,13 +479,20 @@ class ParamikoTransport:
 
         def open_session() -> Any:
             chan = self.transport.open_session(timeout=self.connect_timeout)
-            chan.get_pty(term="xterm", width=1000, height=50)
+            try:
+                chan.get_pty(term="xterm", width=1000, height=50)
+            except paramiko.SSHException as exc:
+                if self.transport.is_active() and chan.closed:  # refused: paramiko closed it
+                    raise _NoTerminal from exc
+                raise
             chan.set_combine_stderr(True)
             chan.exec_command(command)
             return chan
 
         try:
             chan = await self._threads.call(open_session, "start")
+        except _NoTerminal as exc:
+            raise no_terminal_error(self.target.host) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SSHError(
                 f"cannot start the remote command: {exc}", host=self.target.host
