@@ -173,6 +173,8 @@ def checks(results: Results) -> list[Check]:
         at = f"+{res.rtt_ms} ms"
         floor = median(res.floor)
         for scenario in TRANSPORTS:
+            if scenario not in res.logins and scenario not in res.broken:
+                continue  # not measured in this run (--transports)
             logins = res.logins.get(scenario, [])
             good = _good(logins)
             broken = res.broken.get(scenario) if not good else None
