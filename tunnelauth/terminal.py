@@ -7,7 +7,6 @@ modes saved when the run started are written back at every exit, errors included
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
@@ -60,6 +59,8 @@ class Terminal:
 
     async def read_line(self, *, secret: bool, timeout: float) -> str | None:
         """One line typed by the user (None at end of input); echo is off for a secret."""
+        import asyncio  # here, not at the top: the entry point imports this module first
+
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bytes] = loop.create_future()
         buffer = bytearray()
