@@ -124,3 +124,31 @@ def test_a_login_line_runs_without_importing_typer(tmp_path: Path) -> None:
     assert result.stdout.split() == ["False", "3"], result
     assert "127.0.0.1" in result.stderr and "refused" in result.stderr.lower(), result.stderr
     assert set(glob.glob("/tmp/tunnelauth-*")) <= before, "a temp dir was left behind"
+
+
+def test_the_early_master_starts_before_the_heavy_imports(tmp_path: Path) -> None:
+    """A batch login asks ssh for the config before asyncio, rich or the flow are loaded."""
+    probe = (
+        "import sys\n"
+        "from tunnelauth.transports import early\n"
+        "real = early.query_config\n"
+        "def query_config(ssh, target):\n"
+        "    heavy = ('asyncio', 'rich', 'typer', 'tunnelauth.flow', 'asyncssh', 'paramiko')\n"
+        "    print('loaded:', *[m for m in heavy if m in sys.modules])\n"
+        "    return real(ssh, target)\n"
+        "early.query_config = query_config\n"
+        "from tunnelauth.entry import main\n"
+        "print('exit', main(sys.argv[1:]))\n"
+    )
+    argv = ["spotify", "user@127.0.0.1", "-p", "1", "-F", os.devnull, "--batch"]
+    env = {**os.environ, "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.splitlines() == ["loaded:", "exit 3"], result
