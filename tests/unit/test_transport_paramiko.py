@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -156,5 +157,21 @@ def test_dead_link_is_noticed_by_keepalive(keys: tuple[Any, Path], tmp_path: Pat
             await until(
                 lambda: snapshot()[1] == before[1], f"threads to end: {threading.enumerate()}"
             )
+
+    run(main())
+
+
+def test_handshake_packets_are_not_held_back(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    # With Nagle's algorithm on, each small handshake packet written while the previous one
+    # is unacknowledged waits for the server's delayed ACK (~40 ms, several times a login).
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            transport = ParamikoTransport(bed.target(), connect_timeout=DEADLINE, batch=True)
+            await asyncio.wait_for(transport.connect(), DEADLINE)
+            try:
+                sock = transport.transport.sock
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            finally:
+                await transport.close()
 
     run(main())

@@ -360,6 +360,10 @@ class ParamikoTransport:
         else:
             try:
                 sock = socket.create_connection((eff.hostname, eff.port), self.connect_timeout)
+                # Small SSH packets go out at once (asyncio does this for asyncssh too): with
+                # Nagle, a packet written while the previous one is unacknowledged waits for the
+                # server's delayed ACK, ~40 ms each time during the handshake.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as exc:
                 raise SSHError(f"cannot connect to {eff.alias}: {exc}", host=eff.alias) from None
         conn = paramiko.Transport(sock)
