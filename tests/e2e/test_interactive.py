@@ -286,8 +286,6 @@ def _record_of(extra: interactive.Interactive, user: str, flow: str) -> dict[str
     return data
 
 
-
-
 @pytest.mark.parametrize("provider", ["xai", "spotify"])
 def test_a_server_that_refuses_a_terminal_gets_a_clear_error_and_no_login(
     fresh: interactive.Interactive, tmp_path: Path, backend: str, provider: str
