@@ -101,6 +101,21 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert [t.host for t in started] == ["user@host"]  # type: ignore[attr-defined]
 
 
+def _batch_login_refused(probe: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``probe`` (Python) with a batch login line to a closed local port as its argv."""
+    argv = ["spotify", "user@127.0.0.1", "-p", "1", "-F", os.devnull, "--batch"]
+    env = {**os.environ, "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml")}
+    return subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_login_line_runs_without_importing_typer(tmp_path: Path) -> None:
     """The whole login (here: refused at a closed local port) runs with typer never loaded."""
     probe = (
@@ -110,17 +125,7 @@ def test_a_login_line_runs_without_importing_typer(tmp_path: Path) -> None:
         "print('typer' in sys.modules, code)\n"
     )
     before = set(glob.glob("/tmp/tunnelauth-*"))
-    argv = ["spotify", "user@127.0.0.1", "-p", "1", "-F", os.devnull, "--batch"]
-    env = {**os.environ, "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml")}
-    result = subprocess.run(
-        [sys.executable, "-c", probe, *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _batch_login_refused(probe, tmp_path)
     assert result.stdout.split() == ["False", "3"], result
     assert "127.0.0.1" in result.stderr and "refused" in result.stderr.lower(), result.stderr
     assert set(glob.glob("/tmp/tunnelauth-*")) <= before, "a temp dir was left behind"
@@ -140,15 +145,5 @@ def test_the_early_master_starts_before_the_heavy_imports(tmp_path: Path) -> Non
         "from tunnelauth.entry import main\n"
         "print('exit', main(sys.argv[1:]))\n"
     )
-    argv = ["spotify", "user@127.0.0.1", "-p", "1", "-F", os.devnull, "--batch"]
-    env = {**os.environ, "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml")}
-    result = subprocess.run(
-        [sys.executable, "-c", probe, *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _batch_login_refused(probe, tmp_path)
     assert result.stdout.splitlines() == ["loaded:", "exit 3"], result
