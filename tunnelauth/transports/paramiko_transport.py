@@ -49,10 +49,6 @@ DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 OTHER_BACKENDS = "use --backend openssh or --backend asyncssh"
 
 
-class _NoTerminal(Exception):
-    """The server answered the PTY request with a refusal."""
-
-
 class _Threads:
     """Every thread this transport starts, so close() can join them all."""
 
@@ -487,7 +483,7 @@ class ParamikoTransport:
                 chan.get_pty(term="xterm", width=1000, height=50)
             except paramiko.SSHException as exc:
                 if self.transport.is_active() and chan.closed:  # refused: paramiko closed it
-                    raise _NoTerminal from exc
+                    raise no_terminal_error(self.target.host) from exc
                 raise
             chan.set_combine_stderr(True)
             chan.exec_command(command)
@@ -495,8 +491,6 @@ class ParamikoTransport:
 
         try:
             chan = await self._threads.call(open_session, "start")
-        except _NoTerminal as exc:
-            raise no_terminal_error(self.target.host) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SSHError(
                 f"cannot start the remote command: {exc}", host=self.target.host
