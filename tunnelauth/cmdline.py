@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,12 +126,22 @@ _CONVERTERS: dict[Any, Any] = {
 }
 
 
-def start_master(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
-    """Start the target's master in a batch run on the OpenSSH transport (once per target)."""
+def start_ahead(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
+    """Start what can run while the heavy modules import (once per target).
+
+    A batch run on the OpenSSH transport starts its master; a run that will use asyncssh (asked
+    for, or ``auto`` without an ssh client) starts the library lookups its import would
+    otherwise make on the way to the first packet.
+    """
     try:
         settings = build_settings(name, options, run_command=run_command)
     except TunnelauthError:
         return  # reported later, once the reporter exists
+    if settings.backend == "asyncssh" or (settings.backend == "auto" and not shutil.which("ssh")):
+        from tunnelauth.transports import native_libs
+
+        native_libs.prewarm()
+        return
     if not settings.batch or settings.backend not in ("auto", "openssh"):
         return  # interactive runs may be asked questions: those come after the imports
     from tunnelauth.transports import early

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tunnelauth.cmdline import build_settings, start_master
+from tunnelauth.cmdline import build_settings, start_ahead
 from tunnelauth.errors import TunnelauthError
 from tunnelauth.report import Reporter
 from tunnelauth.status import ExitStatus
@@ -47,7 +47,7 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Non
 
 
 def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
-    start_master(name, options, run_command)  # batch runs: it authenticates meanwhile
+    start_ahead(name, options, run_command)  # e.g. the batch master authenticates meanwhile
     from tunnelauth import flow, postlogin
 
     # Made before the settings, so a bad option or config still ends the JSON stream properly.

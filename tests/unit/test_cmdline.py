@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tunnelauth import cli
-from tunnelauth.cmdline import parse_login, start_master
+from tunnelauth.cmdline import parse_login, start_ahead
 
 
 def typer_reading(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
@@ -96,7 +96,7 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
     ):
         parsed = parse_login(argv)
         assert parsed is not None
-        start_master(*parsed)
+        start_ahead(*parsed)
         assert len(started) == (1 if "2200" in argv else 0)
     assert [t.host for t in started] == ["user@host"]  # type: ignore[attr-defined]
 

@@ -81,7 +81,10 @@ def make(settings: Settings) -> Transport:
     timeout, batch = settings.connect_timeout, settings.batch
     transport: Transport
     if name == "asyncssh":
-        from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
+        from tunnelauth.transports import native_libs
+
+        with native_libs.answered():  # the lookups started ahead, if any
+            from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
 
         transport = AsyncSSHTransport(settings.target, connect_timeout=timeout, batch=batch)
     elif name == "paramiko":

@@ -1,0 +1,125 @@
+"""asyncssh's library lookups, made on a thread ahead of its import."""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunnelauth.cmdline import parse_login, start_ahead
+from tunnelauth.transports import native_libs
+
+
+@pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No lookups started by an earlier test in this process."""
+    monkeypatch.setattr(native_libs, "_ahead", None)
+
+
+def _python(code: str) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter; it prints one JSON document."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.usefixtures("fresh")
+def test_the_answers_are_the_real_functions_and_other_names_still_reach_it() -> None:
+    real = ctypes.util.find_library
+    lookups = native_libs.prewarm()
+    assert native_libs.prewarm() is lookups, "started once per process"
+    assert lookups.done.wait(60)
+    assert lookups.found, "nothing was looked up"
+    for name, answer in lookups.found.items():
+        assert answer == real(name), name
+    with native_libs.answered():
+        assert ctypes.util.find_library is not real
+        for name, answer in lookups.found.items():
+            assert ctypes.util.find_library(name) == answer
+        assert ctypes.util.find_library("c") == real("c")  # not looked up ahead
+    assert ctypes.util.find_library is real
+
+
+@pytest.mark.usefixtures("fresh")
+def test_without_lookups_ahead_nothing_is_replaced() -> None:
+    real = ctypes.util.find_library
+    with native_libs.answered():
+        assert ctypes.util.find_library is real
+
+
+def test_asyncssh_imports_without_a_lookup_and_with_the_same_algorithms() -> None:
+    """The import spawns no ldconfig/gcc; its key exchange and MAC lists are as without."""
+    report = (
+        "import json\n"
+        "from asyncssh.kex import get_default_kex_algs\n"
+        "from asyncssh.mac import get_default_mac_algs\n"
+        "print(json.dumps({'kex': [a.decode() for a in get_default_kex_algs()],\n"
+        "                  'mac': [a.decode() for a in get_default_mac_algs()],\n"
+        "                  'spawned': spawned}))\n"
+    )
+    ahead = _python(
+        "import subprocess\n"
+        "from tunnelauth.transports import native_libs\n"
+        "assert native_libs.prewarm().done.wait(60)\n"
+        "spawned = []\n"
+        "real_init = subprocess.Popen.__init__\n"
+        "def init(self, args, *a, **k):\n"
+        "    spawned.append(str(args))\n"
+        "    real_init(self, args, *a, **k)\n"
+        "subprocess.Popen.__init__ = init\n"
+        "with native_libs.answered():\n"
+        "    import asyncssh\n" + report
+    )
+    plain = _python("spawned = []\nimport asyncssh\n" + report)
+    assert ahead["spawned"] == []
+    assert ahead["kex"] == plain["kex"] and ahead["mac"] == plain["mac"]
+    assert any("umac" in name for name in plain["mac"]), "libnettle was not found at all"
+
+
+def test_the_thread_imports_nothing() -> None:
+    """Two threads importing at once can deadlock: the worker must find everything loaded."""
+    found = _python(
+        "import json, sys, threading\n"
+        "seen = []\n"
+        "class Spy:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, path=None, target=None):\n"
+        "        if threading.current_thread() is not threading.main_thread():\n"
+        "            seen.append(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Spy)\n"
+        "from tunnelauth.transports import native_libs\n"
+        "assert native_libs.prewarm().done.wait(60)\n"
+        "print(json.dumps({'imported': seen}))\n"
+    )
+    assert found == {"imported": []}
+
+
+@pytest.mark.usefixtures("fresh")
+def test_a_login_on_asyncssh_starts_the_lookups_ahead(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Interactive or batch, an asyncssh login starts them; an OpenSSH one does not."""
+    monkeypatch.setenv("TUNNELAUTH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("CI", raising=False)  # interactive: no master is started for openssh
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    parsed = parse_login(["spotify", "user@host", "--backend", "openssh"])
+    assert parsed is not None
+    start_ahead(*parsed)
+    assert native_libs._ahead is None
+    parsed = parse_login(["spotify", "user@host", "--backend", "asyncssh"])
+    assert parsed is not None
+    start_ahead(*parsed)
+    assert native_libs._ahead is not None
+    assert native_libs._ahead.done.wait(60)
