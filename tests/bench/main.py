@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from tests.bed import SSHD, netbed
-from tests.bench.measure import CALLBACK_PORT, Bench, Login, network_path
+from tests.bench.measure import CALLBACK_PORT, Bench, Login, compile_bytecode, network_path
 from tests.bench.report import (
     TRANSPORTS,
     USER_MASTER,
@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_lines()
     started = time.monotonic()
     with terminate_cleanly():
+        compile_bytecode()
+        machine.insert(-1, "tunnelauth's bytecode written before the runs, as an install does")
         _say("building the network-namespace SSH bed (removed afterwards)")
         bed = netbed.build()
         try:

@@ -231,6 +231,32 @@ def network_path(bed: Bed, rtt_ms: int, workdir: Path) -> Iterator[Path_]:
 # -- the measurements ------------------------------------------------------------------------
 
 
+def compile_bytecode() -> None:
+    """Write the installed tunnelauth's bytecode, as installing a wheel does.
+
+    An editable install has none, and with PYTHONDONTWRITEBYTECODE (or a read-only tree) every
+    run would compile the modules it imports again: a cost no installed copy pays. Asked of the
+    interpreter the console script runs, from ``/``, so the checkout on ``sys.path`` is not the
+    one compiled by mistake.
+    """
+    code = (
+        "import compileall, os, sys, tunnelauth\n"
+        "where = os.path.dirname(tunnelauth.__file__)\n"
+        "sys.exit(0 if compileall.compile_dir(where, quiet=1) else 1)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BedError(f"could not compile tunnelauth's bytecode: {result.stderr.strip()}")
+
+
 class Bench:
     """Runs single measurements against one bed."""
 
