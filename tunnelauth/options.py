@@ -6,17 +6,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tunnelauth.errors import UsageError
 
 SOURCES = ("flag", "env", "file", "default")
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     """One setting: its flag, environment variable and config file key."""
 
     name: str
@@ -48,8 +46,7 @@ _OPTION_NAME = {"user": "login"}
 TOP_LEVEL_KEYS = ("default_host", "hosts")
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A setting's value and where it came from (``origin`` names the flag, variable or file)."""
 
     value: Any
@@ -154,8 +151,7 @@ def resolve_batch(flag: bool, env: Mapping[str, str], stdin_is_tty: bool) -> Res
     return Resolved(False, "default", "stdin is a terminal")
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(NamedTuple):
     """The effective settings for one host, each with its source, and the config file used."""
 
     host: Resolved

@@ -8,13 +8,12 @@ listener to a device code in 0.19.0).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tunnelauth.errors import UsageError
 
 
-@dataclass(frozen=True)
-class Provider:
+class Provider(NamedTuple):
     """One provider tunnelauth knows by name."""
 
     name: str

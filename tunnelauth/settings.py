@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from tunnelauth.errors import UsageError
 
@@ -15,8 +15,7 @@ BACKENDS = ("auto", "openssh", "asyncssh", "paramiko")
 VIAS = ("auto", "channel", "relay", "paste")
 
 
-@dataclass(frozen=True)
-class SSHTarget:
+class SSHTarget(NamedTuple):
     """Where and how to connect: everything else comes from the user's ssh config."""
 
     host: str
@@ -33,8 +32,7 @@ class SSHTarget:
         return bool(self.jump or self.identity or self.port or self.login or self.options)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Everything one run needs, resolved once at the edge."""
 
     target: SSHTarget
@@ -50,7 +48,7 @@ class Settings:
     batch: bool = False
     show_secrets: bool = False
     via: str = "auto"  # how the callback reaches the remote: auto, channel, relay or paste
-    sources: Mapping[str, str] = field(default_factory=dict)  # setting → where it came from
+    sources: Mapping[str, str] = MappingProxyType({})  # setting → where it came from
     run_as: str | None = None  # remote user the login runs as (sudo -u)
     hermes_home: str | None = None  # HERMES_HOME on the remote (~/ expands there)
     server: str | None = None  # the MCP server name, for `mcp`

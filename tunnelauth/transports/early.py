@@ -16,14 +16,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import sshargs
 
 
-@dataclass
-class MasterStart:
+class MasterStart(NamedTuple):
     """A private master being started: its files and the ssh process authenticating."""
 
     tempdir: str
@@ -33,8 +32,7 @@ class MasterStart:
     proc: subprocess.Popen[bytes]
 
 
-@dataclass
-class Early:
+class Early(NamedTuple):
     """What was done ahead for one target: its ``ssh -G`` config, and maybe a master."""
 
     target: SSHTarget
