@@ -129,14 +129,19 @@ _CONVERTERS: dict[Any, Any] = {
 def start_ahead(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
     """Start what can run while the heavy modules import (once per target).
 
-    A batch run on the OpenSSH transport starts its master; a run that will use asyncssh (asked
-    for, or ``auto`` without an ssh client) starts the library lookups its import would
-    otherwise make on the way to the first packet.
+    A batch run on the OpenSSH transport starts its master. asyncssh and paramiko runs open the
+    first hop's TCP connection; a run that will use asyncssh (asked for, or ``auto`` without an
+    ssh client) also starts the library lookups its import would otherwise make on the way to
+    the first packet.
     """
     try:
         settings = build_settings(name, options, run_command=run_command)
     except TunnelauthError:
         return  # reported later, once the reporter exists
+    if settings.backend in ("asyncssh", "paramiko"):
+        from tunnelauth.transports import early_dial
+
+        early_dial.start(settings.target)
     if settings.backend == "asyncssh" or (settings.backend == "auto" and not shutil.which("ssh")):
         from tunnelauth.transports import native_libs
 

@@ -50,6 +50,9 @@ def _run(args: list[str]) -> int:
         early = sys.modules.get("tunnelauth.transports.early")
         if early is not None:
             early.discard_unclaimed()
+        dial = sys.modules.get("tunnelauth.transports.early_dial")
+        if dial is not None:
+            dial.discard()
 
 
 def leave(code: int) -> NoReturn:

@@ -81,11 +81,13 @@ def test_anything_unusual_is_left_to_typer(argv: list[str]) -> None:
 
 
 def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Only batch runs start ssh ahead: an interactive one may be asked for a password."""
-    from tunnelauth.transports import early
+    """Only batch runs start an ssh master ahead: an interactive one may be asked for a password."""
+    from tunnelauth.transports import early, early_dial
 
     started: list[object] = []
+    dialled: list[object] = []
     monkeypatch.setattr(early, "start", started.append)
+    monkeypatch.setattr(early_dial, "start", dialled.append)  # a TCP connect asks nothing
     monkeypatch.setenv("TUNNELAUTH_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
@@ -99,6 +101,8 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
         start_ahead(*parsed)
         assert len(started) == (1 if "2200" in argv else 0)
     assert [t.host for t in started] == ["user@host"]  # type: ignore[attr-defined]
+    # The paramiko line, batch or not, opens its first hop's connection ahead.
+    assert [t.host for t in dialled] == ["user@host"]  # type: ignore[attr-defined]
 
 
 def _batch_login_refused(probe: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tunnelauth.cmdline import parse_login, start_ahead
-from tunnelauth.transports import native_libs
+from tunnelauth.transports import early_dial, native_libs
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_asyncssh_imports_without_a_lookup_and_with_the_same_algorithms() -> Non
     )
     ahead = _python(
         "import subprocess\n"
-        "from tunnelauth.transports import native_libs\n"
+        "from tunnelauth.transports import early_dial, native_libs\n"
         "assert native_libs.prewarm().done.wait(60)\n"
         "spawned = []\n"
         "real_init = subprocess.Popen.__init__\n"
@@ -99,7 +99,7 @@ def test_the_thread_imports_nothing() -> None:
         "            seen.append(name)\n"
         "        return None\n"
         "sys.meta_path.insert(0, Spy)\n"
-        "from tunnelauth.transports import native_libs\n"
+        "from tunnelauth.transports import early_dial, native_libs\n"
         "assert native_libs.prewarm().done.wait(60)\n"
         "print(json.dumps({'imported': seen}))\n"
     )
@@ -113,6 +113,7 @@ def test_a_login_on_asyncssh_starts_the_lookups_ahead(
     """Interactive or batch, an asyncssh login starts them; an OpenSSH one does not."""
     monkeypatch.setenv("TUNNELAUTH_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.delenv("CI", raising=False)  # interactive: no master is started for openssh
+    monkeypatch.setattr(early_dial, "start", lambda target: None)  # "host" is not dialled
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     parsed = parse_login(["spotify", "user@host", "--backend", "openssh"])
     assert parsed is not None

@@ -15,6 +15,7 @@ from test_transport_asyncssh import (  # the shared server; fixtures are importe
     _no_agent,
     keys,
     run,
+    scenario_early_socket,
     scenario_full,
     scenario_host_keys,
     scenario_jumps,
@@ -47,6 +48,14 @@ def test_jump_from_flag_and_from_config(keys: tuple[Any, Path], tmp_path: Path) 
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
             await scenario_jumps(_paramiko, bed)
+
+    run(main())
+
+
+def test_the_early_socket_carries_the_handshake(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            await scenario_early_socket(_paramiko, bed)
 
     run(main())
 

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import shlex
+import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -24,6 +25,7 @@ from tunnelauth import hostkeys
 from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
 from tunnelauth.settings import SSHTarget
+from tunnelauth.transports import early_dial
 from tunnelauth.transports.asyncssh_pty import pty_in_one_flight
 from tunnelauth.transports.base import ExecResult
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
@@ -426,7 +428,13 @@ class AsyncSSHTransport:
         client = _Client(self.batch, lookup, known, add_to, **asking)
         kwargs["client_factory"] = lambda: client
         try:
-            conn = await self._connect_with_deadline(host, kwargs, client)
+            sock = self._early_socket(options, tunnel)
+        except TimeoutError:
+            raise SSHError(
+                f"connecting to {host} timed out after {self.connect_timeout:g} s", host=host
+            ) from None
+        try:
+            conn = await self._connect_with_deadline(host, {**kwargs, "sock": sock}, client)
         except HostKeyError:
             key = client.offered_key
             if not client.ask_about_key or key is None:
@@ -442,6 +450,15 @@ class AsyncSSHTransport:
             conn = await self._connect_with_deadline(host, kwargs, again)
         self._conns.append(conn)
         return conn
+
+    def _early_socket(self, options: Any, tunnel: Any) -> socket.socket | None:
+        """The first hop's TCP connection opened during the imports, if it goes where asyncssh
+        would connect (no tunnel, proxy command or host name canonicalization in the way)."""
+        if tunnel is not None or options.proxy_command:
+            return None
+        if str(options.config.get("CanonicalizeHostname", "no")).lower() not in ("no", "false"):
+            return None
+        return early_dial.take(options.host, options.port, self.connect_timeout)
 
     async def _connect_with_deadline(
         self, host: str, kwargs: dict[str, Any], client: _Client

@@ -29,6 +29,7 @@ from tunnelauth import hostkeys
 from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
 from tunnelauth.settings import SSHTarget
+from tunnelauth.transports import early_dial
 from tunnelauth.transports.base import ExecResult
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
@@ -355,7 +356,9 @@ class ParamikoTransport:
                 ) from None
         else:
             try:
-                sock = socket.create_connection((eff.hostname, eff.port), self.connect_timeout)
+                sock = early_dial.take(eff.hostname, eff.port, self.connect_timeout)
+                if sock is None:  # not opened during the imports (or to another address)
+                    sock = socket.create_connection((eff.hostname, eff.port), self.connect_timeout)
                 # Small SSH packets go out at once (asyncio does this for asyncssh too): with
                 # Nagle, a packet written while the previous one is unacknowledged waits for the
                 # server's delayed ACK, ~40 ms each time during the handshake.

@@ -1,0 +1,148 @@
+"""Open the first hop's TCP connection while tunnelauth imports (asyncssh and paramiko).
+
+The library transports send nothing before asyncssh or paramiko is imported, some 100-250 ms
+after the start. The TCP handshake and the server's version line need neither: a thread asks
+``ssh -G`` where the first hop is (when OpenSSH is installed) and connects, so the SSH handshake
+starts with the server's version line already received. The transport adopts the socket only
+if its own configuration resolves the same host name and port; otherwise the socket is closed
+unused and the transport connects as it always did. Nothing is sent on the socket here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import threading
+
+from tunnelauth.settings import SSHTarget
+from tunnelauth.transports.early import query_config
+from tunnelauth.transports.resolve import split_hop
+
+DIAL_TIMEOUT = 10.0  # seconds for the TCP connect on the thread
+
+
+class Dial:
+    """One early connection: where it goes, and the socket once connected."""
+
+    def __init__(self) -> None:
+        self.address: tuple[str, int] | None = None  # (HostName as configured, port)
+        self.sock: socket.socket | None = None
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._dropped = False
+
+    def run(self, ssh: str, target: SSHTarget) -> None:
+        """Find the first hop, connect; keep the socket unless dropped meanwhile."""
+        try:
+            address = first_hop(ssh, target)
+            if address is None:
+                return
+            self.address = address
+            sock = socket.create_connection(address, DIAL_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._dropped:
+                    sock.close()
+                else:
+                    self.sock = sock
+        except Exception:  # the transport connects itself and reports what fails
+            pass
+        finally:
+            self.done.set()
+
+    def claim(self, host: str, port: int, wait: float) -> socket.socket | None:
+        """The socket, if it goes to ``host``:``port``; the dial ends here either way.
+
+        Raises TimeoutError if the dial to that address is still connecting after ``wait``:
+        it started earlier than a new attempt would, so connecting again would only double
+        the wait (a host that drops packets).
+        """
+        finished = self.done.wait(wait)
+        with self._lock:
+            sock, self.sock, self._dropped = self.sock, None, True
+        ours = self.address is not None and _same(self.address, (host, port))
+        if not finished and ours:
+            raise TimeoutError(f"no TCP connection to {host}:{port} within {wait:g} s")
+        if sock is not None and not ours:
+            sock.close()
+            return None
+        return sock
+
+    def drop(self) -> None:
+        """Close the socket now, or as soon as the thread has it."""
+        with self._lock:
+            sock, self.sock, self._dropped = self.sock, None, True
+        if sock is not None:
+            sock.close()
+
+
+_dial: Dial | None = None
+
+
+def start(target: SSHTarget) -> None:
+    """Start the dial for ``target`` (once per process; nothing without an ssh client)."""
+    global _dial
+    ssh = shutil.which("ssh")
+    if _dial is not None or ssh is None:
+        return
+    # Loaded here, so the thread imports nothing (two threads importing can deadlock):
+    # getaddrinfo encodes the host name with the idna codec.
+    import encodings.idna  # noqa: F401
+
+    _dial = Dial()
+    threading.Thread(
+        target=_dial.run, args=(ssh, target), name="tunnelauth-early-dial", daemon=True
+    ).start()
+
+
+def take(host: str, port: int, wait: float) -> socket.socket | None:
+    """The early socket to ``host``:``port``, handed over once (None: connect yourself).
+
+    TimeoutError: the early connection to that address is still pending after ``wait``.
+    """
+    global _dial
+    dial, _dial = _dial, None
+    return dial.claim(host, port, wait) if dial is not None else None
+
+
+def discard() -> None:
+    """Close a socket no transport took (the run ended before connecting, or chose another)."""
+    global _dial
+    dial, _dial = _dial, None
+    if dial is not None:
+        dial.drop()
+
+
+def first_hop(ssh: str, target: SSHTarget) -> tuple[str, int] | None:
+    """Where ssh would open its TCP connection for ``target``: (HostName, Port), or None.
+
+    None when a proxy command is involved or the first hop itself needs a jump: those are
+    left to the transport.
+    """
+    config = query_config(ssh, target)
+    if config is None:
+        return None
+    jump = target.jump[0] if target.jump else _first(config.get("proxyjump", "none"))
+    if jump is not None:
+        user, host, port = split_hop(jump)
+        hop = SSHTarget(host=host, port=port, login=user, ssh_config=target.ssh_config)
+        config = query_config(ssh, hop)
+        if config is None or _first(config.get("proxyjump", "none")) is not None:
+            return None
+    if config.get("proxycommand", "none") != "none":
+        return None
+    with contextlib.suppress(KeyError, ValueError):
+        return config["hostname"], int(config["port"])
+    return None
+
+
+def _first(proxyjump: str) -> str | None:
+    """The first hop of an ``ssh -G`` proxyjump value, None for none."""
+    first = proxyjump.split(",")[0].strip()
+    return None if first.lower() in ("", "none") else first
+
+
+def _same(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Host names compare without case (ssh lowercases them), ports exactly."""
+    return a[0].lower() == b[0].lower() and a[1] == b[1]
