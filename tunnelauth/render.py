@@ -8,16 +8,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.panel import Panel
-from rich.spinner import Spinner
-from rich.table import Table
+from rich.console import Console, RenderableType
 from rich.text import Text
 
 from tunnelauth.report import Stage
 
 if TYPE_CHECKING:
+    from rich.live import Live
+
     from tunnelauth.doctor import Report as DoctorReport
     from tunnelauth.options import Resolution
 
@@ -33,6 +31,9 @@ class ConsoleReporter:
         self._detail = ""
         self._live: Live | None = None
         if self.console.is_terminal and verbosity >= 0:
+            # The live display's classes are loaded only for a terminal (~7 ms otherwise).
+            from rich.live import Live
+
             self._live = Live(
                 self,
                 console=self.console,
@@ -43,6 +44,9 @@ class ConsoleReporter:
             self._live.start()
 
     def __rich__(self) -> RenderableType:
+        from rich.console import Group
+        from rich.spinner import Spinner
+
         elapsed = time.monotonic() - self.started
         label = Text.assemble(
             (f" {self._stage.value}", "bold cyan"),
@@ -93,6 +97,8 @@ class ConsoleReporter:
 
     def device_code(self, url: str, code: str | None) -> None:
         """Show the code big: the user types it at ``url``."""
+        from rich.panel import Panel
+
         body = Text.assemble(
             ("enter this code: ", ""), (code or "(none shown)", "bold reverse"), f"\nat {url}"
         )
@@ -175,6 +181,8 @@ _STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "d
 
 def print_doctor(report: DoctorReport, console: Console | None = None) -> None:
     """The doctor's checks as a table, each problem with its fix."""
+    from rich.table import Table
+
     console = console or Console(highlight=False, soft_wrap=False)
     table = Table(title=f"tunnelauth doctor: {report.host}", title_justify="left", expand=False)
     table.add_column("check", no_wrap=True)
@@ -195,6 +203,8 @@ def print_doctor(report: DoctorReport, console: Console | None = None) -> None:
 
 def print_config(resolution: Resolution, console: Console | None = None) -> None:
     """The effective settings and where each came from."""
+    from rich.table import Table
+
     console = console or Console(highlight=False, soft_wrap=False)
     table = Table(title=f"config file: {resolution.config_file}", title_justify="left")
     for name in ("setting", "value", "source", "from"):
