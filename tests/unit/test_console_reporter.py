@@ -1,4 +1,4 @@
-"""The human reporter: plain lines off a terminal live on one."""
+"""The human reporter: plain lines off a terminal, a live status on one."""
 
 from __future__ import annotations
 
