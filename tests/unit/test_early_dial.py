@@ -73,6 +73,9 @@ def test_the_first_hop_is_where_ssh_would_connect(ssh: str, tmp_path: Path) -> N
     assert hop("proxied") is None  # a proxy command: left to the transport
     assert hop("deep") is None  # the first hop needs a jump itself
     assert hop("direct", options=("ProxyCommand=false",)) is None
+    # Options that shape the socket are the transport's to apply.
+    assert hop("direct", options=("BindAddress=127.0.0.1",)) is None
+    assert hop("direct", options=("AddressFamily=inet",)) is None
 
 
 def test_the_transport_gets_the_connected_socket(

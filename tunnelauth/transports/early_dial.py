@@ -117,8 +117,9 @@ def discard() -> None:
 def first_hop(ssh: str, target: SSHTarget) -> tuple[str, int] | None:
     """Where ssh would open its TCP connection for ``target``: (HostName, Port), or None.
 
-    None when a proxy command is involved or the first hop itself needs a jump: those are
-    left to the transport.
+    None when a proxy command is involved, the first hop itself needs a jump, or the config
+    shapes the socket (BindAddress, BindInterface, an AddressFamily): those are left to the
+    transport, which applies them.
     """
     config = query_config(ssh, target)
     if config is None:
@@ -130,11 +131,17 @@ def first_hop(ssh: str, target: SSHTarget) -> tuple[str, int] | None:
         config = query_config(ssh, hop)
         if config is None or _first(config.get("proxyjump", "none")) is not None:
             return None
-    if config.get("proxycommand", "none") != "none":
+    if config.get("proxycommand", "none") != "none" or _shapes_socket(config):
         return None
     with contextlib.suppress(KeyError, ValueError):
         return config["hostname"], int(config["port"])
     return None
+
+
+def _shapes_socket(config: dict[str, str]) -> bool:
+    """Whether the config binds the socket or picks its address family."""
+    bound = "bindaddress" in config or "bindinterface" in config
+    return bound or config.get("addressfamily", "any") != "any"
 
 
 def _first(proxyjump: str) -> str | None:
