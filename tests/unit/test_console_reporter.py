@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
-import subprocess
-import sys
 
+from fresh_python import run_json
 from rich.console import Console
 
 from tunnelauth.render import ConsoleReporter
@@ -29,15 +27,7 @@ def test_plain_lines_off_a_terminal_without_the_live_display_loaded() -> None:
         "        if m in sys.modules]\n"
         "print(json.dumps({'out': out.getvalue(), 'loaded': live}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    found = json.loads(result.stdout)
+    found = run_json(code)
     assert found["loaded"] == []
     assert found["out"].splitlines() == [
         "the remote bound 127.0.0.1:43210",

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fresh_python import THREAD_IMPORTS, run_json
 
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
@@ -136,32 +134,14 @@ def test_without_an_ssh_client_nothing_is_dialled(
 def test_the_thread_imports_nothing(ssh: str, tmp_path: Path, listener: socket.socket) -> None:
     """Two threads importing at once can deadlock: the dial must find everything loaded."""
     config = _config(tmp_path, CLOSED, _port(listener))
-    code = (
-        "import json, sys, threading\n"
-        "seen = []\n"
-        "class Spy:\n"
-        "    @staticmethod\n"
-        "    def find_spec(name, path=None, target=None):\n"
-        "        if threading.current_thread() is not threading.main_thread():\n"
-        "            seen.append(name)\n"
-        "        return None\n"
-        "sys.meta_path.insert(0, Spy)\n"
-        "from tunnelauth.settings import SSHTarget\n"
+    seen = run_json(
+        THREAD_IMPORTS + "from tunnelauth.settings import SSHTarget\n"
         "from tunnelauth.transports import early_dial\n"
         f"early_dial.start(SSHTarget(host='viajump', ssh_config={str(config)!r}))\n"
         "assert early_dial._dial.done.wait(60) and early_dial._dial.sock is not None\n"
         "print(json.dumps(seen))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == []
+    assert seen == []
 
 
 def test_a_dial_still_connecting_is_a_timeout_not_a_second_attempt(

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import ctypes.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fresh_python import THREAD_IMPORTS, run_json
 
 from tunnelauth.cmdline import parse_login, start_ahead
 from tunnelauth.transports import early_dial, native_libs
@@ -18,20 +16,6 @@ from tunnelauth.transports import early_dial, native_libs
 def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """No lookups started by an earlier test in this process."""
     monkeypatch.setattr(native_libs, "_ahead", None)
-
-
-def _python(code: str) -> dict[str, object]:
-    """Run ``code`` in a fresh interpreter; it prints one JSON document."""
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
 @pytest.mark.usefixtures("fresh")
@@ -68,9 +52,9 @@ def test_asyncssh_imports_without_a_lookup_and_with_the_same_algorithms() -> Non
         "                  'mac': [a.decode() for a in get_default_mac_algs()],\n"
         "                  'spawned': spawned}))\n"
     )
-    ahead = _python(
+    ahead = run_json(
         "import subprocess\n"
-        "from tunnelauth.transports import early_dial, native_libs\n"
+        "from tunnelauth.transports import native_libs\n"
         "assert native_libs.prewarm().done.wait(60)\n"
         "spawned = []\n"
         "real_init = subprocess.Popen.__init__\n"
@@ -81,7 +65,7 @@ def test_asyncssh_imports_without_a_lookup_and_with_the_same_algorithms() -> Non
         "with native_libs.answered():\n"
         "    import asyncssh\n" + report
     )
-    plain = _python("spawned = []\nimport asyncssh\n" + report)
+    plain = run_json("spawned = []\nimport asyncssh\n" + report)
     assert ahead["spawned"] == []
     assert ahead["kex"] == plain["kex"] and ahead["mac"] == plain["mac"]
     assert any("umac" in name for name in plain["mac"]), "libnettle was not found at all"
@@ -89,17 +73,8 @@ def test_asyncssh_imports_without_a_lookup_and_with_the_same_algorithms() -> Non
 
 def test_the_thread_imports_nothing() -> None:
     """Two threads importing at once can deadlock: the worker must find everything loaded."""
-    found = _python(
-        "import json, sys, threading\n"
-        "seen = []\n"
-        "class Spy:\n"
-        "    @staticmethod\n"
-        "    def find_spec(name, path=None, target=None):\n"
-        "        if threading.current_thread() is not threading.main_thread():\n"
-        "            seen.append(name)\n"
-        "        return None\n"
-        "sys.meta_path.insert(0, Spy)\n"
-        "from tunnelauth.transports import early_dial, native_libs\n"
+    found = run_json(
+        THREAD_IMPORTS + "from tunnelauth.transports import native_libs\n"
         "assert native_libs.prewarm().done.wait(60)\n"
         "print(json.dumps({'imported': seen}))\n"
     )
