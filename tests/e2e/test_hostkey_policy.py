@@ -65,12 +65,11 @@ def test_accept_new_adds_the_key_and_the_next_run_trusts_it(
     assert again.code == ExitStatus.OK, again
 
 
-def test_ask_at_a_terminal_asks_like_ssh(fresh: Bed, tmp_path: Path, backend: str) -> None:
-    known, config = _without_target(fresh, tmp_path, "StrictHostKeyChecking ask", "BatchMode no")
-    lines = len(known.read_text().splitlines())
+def _at_terminal(config: Path, backend: str, tmp_path: Path) -> pexpect.spawn:
+    """A login to ``remote`` at a terminal (no CI variable), with the given ssh config."""
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TUNNELAUTH_HOST")}
     env["TUNNELAUTH_CONFIG"] = str(tmp_path / "none.toml")
-    shell = pexpect.spawn(
+    return pexpect.spawn(
         "tunnelauth",
         ["spotify", "remote", "-F", str(config), "--backend", backend, "--no-browser"],
         env=env,
@@ -78,6 +77,12 @@ def test_ask_at_a_terminal_asks_like_ssh(fresh: Bed, tmp_path: Path, backend: st
         timeout=60,
         dimensions=(50, 200),
     )
+
+
+def test_ask_at_a_terminal_asks_like_ssh(fresh: Bed, tmp_path: Path, backend: str) -> None:
+    known, config = _without_target(fresh, tmp_path, "StrictHostKeyChecking ask", "BatchMode no")
+    lines = len(known.read_text().splitlines())
+    shell = _at_terminal(config, backend, tmp_path)
     try:
         shell.expect(r"continue connecting \(yes/no/\[fingerprint\]\)\?")
         assert "SHA256:" in (shell.before or "")
@@ -96,16 +101,7 @@ def test_ask_with_the_users_batchmode_refuses_even_at_a_terminal(
 ) -> None:
     # The bed's config says BatchMode yes: ssh never asks then, and neither may tunnelauth.
     _, config = _without_target(fresh, tmp_path, "StrictHostKeyChecking ask")
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TUNNELAUTH_HOST")}
-    env["TUNNELAUTH_CONFIG"] = str(tmp_path / "none.toml")
-    shell = pexpect.spawn(
-        "tunnelauth",
-        ["spotify", "remote", "-F", str(config), "--backend", backend, "--no-browser"],
-        env=env,
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(50, 200),
-    )
+    shell = _at_terminal(config, backend, tmp_path)
     shell.expect(pexpect.EOF)
     shell.close()
     assert shell.exitstatus == ExitStatus.HOST_KEY, shell.before
