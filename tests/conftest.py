@@ -22,6 +22,7 @@ if str(REPO) not in sys.path:  # ``tests.bed`` must import the same way under an
     sys.path.insert(0, str(REPO))
 
 from tests.bed import SSHD, leftovers, netbed, reaper  # noqa: E402
+from tests.installed import installed  # noqa: E402, F401  (a session fixture)
 
 IN_CI = bool(os.environ.get("CI"))
 

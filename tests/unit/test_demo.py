@@ -16,12 +16,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.installed import Installed
 from tunnelauth.demo.provider import DemoProvider
 from tunnelauth.demo.run import DEMO_HOST, write_ssh_files
 from tunnelauth.demo.server import DEMO_ARGV, DemoServer, free_port
@@ -77,10 +79,10 @@ class Bed:
         for path in (root, self.home, self.home / ".ssh", self.tmp):
             path.chmod(0o777)
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def env(self, python: str = sys.executable, **extra: str) -> dict[str, str]:
         """An environment with nothing of the user's in it, and no ssh on PATH."""
         env = {
-            "PATH": os.path.dirname(sys.executable),
+            "PATH": os.path.dirname(python),
             "HOME": str(self.home),
             "TMPDIR": str(self.tmp),
             "CI": "1",
@@ -115,14 +117,20 @@ def bed(tmp_path: Path) -> Any:
     bed.close()
 
 
-def run_demo(bed: Bed, args: list[str], prefix: Sequence[str] = (), **env: str) -> dict[str, Any]:
+def run_demo(
+    bed: Bed,
+    args: list[str],
+    prefix: Sequence[str] = (),
+    python: str = sys.executable,
+    **env: str,
+) -> dict[str, Any]:
     """Run ``tunnelauth demo ARGS`` under the reaping wrapper; its result as a dict."""
-    argv = [*prefix, sys.executable, "-c", _WRAPPER, sys.executable, "-m", "tunnelauth", "demo"]
+    argv = [*prefix, python, "-c", _WRAPPER, python, "-m", "tunnelauth", "demo"]
     done = subprocess.run(
         [*argv, *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
-        env=bed.env(**env),
+        env=bed.env(python, **env),
         cwd=bed.home,
         timeout=RUN_DEADLINE,
         check=False,
@@ -170,10 +178,8 @@ def test_demo_completes_by_itself_and_leaves_nothing(bed: Bed) -> None:
     assert_clean(bed, result)
 
 
-def _unprivileged_prefix(bed: Bed) -> list[str]:
-    """A command prefix that runs as ``nobody``, or skip saying why it cannot."""
-    if os.geteuid() != 0:
-        pytest.skip("not root: the run above already was unprivileged")
+def _unprivileged_prefix(bed: Bed, python: str) -> list[str]:
+    """A command prefix that runs as ``nobody``; fails saying why when there is none."""
     for tool, prefix in (
         ("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]),
         ("runuser", ["-u", "nobody", "--"]),
@@ -182,26 +188,40 @@ def _unprivileged_prefix(bed: Bed) -> list[str]:
         if path is None:
             continue
         probe = subprocess.run(
-            [path, *prefix, sys.executable, "-c", "import tunnelauth, asyncssh, psutil"],
+            [path, *prefix, python, "-c", "import tunnelauth, asyncssh, psutil"],
             stdin=subprocess.DEVNULL,
             capture_output=True,
-            env=bed.env(),
+            env=bed.env(python),
             cwd=bed.home,
             timeout=DEADLINE * 3,
             check=False,
         )
-        if probe.returncode == 0:
-            return [path, *prefix]
-        why = probe.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-        pytest.skip(f"nobody cannot run this Python with tunnelauth ({tool}: {why[0]})")
-    pytest.skip("neither setpriv nor runuser is available to drop root")
+        assert probe.returncode == 0, f"nobody cannot run {python}: {probe.stderr!r}"
+        return [path, *prefix]
+    pytest.fail("neither setpriv nor runuser is available to drop root")
 
 
-def test_demo_runs_unprivileged(bed: Bed) -> None:
-    prefix = _unprivileged_prefix(bed)
-    result = run_demo(bed, ["--no-browser", "-v"], prefix)
+@pytest.fixture
+def open_bed() -> Any:
+    """A bed in a directory ``nobody`` can reach (pytest's own temp root is private)."""
+    root = Path(tempfile.mkdtemp(prefix="demotest-", dir="/tmp"))
+    bed = Bed(root)
+    yield bed
+    bed.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_demo_runs_unprivileged(open_bed: Bed, installed: Installed) -> None:
+    # As root the run above was privileged: run the installed wheel as nobody too.
+    if os.geteuid() != 0:
+        pytest.skip("not root: the run above already was unprivileged")
+    python = str(installed.venv_python)
+    prefix = _unprivileged_prefix(open_bed, python)
+    # A ~/.ssh the user cannot read (as after sudo without -H): ssh skips it, so must we.
+    (open_bed.home / ".ssh").chmod(0o700)
+    result = run_demo(open_bed, ["--no-browser", "-v"], prefix, python)
     assert_completed(result)
-    assert_clean(bed, result)
+    assert_clean(open_bed, result)
 
 
 def test_demo_failure_exits_6_and_shows_it(bed: Bed) -> None:

@@ -372,6 +372,10 @@ class AsyncSSHTransport:
             "agent_forwarding": False,
             "x11_forwarding": False,
             "connect_timeout": None,  # our own deadline below pauses while the user types
+            # OpenSSH has no X.509 host authentication; asyncssh's default would also look in
+            # ~/.ssh/crt and fail outright where ~/.ssh cannot be read (ssh skips it).
+            "x509_trusted_certs": None,
+            "x509_trusted_cert_paths": None,
         }
         if not self.batch:
             kwargs["passphrase"] = self._passphrase

@@ -284,8 +284,9 @@ class ParamikoTransport:
     def _configs(self) -> tuple[Any, Any]:
         """(config for the target, with ``-o``/``-i`` first; config for jump hops)."""
         path = self.target.ssh_config or Path("~/.ssh/config").expanduser()
-        text = path.read_text(encoding="utf-8") if path.is_file() else ""
-        if self.target.ssh_config is not None and not path.is_file():
+        # os.path.isfile: an unreadable ~/.ssh is skipped as ssh skips it, not an error.
+        text = path.read_text(encoding="utf-8") if os.path.isfile(path) else ""
+        if self.target.ssh_config is not None and not os.path.isfile(path):
             raise UsageError(f"ssh config file {path} not found")
         lines = []
         for option in self.target.options:
@@ -767,7 +768,7 @@ def _keys(eff: _Effective, prompter: Prompter | None) -> list[Any]:
     files = eff.files("identityfile", [f"~/.ssh/{name}" for name in DEFAULT_KEYS])
     for name in files:
         path = Path(name)
-        if not path.is_file():
+        if not os.path.isfile(path):
             continue
         if _key_type(path).startswith("sk-"):
             _unsupported(f"FIDO security-key (sk-) keys ({path})")
