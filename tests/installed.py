@@ -53,7 +53,11 @@ def base_interpreter() -> Path:
         if not _world_runnable(candidate):
             continue
         probe = subprocess.run(
-            [str(candidate), "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))"],
+            [
+                str(candidate),
+                "-c",
+                "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))",
+            ],
             capture_output=True,
             timeout=60,
             check=False,
@@ -87,9 +91,13 @@ def build(root: Path) -> Installed:
     base = base_interpreter()
     # A copy of the tracked files only: what a fresh clone would build.
     source = root / "source"
-    tracked = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True, timeout=60
-    ).stdout.decode().split("\0")
+    tracked = (
+        subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True, timeout=60
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, tracked):
         target = source / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -68,9 +68,7 @@ def test_pip_install_version_and_completion(installed: Installed) -> None:
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip().endswith("0.1.0")
     words = "tunnelauth doc"
-    completion = run(
-        [exe], _TUNNELAUTH_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD="1"
-    )
+    completion = run([exe], _TUNNELAUTH_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD="1")
     assert "doctor" in completion.stdout.split(), completion.stderr
     script = run([exe, "--show-completion", "bash"], SHELL="/bin/bash")
     assert script.returncode == 0 and "_tunnelauth_completion" in script.stdout, script.stderr
