@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from tunnelauth import __version__
-from tunnelauth.cmdline import OPTION_SPECS, build_settings, normalize_argv
+from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, build_settings, normalize_argv
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
@@ -219,8 +219,11 @@ def _doctor(name: str, options: dict[str, Any]) -> None:
 def _config_show(name: str, options: dict[str, Any]) -> None:
     """Print the effective settings for HOST and where each one came from."""
     _no_login_flags("config show", options)
-    build_settings(name, options)  # validates everything the way a login would
-    resolution = resolve_options(options, os.environ, stdin_is_tty=sys.stdin.isatty())
+    resolution = resolve_options(
+        options, os.environ, stdin_is_tty=sys.stdin.isatty(), require_host=False
+    )
+    if resolution.host.value is not None:
+        build_settings(name, options)  # validates everything the way a login would
     if options.get("json"):
         typer.echo(json.dumps(resolution.to_json(), ensure_ascii=False))
     else:
@@ -234,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, run_command = normalize_argv(sys.argv[1:] if argv is None else argv)
     _RUN_COMMAND[:] = run_command
     try:
+        if args[:1] == ["run"] and not run_command:
+            from tunnelauth.preflight import run_separator
+
+            run_separator(args[1:], VALUE_FLAGS)
         # Without standalone mode, click returns a typer.Exit's code instead of raising it.
         result = app(args=args, prog_name="tunnelauth", standalone_mode=False)
     except TunnelauthError as exc:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tunnelauth import preflight
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS, hermes_args, validate_name
@@ -167,7 +168,7 @@ def build_settings(
         """The resolved value and its source (keys options.py does not list: flag > env)."""
         if key in values:
             found = values[key]
-            return (default if found.value is None else found.value), found.source
+            return (default if found.value is None else found.value), found.origin
         value = options.get(key)
         if value not in (None, [], ()):
             return value, "flag"
@@ -179,7 +180,9 @@ def build_settings(
     jumps = _split_jumps(jump_raw)
     hermes, _ = pick("hermes", "TUNNELAUTH_HERMES", "hermes")
     profile, _ = pick("profile")
-    browser_cmd, _ = pick("browser_cmd", "TUNNELAUTH_BROWSER_CMD")
+    browser_cmd, browser_origin = pick("browser_cmd", "TUNNELAUTH_BROWSER_CMD")
+    if browser_cmd is not None:
+        preflight.browser_command(str(browser_cmd), browser_origin)
     backend, _ = pick("backend", "TUNNELAUTH_BACKEND", "auto")
     via, _ = pick("via", "TUNNELAUTH_VIA", "auto")
     if via not in VIAS:
@@ -190,7 +193,9 @@ def build_settings(
     if isinstance(identity, (str, Path)):
         identity = [identity]
     ssh_config, _ = pick("ssh_config")
-    port, _ = pick("port")
+    port, port_origin = pick("port")
+    if port is not None:
+        port = preflight.tcp_port(port, port_origin)
     login, _ = pick("user")
     run_as, _ = pick("run_as")
     if run_as is not None:
@@ -217,15 +222,18 @@ def build_settings(
         default_timeout = PROVIDERS[name].timeout + 30.0
     if profile is not None:
         validate_name(str(profile), "profile name")
-    timeout, _ = pick("timeout", "TUNNELAUTH_TIMEOUT", default_timeout)
-    connect_timeout, _ = pick("connect_timeout", None, 30.0)
+    timeout, origin = pick("timeout", "TUNNELAUTH_TIMEOUT", default_timeout)
+    timeout = preflight.positive_seconds(timeout, "--timeout", origin)
+    connect_timeout, origin = pick("connect_timeout", None, 30.0)
+    connect_timeout = preflight.positive_seconds(connect_timeout, "--connect-timeout", origin)
     batch = bool(resolution.batch.value)
     verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
+    identities = tuple(Path(str(p)).expanduser() for p in identity or ())
     target = SSHTarget(
         host=host,
         jump=jumps,
         ssh_config=Path(str(ssh_config)).expanduser() if ssh_config else None,
-        identity=tuple(Path(str(p)).expanduser() for p in identity or ()),
+        identity=identities,
         port=int(port) if port is not None else None,
         login=str(login) if login is not None else None,
         # --accept-new is ssh's own option, so every backend (and ssh itself) reads it the same.
@@ -239,7 +247,7 @@ def build_settings(
         provider=provider,
         timeout=float(timeout),
         no_browser=bool(options.get("no_browser")),
-        browser_cmd=str(browser_cmd) if browser_cmd else None,
+        browser_cmd=str(browser_cmd) if browser_cmd is not None else None,
         verbosity=verbosity,
         backend=str(backend),
         connect_timeout=float(connect_timeout),
@@ -255,6 +263,7 @@ def build_settings(
         no_wait=bool(options.get("no_wait")),
         reap=bool(options.get("reap")),
         accept_new=bool(options.get("accept_new")),
+        notices=preflight.identity_notices(identities),
     )
 
 

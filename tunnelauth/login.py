@@ -54,6 +54,8 @@ def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> No
     reporter = reporter_for(options)
     try:
         settings = build_settings(name, options, run_command=run_command)
+        for notice in settings.notices:
+            reporter.warn(notice)
         hook = postlogin.after_login if settings.verify or settings.replace else None
         flow.run(settings, reporter, after_success=hook)
     except TunnelauthError as exc:

@@ -204,12 +204,24 @@ def _text(name: str, value: Any) -> str:
 
 
 def resolve_options(
-    options: Mapping[str, Any], env: Mapping[str, str], *, stdin_is_tty: bool
+    options: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    stdin_is_tty: bool,
+    require_host: bool = True,
 ) -> Resolution:
-    """Read the config file and resolve the host and every setting with its source."""
+    """Read the config file and resolve the host and every setting with its source.
+
+    Without ``require_host`` a missing host resolves to None and only the global settings apply.
+    """
+    from tunnelauth.preflight import config_file
     from tunnelauth.settings import config_path, host_section, load_config, validate_host
 
     path = config_path(options.get("config"))
+    if options.get("config"):
+        config_file(path, "--config")
+    elif env.get("TUNNELAUTH_CONFIG"):
+        config_file(path, "$TUNNELAUTH_CONFIG")
     config = load_config(path)
     check_config(config, path)
     cli_host = options.get("host")
@@ -219,6 +231,10 @@ def resolve_options(
         host = Resolved(env["TUNNELAUTH_HOST"], "env", "$TUNNELAUTH_HOST")
     elif isinstance(config.get("default_host"), str) and config["default_host"]:
         host = Resolved(config["default_host"], "file", f"{path} default_host")
+    elif not require_host:
+        values = resolve(options, {}, env, file_origin=str(path))
+        batch = resolve_batch(bool(options.get("batch")), env, stdin_is_tty)
+        return Resolution(Resolved(None, "default", "no host given"), path, values, batch)
     else:
         raise UsageError(
             "no host given",

@@ -57,6 +57,7 @@ class Settings(NamedTuple):
     no_wait: bool = False  # another run holds the callback port: fail (exit 5) instead of waiting
     reap: bool = False  # end a stale tunnelauth run for the same host that holds the port
     accept_new: bool = False  # StrictHostKeyChecking=accept-new: add an unknown host key
+    notices: tuple[str, ...] = ()  # warnings about the options, shown when the run starts
 
 
 def config_path(explicit: Path | None = None) -> Path:

@@ -267,7 +267,7 @@ class Bench:
         self.tunnelauth = [str(script)] if script.exists() else [sys.executable, "-m", "tunnelauth"]
         self.env = {
             **os.environ,
-            "TUNNELAUTH_CONFIG": str(workdir / "no-config.toml"),
+            "TUNNELAUTH_CONFIG": os.devnull,
             "COLUMNS": "200",
         }
         for name in ("TUNNELAUTH_HOST", "TUNNELAUTH_BACKEND", "TUNNELAUTH_BROWSER_CMD"):

@@ -68,7 +68,7 @@ def test_accept_new_adds_the_key_and_the_next_run_trusts_it(
 def _at_terminal(config: Path, backend: str, tmp_path: Path) -> pexpect.spawn:
     """A login to ``remote`` at a terminal (no CI variable), with the given ssh config."""
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TUNNELAUTH_HOST")}
-    env["TUNNELAUTH_CONFIG"] = str(tmp_path / "none.toml")
+    env["TUNNELAUTH_CONFIG"] = os.devnull
     return pexpect.spawn(
         "tunnelauth",
         ["spotify", "remote", "-F", str(config), "--backend", backend, "--no-browser"],

@@ -78,7 +78,7 @@ class Run:
 
 def _at_terminal(extra: interactive.Interactive, tmp: Path, *args: str) -> Run:
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TUNNELAUTH_HOST")}
-    env["TUNNELAUTH_CONFIG"] = str(tmp / "none.toml")
+    env["TUNNELAUTH_CONFIG"] = os.devnull
     # Options before the subcommand: `run`'s command after `--` stays untouched.
     words = ["tunnelauth", "-F", str(extra.ssh_config)]
     words += ["--browser-cmd", extra.bed.browser_cmd(tmp / "dom.html"), *args]

@@ -21,7 +21,7 @@ from tunnelauth.status import ExitStatus
 def test_anthropic_code_typed_by_the_user(fresh: Bed, tmp_path: Path) -> None:
     dom = tmp_path / "dom.html"
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TUNNELAUTH_HOST")}
-    env["TUNNELAUTH_CONFIG"] = str(tmp_path / "none.toml")
+    env["TUNNELAUTH_CONFIG"] = os.devnull
     args = ["anthropic", "remote", "-F", str(fresh.ssh_config)]
     args += ["--browser-cmd", fresh.browser_cmd(dom)]
     with ListenSampler() as sampler:

@@ -204,7 +204,7 @@ def test_ci_reauth_runs_lines_in_parallel_and_fails_if_one_fails(
     env = {
         **os.environ,
         "TUNNELAUTH": f"{sys.executable} -m tunnelauth",
-        "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml"),
+        "TUNNELAUTH_CONFIG": os.devnull,
     }
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "ci-reauth"), str(lines), "--", *extra],

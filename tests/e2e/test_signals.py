@@ -20,7 +20,7 @@ from tunnelauth.status import ExitStatus
 
 def _terminal_run(bed: Bed, tmp_path: Path, *args: str) -> pexpect.spawn:
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TUNNELAUTH_HOST")}
-    env["TUNNELAUTH_CONFIG"] = str(tmp_path / "none.toml")
+    env["TUNNELAUTH_CONFIG"] = os.devnull
     command = " ".join(["tunnelauth", *args, "-F", str(bed.ssh_config), "--no-browser"])
     script = (
         f"trap 'true' INT; stty -g > {tmp_path}/before; {command}; "
@@ -71,7 +71,7 @@ def test_ctrl_c_while_connecting(fresh: Bed, tmp_path: Path) -> None:
         fresh.ssh_config.read_text().replace("ProxyJump bastion", "ProxyCommand sleep 30", 1)
     )
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TUNNELAUTH_HOST")}
-    env["TUNNELAUTH_CONFIG"] = str(tmp_path / "none.toml")
+    env["TUNNELAUTH_CONFIG"] = os.devnull
     script = (
         f"trap 'true' INT; stty -g > {tmp_path}/before; "
         f"tunnelauth spotify remote -F {slow} --no-browser -v; "

@@ -18,6 +18,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for var in ("TUNNELAUTH_HOST", "TUNNELAUTH_CONFIG", "TUNNELAUTH_HERMES", "CI"):
         monkeypatch.delenv(var, raising=False)
     cfg = tmp_path / "config.toml"
+    cfg.write_text("")
     monkeypatch.setenv("TUNNELAUTH_CONFIG", str(cfg))
     return cfg
 

@@ -88,7 +88,7 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
     dialled: list[object] = []
     monkeypatch.setattr(early, "start", started.append)
     monkeypatch.setattr(early_dial, "start", dialled.append)  # a TCP connect asks nothing
-    monkeypatch.setenv("TUNNELAUTH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     for argv in (
@@ -108,7 +108,7 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def _batch_login_refused(probe: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run ``probe`` (Python) with a batch login line to a closed local port as its argv."""
     argv = ["spotify", "user@127.0.0.1", "-p", "1", "-F", os.devnull, "--batch"]
-    env = {**os.environ, "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml")}
+    env = {**os.environ, "TUNNELAUTH_CONFIG": os.devnull}
     return subprocess.run(
         [sys.executable, "-c", probe, *argv],
         env=env,

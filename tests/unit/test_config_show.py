@@ -38,6 +38,12 @@ def config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(CONFIG)
     monkeypatch.setenv("TUNNELAUTH_CONFIG", str(path))
+    # The browser command must name a program that exists: give it one.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "firefox").write_text("#!/bin/sh\n")
+    (bin_dir / "firefox").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import os
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def test_a_login_on_asyncssh_starts_the_lookups_ahead(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Interactive or batch, an asyncssh login starts them; an OpenSSH one does not."""
-    monkeypatch.setenv("TUNNELAUTH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
     monkeypatch.delenv("CI", raising=False)  # interactive: no master is started for openssh
     monkeypatch.setattr(early_dial, "start", lambda target: None)  # "host" is not dialled
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
