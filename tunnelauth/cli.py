@@ -12,12 +12,15 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from tunnelauth import __version__
 from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, build_settings, normalize_argv
+from tunnelauth.completion import complete_choice, complete_host
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
+from tunnelauth.settings import BACKENDS, VIAS
 from tunnelauth.status import ExitStatus
 
 _METAVARS = {
@@ -40,19 +43,30 @@ _METAVARS = {
 }
 
 HostArg = Annotated[
-    str | None, typer.Argument(help="SSH destination ([user@]host or alias).", metavar="HOST")
+    str | None,
+    typer.Argument(
+        help="SSH destination ([user@]host or alias).", metavar="HOST", autocompletion=complete_host
+    ),
 ]
+_COMPLETERS: dict[str, Any] = {
+    "backend": complete_choice(BACKENDS),
+    "via": complete_choice(VIAS),
+}
 
 
 def _common_parameters() -> list[inspect.Parameter]:
     params = []
     for name, flags, kind, help_text, _ in OPTION_SPECS:
         if kind is int:
-            option = typer.Option(*flags, help=help_text, count=True)
+            option = typer.Option(*flags, help=help_text, count=True, show_default=False)
             default: Any = 0
         else:
             option = typer.Option(
-                *flags, help=help_text, show_default=False, metavar=_METAVARS.get(name)
+                *flags,
+                help=help_text,
+                show_default=False,
+                metavar=_METAVARS.get(name),
+                autocompletion=_COMPLETERS.get(name),
             )
             default = False if kind is bool else None
         params.append(
@@ -92,6 +106,14 @@ def _root(
     """tunnelauth: one command to log a remote CLI in through SSH."""
 
 
+class _Command(TyperCommand):
+    """Usage lines as people write them: ``mcp [OPTIONS] NAME [HOST]`` (typer braces NAME)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
 def _register(
     name: str,
     help_text: str,
@@ -106,7 +128,7 @@ def _register(
 
     command.__signature__ = inspect.Signature([*positional, *_common_parameters()])  # type: ignore[attr-defined]
     command.__doc__ = help_text
-    (target or app).command(name, help=help_text)(command)
+    (target or app).command(name, help=help_text, cls=_Command)(command)
 
 
 def _host_param() -> inspect.Parameter:
@@ -128,7 +150,7 @@ for _name, _spec in PROVIDERS.items():
     else:
         _register(
             _name,
-            f"Log in {_name}: hermes {' '.join(_spec.args)} ({_spec.flow}).",
+            f"Log in {_name}: runs hermes {' '.join(_spec.args)}. Usual flow: {_spec.flow}.",
             [_host_param()],
         )
 
@@ -155,11 +177,22 @@ _register(
 
 
 @app.command("providers")
-def _providers() -> None:
+def _providers(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout (docs/ci.md).")
+    ] = False,
+) -> None:
     """List the providers and the remote command each runs."""
+    rows = []
     for name, spec in PROVIDERS.items():
         args = " ".join(spec.args).replace("{name}", "NAME")
-        typer.echo(f"{name:<10} hermes {args:<42} {spec.flow}")
+        rows.append((name, f"hermes {args}", spec.flow))
+    if as_json:
+        providers = [{"name": n, "command": c, "usual_flow": f} for n, c, f in rows]
+        typer.echo(json.dumps({"v": 1, "kind": "providers", "providers": providers}))
+        return
+    for name, command, flow in rows:
+        typer.echo(f"{name:<10} {command:<49} {flow}")
 
 
 @app.command("demo")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def complete(words: str) -> list[str]:
@@ -36,3 +37,47 @@ def test_completion_script_is_printed() -> None:
         check=False,
     )
     assert out.returncode == 0 and "_tunnelauth_completion" in out.stdout
+
+
+def complete_with_home(words: str, home: str) -> list[str]:
+    env = {
+        **os.environ,
+        "HOME": home,
+        "TUNNELAUTH_CONFIG": os.devnull,
+        "_TUNNELAUTH_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+    }
+    code = "import sys; from tunnelauth.cli import main; sys.exit(main([]))"
+    argv = [sys.executable, "-c", code]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
+    return out.stdout.split()
+
+
+def test_hosts_complete_from_the_ssh_config_and_its_includes(tmp_path: Path) -> None:
+    ssh = tmp_path / ".ssh"
+    (ssh / "conf.d").mkdir(parents=True)
+    (ssh / "config").write_text(
+        "Host agent-box bastion *.wild !negated\n  HostName 10.0.0.1\n"
+        "Include conf.d/*.conf\nHost=eq-host\n"
+    )
+    (ssh / "conf.d" / "gpus.conf").write_text("Host gpu1 gpu2\n")
+    assert complete_with_home("tunnelauth xai ", str(tmp_path)) == [
+        "agent-box",
+        "bastion",
+        "gpu1",
+        "gpu2",
+        "eq-host",
+    ]
+    assert complete_with_home("tunnelauth spotify me@ag", str(tmp_path)) == ["me@agent-box"]
+    assert complete_with_home("tunnelauth mcp linear gp", str(tmp_path)) == ["gpu1", "gpu2"]
+
+
+def test_backend_and_via_values_complete(tmp_path: Path) -> None:
+    assert complete_with_home("tunnelauth xai h --backend ", str(tmp_path)) == [
+        "auto",
+        "openssh",
+        "asyncssh",
+        "paramiko",
+    ]
+    assert complete_with_home("tunnelauth xai h --via re", str(tmp_path)) == ["relay"]

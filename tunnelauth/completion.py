@@ -1,0 +1,81 @@
+"""Shell completion values: host aliases from ~/.ssh/config (and its Includes), backend and via.
+
+Read only when the shell asks; nothing here runs during a login.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+MAX_FILES = 64  # an Include loop or a huge tree must not hang the shell
+
+
+def _words(line: str) -> list[str]:
+    try:
+        return shlex.split(line, comments=True)
+    except ValueError:
+        return line.split()
+
+
+def _included(pattern: str, base: Path) -> list[Path]:
+    """An Include argument: ``~`` expands, a relative path is under ~/.ssh, globs allowed."""
+    expanded = os.path.expanduser(pattern)
+    if not os.path.isabs(expanded):
+        expanded = str(base / expanded)
+    return [Path(p) for p in sorted(glob.glob(expanded))]
+
+
+def config_hosts(path: Path, base: Path, seen: set[Path] | None = None) -> Iterator[str]:
+    """Concrete ``Host`` names (no wildcards or negations) in an ssh config and its Includes."""
+    seen = set() if seen is None else seen
+    if path in seen or len(seen) >= MAX_FILES:
+        return
+    seen.add(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    for line in text.splitlines():
+        words = _words(line.replace("=", " ", 1) if "=" in line.split("#")[0] else line)
+        if not words:
+            continue
+        key, args = words[0].lower(), words[1:]
+        if key == "host":
+            for name in args:
+                if not any(c in name for c in "*?!"):
+                    yield name
+        elif key == "include":
+            for pattern in args:
+                for included in _included(pattern, base):
+                    yield from config_hosts(included, base, seen)
+
+
+def complete_host(incomplete: str) -> list[str]:
+    """Host aliases from the user's ssh config and tunnelauth's own config file."""
+    ssh_dir = Path("~/.ssh").expanduser()
+    names = list(config_hosts(ssh_dir / "config", ssh_dir))
+    try:
+        from tunnelauth.settings import config_path, load_config
+
+        hosts = load_config(config_path(None)).get("hosts", {})
+        if isinstance(hosts, dict):
+            names += [str(name) for name in hosts]
+    except Exception:  # a broken config file must not break the shell's completion
+        pass
+    user, at, rest = incomplete.rpartition("@")
+    prefix = user + at
+    found = dict.fromkeys(prefix + n for n in names if n.startswith(rest))
+    return list(found)
+
+
+def complete_choice(choices: tuple[str, ...]) -> object:
+    """A completer offering ``choices``."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return complete
