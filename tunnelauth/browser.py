@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.status import ExitStatus
 
-HowOpened = Literal["command", "system", "printed"]
+HowOpened = Literal["command", "system", "printed", "builtin"]
 
 MAX_URL_LENGTH = 8192
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -168,6 +168,17 @@ class BrowserLauncher:
         if not system_browser_possible(self._env, self._platform, wsl=running_in_wsl(self._env)):
             return "printed"
         return await self._open_system(url)
+
+    def uses_system_browser(self) -> bool:
+        """Whether open() will hand URLs to the system browser (not a command, not printing)."""
+        if self._no_browser or self._command is not None:
+            return False
+        return system_browser_possible(self._env, self._platform, wsl=running_in_wsl(self._env))
+
+    def last_command(self) -> asyncio.subprocess.Process | None:
+        """The --browser-cmd process open() started last, if any."""
+        commands = [item.process for item in self._started if item.group]
+        return commands[-1] if commands else None
 
     async def close(self, grace: float = 5.0) -> None:
         """Give started commands ``grace`` seconds to exit, then end their process groups."""

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +44,7 @@ from tunnelauth.events import (
     Status,
 )
 from tunnelauth.hints import HintFilter
+from tunnelauth.launchpad import LaunchPad
 from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
 from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for
 from tunnelauth.providers import PROVIDERS
@@ -66,6 +67,9 @@ EXIT_WAIT = 15.0  # how long the remote may take to exit after its output ended
 LAST_LINES = 12  # remote lines shown with a failure
 BROWSER_GRACE = 5.0  # how long a --browser-cmd may keep running after the login ended
 LISTENER_GRACE = 5.0  # how long a callback page still on its way to the browser may take
+# A browser that has not asked for the page by then did not open (a stale DISPLAY, a browser
+# that silently did nothing): the URL is printed for the user instead of a silent wait.
+BROWSER_ARRIVAL = 10.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -113,6 +117,7 @@ class Login:
         self.fatal: TunnelauthError | None = None  # a failure found outside the main loop
         self.terminal: Terminal | None = None  # the user's terminal (interactive runs only)
         self.port_lock: PortLock | None = None  # this run's claim on the laptop callback port
+        self.callback_path: str | None = None  # the redirect URI's path, once the remote says
         usual = PROVIDERS[settings.provider].usual_hosts if settings.provider else ()
         self.usual_hosts = usual
 
@@ -260,6 +265,8 @@ class Login:
         """Listen on the redirect URI's port on the laptop; carry to the remote's listener."""
         self.remote_port = event.port
         self.remote_host = event.host  # "localhost" is resolved by the remote sshd
+        if event.path:
+            self.callback_path = urlsplit(event.path).path or "/"
         if self.listener is not None:
             if self.listener.port == event.port:
                 return
@@ -427,7 +434,15 @@ class Login:
     def _on_listener_event(self, event: ListenerEvent) -> None:
         self.reporter.debug(f"browser: {event.kind} {event.path} {event.detail}".rstrip())
         if event.kind == "request_carried":
-            self.reporter.info("the callback reached the remote over a direct SSH channel")
+            if urlsplit(event.path).path == (self.callback_path or self.listener_path()):
+                self.reporter.info("the callback reached the remote over a direct SSH channel")
+            else:
+                # A page of the remote's own login (its start page), not the callback.
+                self.reporter.debug(f"carried the browser's request for {event.path} to the remote")
+
+    def listener_path(self) -> str | None:
+        """The path the laptop listener carries (None: every path of the remote's origin)."""
+        return self.listener.path if self.listener is not None else None
 
     async def _close_listener(self) -> None:
         listener, self.listener = self.listener, None
@@ -466,8 +481,45 @@ class Login:
         unusual = bool(self.usual_hosts) and not any(
             host == h or host.endswith("." + h) for h in self.usual_hosts
         )
-        how = await self.browser.open(url)
+        pad = None
+        if self.browser.uses_system_browser():
+            # The browser first fetches a local redirect to the page: its arrival is then known.
+            pad = await LaunchPad.start(url)
+            self.stack.push_async_callback(pad.close)
+        how = await self.browser.open(pad.url if pad is not None else url)
         self.reporter.open_url(url, host, how, unusual_host=unusual and not _is_loopback_url(url))
+        if how == "system" and pad is not None:
+            self._watch(self._browser_arrival(pad, url, host))
+        elif how == "command":
+            self._watch(self._browser_command_result(url, host))
+
+    def _watch(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a background check that ends with the run."""
+        task = asyncio.ensure_future(coro)
+        self.stack.push_async_callback(_cancel, task)
+
+    async def _browser_arrival(self, pad: LaunchPad, url: str, host: str) -> None:
+        """If no browser fetched the page in time, print the URL instead of waiting silently."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(pad.arrived.wait(), BROWSER_ARRIVAL)
+            self.reporter.debug("the browser has fetched the login page")
+            return
+        self.reporter.warn(
+            f"no browser has opened the login page after {BROWSER_ARRIVAL:g} s "
+            "(no display, or the browser did nothing)"
+        )
+        self.reporter.open_url(url, host, "printed", unusual_host=False)
+
+    async def _browser_command_result(self, url: str, host: str) -> None:
+        """A --browser-cmd that fails: say so and print the URL."""
+        process = self.browser.last_command()
+        if process is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            code = await asyncio.wait_for(process.wait(), BROWSER_ARRIVAL)
+            if code != 0:
+                self.reporter.warn(f"the browser command failed (exit status {code})")
+                self.reporter.open_url(url, host, "printed", unusual_host=False)
 
     def _on_prompt(self, event: Prompt) -> None:
         self.prompt = event

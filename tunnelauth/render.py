@@ -90,6 +90,10 @@ class ConsoleReporter:
             # The bare URL on a line of its own: no border or wrapping to break copy and paste.
             self._line(f"open this page in a browser on this machine ({host}):", "bold green")
             self.console.out(url, highlight=False)
+        elif how == "builtin":
+            self._line(f"the demo's built-in browser opens the login page on {host}", "green")
+            if self.verbosity > 0:
+                self._line(f"  {url}", "dim")
         elif self.verbosity >= 0:
             self._line(f"opened the login page on {host} in the browser", "green")
             if self.verbosity > 0:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -174,7 +175,19 @@ def assert_completed(result: dict[str, Any]) -> None:
 def test_demo_completes_by_itself_and_leaves_nothing(bed: Bed) -> None:
     result = run_demo(bed, ["--no-browser", "-v"])
     assert_completed(result)
-    assert "backend asyncssh" in result["stderr"]
+    stderr = result["stderr"]
+    assert "backend asyncssh" in stderr
+    # Every message says what happened: no real browser opened, and the start page carried to
+    # the remote is not the callback.
+    assert "the demo's built-in browser opens the login page on 127.0.0.1" in stderr
+    assert "in the browser" not in stderr
+    lines = stderr.splitlines()
+    start = next(
+        i for i, ln in enumerate(lines) if "carried the browser's request for /login" in ln
+    )
+    (reached,) = [i for i, ln in enumerate(lines) if "the callback reached the remote" in ln]
+    assert start < reached
+    assert "/callback" in " ".join(lines[start:reached])
     assert_clean(bed, result)
 
 
@@ -333,3 +346,65 @@ def test_simulated_remote_accepts_only_its_keys(tmp_path: Path) -> None:
             await provider.close()
 
     run(scenario())
+
+
+# -- a system browser that never arrives -----------------------------------------------------
+
+ARRIVAL_DEADLINE = 90.0  # the demo's own arrival check is 10 s; this is the test's limit
+
+
+def _browser_script(bed: Bed, body: str) -> str:
+    script = bed.home / "fake-browser"
+    script.write_text(f"#!{sys.executable}\nimport sys, urllib.request\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def _demo_until(bed: Bed, browser: str, wanted: str) -> tuple[int, str]:
+    """Run the demo with a DISPLAY and BROWSER; once ``wanted`` is shown, end it with SIGTERM."""
+    env = bed.env(DISPLAY=":99", BROWSER=browser)
+    argv = [sys.executable, "-m", "tunnelauth", "demo", "-v"]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=bed.home,
+    )
+    assert proc.stderr is not None
+    shown: list[str] = []
+    try:
+        for raw in proc.stderr:
+            shown.append(raw.decode(errors="replace"))
+            if wanted in shown[-1]:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.communicate(timeout=ARRIVAL_DEADLINE)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(shown) + rest.decode(errors="replace")
+
+
+def test_a_browser_that_never_comes_gets_the_url_printed(bed: Bed) -> None:
+    # xdg-open succeeded, but nothing ever fetched the page (a stale DISPLAY, say).
+    browser = _browser_script(bed, "sys.exit(0)")
+    code, stderr = _demo_until(bed, browser, "open this page in a browser")
+    assert "no browser has opened the login page after 10 s" in stderr, stderr
+    lines = stderr.splitlines()
+    at = next(i for i, ln in enumerate(lines) if "open this page in a browser" in ln)
+    assert lines[at + 1].startswith("http://127.0.0.1:") and "/login?state=" in lines[at + 1]
+    assert code == 130, stderr
+    assert bed.leftover_dirs() == []
+
+
+def test_a_browser_that_fetches_the_page_is_seen_arriving(bed: Bed) -> None:
+    # The browser is handed a local redirect first; following it means the browser came.
+    browser = _browser_script(bed, "urllib.request.urlopen(sys.argv[1], timeout=30).read()")
+    code, stderr = _demo_until(bed, browser, "the browser has fetched the login page")
+    assert "the browser has fetched the login page" in stderr, stderr
+    assert "no browser has opened" not in stderr
+    assert "carried the browser's request for /login" in stderr
+    assert code == 130, stderr

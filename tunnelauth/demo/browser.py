@@ -150,7 +150,7 @@ class DemoBrowser(BrowserLauncher):
             return how
         self._say("no browser opens here (--no-browser, or no display): the built-in one plays it")
         self._walks.add(asyncio.ensure_future(self._walk(url)))
-        return "command"
+        return "builtin"
 
     async def close(self, grace: float = 5.0) -> None:
         """Let a walk still under way finish (bounded), then close like the real launcher."""
