@@ -165,6 +165,13 @@ _register(
     [_host_param()],
     action=lambda name, options: _doctor(name, options),
 )
+_register(
+    "status",
+    "Show what HOST is logged in to: each provider (hermes auth status) and MCP servers with "
+    "a token.",
+    [_host_param()],
+    action=lambda name, options: _status(name, options),
+)
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 _register(
@@ -247,6 +254,27 @@ def _doctor(name: str, options: dict[str, Any]) -> None:
         print_doctor(report)
     if report.exit_status != ExitStatus.OK:
         raise typer.Exit(int(report.exit_status))
+
+
+def _status(name: str, options: dict[str, Any]) -> None:
+    """Print the remote's login state (table, or JSON with --json) on stdout."""
+    import asyncio
+
+    from tunnelauth import loginstatus
+    from tunnelauth.errors import TimedOutError
+
+    _no_login_flags(name, options)
+    settings = build_settings(name, options)
+    try:
+        status = loginstatus.run(settings)
+    except asyncio.TimeoutError:
+        raise TimedOutError("status did not finish in time") from None
+    if options.get("json"):
+        typer.echo(json.dumps(status.to_json(), ensure_ascii=False))
+    else:
+        from tunnelauth.render import print_status
+
+        print_status(status)
 
 
 def _config_show(name: str, options: dict[str, Any]) -> None:

@@ -201,7 +201,7 @@ def build_settings(
     if run_as is not None:
         validate_name(str(run_as), "run-as user")
     hermes_home, _ = pick("hermes_home")
-    if name in ("doctor", "config"):
+    if name in ("doctor", "config", "status"):
         program, provider, server = str(hermes), None, None
         args: tuple[str, ...] = (
             ("-p", validate_name(str(profile), "profile name")) if profile else ()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.live import Live
 
     from tunnelauth.doctor import Report as DoctorReport
+    from tunnelauth.loginstatus import LoginStatus
     from tunnelauth.options import Resolution
 
 
@@ -217,3 +218,19 @@ def print_config(resolution: Resolution, console: Console | None = None) -> None
         style = "dim" if source == "default" else ""
         table.add_row(setting, value, Text(source, style=style), Text(origin, style="dim"))
     console.print(table)
+
+
+def print_status(status: LoginStatus, console: Console | None = None) -> None:
+    """What a host is logged in to (remote text is sanitized already and shown literally)."""
+    from rich.table import Table
+
+    console = console or Console(highlight=False, soft_wrap=False)
+    styles = {"logged in": "green", "logged out": "yellow", "unknown": "red"}
+    table = Table(title=Text(f"{status.host}: logins"), title_justify="left")
+    for name in ("provider", "state", "remote says"):
+        table.add_column(name)
+    for row in status.providers:
+        table.add_row(row.name, Text(row.state, style=styles[row.state]), Text(row.detail))
+    console.print(table)
+    servers = ", ".join(status.mcp_servers) if status.mcp_servers else "none"
+    console.print(Text(f"MCP servers with a token: {servers}"))
