@@ -118,7 +118,18 @@ def build(root: Path) -> Installed:
         "PIPX_MAN_DIR": str(root / "pipx-man"),
         "PIPX_DEFAULT_PYTHON": str(base),
     }
-    _run([sys.executable, "-m", "pipx", "install", "--python", base, wheel], env=pipx_env)
+    # The README's own command: `pipx install .` in a fresh clone.
+    done = subprocess.run(
+        [sys.executable, "-m", "pipx", "install", "--python", str(base), "."],
+        capture_output=True,
+        text=True,
+        env=pipx_env,
+        cwd=source,
+        stdin=subprocess.DEVNULL,
+        timeout=INSTALL_DEADLINE,
+        check=False,
+    )
+    assert done.returncode == 0, f"pipx install . failed:\n{done.stdout}\n{done.stderr}"
     for path in [root, *root.rglob("*")]:
         if path.is_dir() and not path.is_symlink():
             path.chmod(path.stat().st_mode | 0o755)
