@@ -1,4 +1,4 @@
-"""Turn the measurements into markdown tables with medians, ratios and PASS/FAIL per target."""
+"""Turn the measurements into markdown tables (medians, ratios) and say which targets held."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class Check:
     limit: str
     ratio: float | None
     ok: bool | None  # None: could not be judged (e.g. the transport does not work)
+    group: str = ""  # where the report states it: a latency ("+0 ms") or "overall"
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -182,7 +183,7 @@ def checks(results: Results) -> list[Check]:
             if broken is not None or not good:
                 why = f"not working: {broken or 'no successful run'}"
                 for what in ("1 SSH auth per host per login", "time to browser", "exit after"):
-                    out.append(Check(f"{what}, {label}", why, "", None, False))
+                    out.append(Check(f"{what}, {label}", why, "", None, False, at))
                 continue
             auths = [x.auths for x in good]
             one_each = all(a.get("bastion") == 1 and a.get("remote") == 1 for a in auths)
@@ -195,6 +196,7 @@ def checks(results: Results) -> list[Check]:
                     "1/1",
                     None,
                     one_each,
+                    at,
                 )
             )
             to_browser = _med(logins, lambda x: x.to_browser)
@@ -207,6 +209,7 @@ def checks(results: Results) -> list[Check]:
                         f"{ms(limit)} = floor {ms(floor)} + hermes {ms(own)} + 150 ms",
                         to_browser / limit,
                         to_browser <= limit,
+                        at,
                     )
                 )
             exit_after = _med(logins, lambda x: x.exit_after_success)
@@ -218,6 +221,7 @@ def checks(results: Results) -> list[Check]:
                         ms(EXIT_LIMIT),
                         exit_after / EXIT_LIMIT,
                         exit_after <= EXIT_LIMIT,
+                        at,
                     )
                 )
         master = res.logins.get(USER_MASTER, [])
@@ -233,6 +237,7 @@ def checks(results: Results) -> list[Check]:
                     "0/0",
                     None,
                     zero,
+                    at,
                 )
             )
     base, version = median(results.cli.get("pass", [])), median(results.cli.get("version", []))
@@ -245,6 +250,7 @@ def checks(results: Results) -> list[Check]:
                 f"{ms(limit)} = python -c pass {ms(base)} + 50 ms",
                 version / limit,
                 version <= limit,
+                "overall",
             )
         )
     rss_values = [
@@ -266,26 +272,58 @@ def checks(results: Results) -> list[Check]:
                 mb(RSS_LIMIT),
                 rss / RSS_LIMIT,
                 rss <= RSS_LIMIT,
+                "overall",
             )
         )
     return out
 
 
-def checks_table(items: Sequence[Check], judged: bool) -> list[str]:
-    """The targets with PASS/FAIL (a quick run says what it saw but judges nothing)."""
-    lines = ["| target | measured (median) | limit | ratio | result |", "|---|---|---|---|---|"]
+def verdict(items: Sequence[Check], judged: bool) -> str:
+    """One sentence: every target met, or each one missed with its measure and limit."""
+    if not judged:
+        return "Quick run: not judged."
+    missed = [item for item in items if item.ok is False]
+    if not missed:
+        return "Every target met."
+    return (
+        "Missed: "
+        + "; ".join(f"{i.name}: {i.measured} (limit {i.limit or '—'})" for i in missed)
+        + "."
+    )
+
+
+def latency_targets(
+    res: LatencyResults, own: float | None, items: Sequence[Check], judged: bool
+) -> str:
+    """The targets at one latency, with the limits worked out, and whether they held."""
+    floor = median(res.floor)
+    browser = "floor + the fake hermes' own time + 150 ms"
+    if floor is not None and own is not None:
+        limit = ms(floor + own + BROWSER_SLACK)
+        browser = f"{limit} (floor {ms(floor)} + the fake hermes' own {ms(own)} + 150 ms)"
+    return (
+        f"Targets: to browser ≤ {browser}; exit ≤ {ms(EXIT_LIMIT)} after the success line; "
+        "1/1 SSH authentications per host per login (0/0 with the user's live ControlMaster). "
+        + verdict(items, judged)
+    )
+
+
+def startup_targets(items: Sequence[Check], judged: bool) -> str:
+    """The targets over the whole run (start-up, memory), and whether they held."""
+    parts = []
     for item in items:
-        verdict = "—" if item.ok is None else "PASS" if item.ok else "FAIL"
-        if not judged and item.ok is not None:
-            verdict += " (quick: not judged)"
-        share = "—" if item.ratio is None else f"{item.ratio:.2f}"
-        lines.append(f"| {item.name} | {item.measured} | {item.limit} | {share} | {verdict} |")
-    return lines
+        if item.name == "`tunnelauth --version`":
+            parts.append(f"`tunnelauth --version` ≤ {item.limit}")
+        else:
+            parts.append(f"{item.name} ≤ {item.limit}: {item.measured}")
+    return f"Targets: {'; '.join(parts)}. {verdict(items, judged)}" if parts else ""
 
 
 def render(results: Results, machine: Sequence[str], command: str) -> str:
     """The whole markdown report."""
     own = median(results.hermes_own)
+    items = checks(results)
+    judged = not results.quick
     lines = [
         f"Measured with `{command}` ({results.runs} run(s) per row, medians; "
         f"{'quick run' if results.quick else 'full run'}).",
@@ -294,12 +332,11 @@ def render(results: Results, machine: Sequence[str], command: str) -> str:
         "",
         *(f"- {item}" for item in machine),
         "",
-        "#### Targets",
-        "",
-        *checks_table(checks(results), judged=not results.quick),
-        "",
     ]
     for res in results.latencies:
-        lines += [*latency_table(res, own), ""]
+        here = [item for item in items if item.group == f"+{res.rtt_ms} ms"]
+        lines += [*latency_table(res, own), "", latency_targets(res, own, here, judged), ""]
     lines += ["#### Command line start-up", "", *cli_table(results.cli), ""]
+    startup = startup_targets([item for item in items if item.group == "overall"], judged)
+    lines += [startup, ""] if startup else []
     return "\n".join(lines)

@@ -57,7 +57,8 @@ def test_bench_quick_completes_and_prints_its_table() -> None:
         out, err = proc.communicate(timeout=30)
         pytest.fail(f"scripts/bench --quick took over {DEADLINE} s\n{out}\n{err[-3000:]}")
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err[-3000:]}"
-    assert "| target | measured (median) | limit | ratio | result |" in out, out
+    # The targets of each latency and of the whole run, stated but not judged in a quick run.
+    assert out.count("Quick run: not judged.") == 3, out
     for heading in ("#### +0 ms RTT per hop", "#### +50 ms RTT per hop"):
         assert heading in out, out
     for row in ("floor: `ssh -J bastion remote true`", "manual recipe", *TRANSPORT_ROWS):

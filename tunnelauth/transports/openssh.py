@@ -526,5 +526,5 @@ def _connect_error(
             stderr_tail=tail,
             hint="check `ssh HOST true` works with the same options",
         )
-    last = tail.splitlines()[-1] if tail else "ssh exited with an error"
-    return SSHError(f"cannot connect to {host}: {last}", host=host, stderr_tail=tail)
+    reason = sshargs.connect_failure_reason(tail) or "ssh exited with an error"
+    return SSHError(f"cannot connect to {host}: {reason}", host=host, stderr_tail=tail)
