@@ -221,6 +221,23 @@ EXPECTED: dict[str, list[Event]] = {
         Callback("127.0.0.1", 53682, None, "announcement"),
         AuthorizeUrl("http://127.0.0.1:53682/auth?state=Zq8Xk2LwPp4s", "127.0.0.1", None),
     ],
+    # hermes 0.20-0.21 (upstream strings, not yet released for Python 3.11)
+    "codex_browser_021": [
+        Callback("localhost", 1455, "/auth/callback", "redirect_uri"),
+        AuthorizeUrl(CODEX_AUTH_URL, "auth.openai.com", "http://localhost:1455/auth/callback"),
+        succeeded('Added openai-codex OAuth credential #1: "alice@example.com"'),
+    ],
+    "codex_browser_port_busy_021": [
+        CODEX_DEVICE,
+        succeeded("Login successful!"),
+        succeeded('Added openai-codex OAuth credential #1: "alice@example.com"'),
+    ],
+    "openrouter_headless_paste_021": [Prompt("Authorization code:", PromptKind.CODE)],
+    "spotify_manual_paste_021": [*SPOTIFY, Prompt("Callback URL:", PromptKind.PASTE)],
+    "nous_device_timeout_021": [
+        DeviceCode("https://portal.nousresearch.com/device", "QWER-TYUI"),
+        timed_out("Timed out waiting for device authorization."),
+    ],
     "notfound_plain": [not_found("hermes: command not found")],
     "notfound_bash": [not_found("bash: line 1: hermes: command not found")],
     "notfound_sh": [not_found("sh: 1: hermes: not found")],
@@ -252,6 +269,18 @@ SHOWN: dict[str, list[str]] = {
     "mcp_paste": ["  Got authorization code from paste — completing flow."],
     "mcp_success": ["✓ Authenticated — 12 tool(s) available"],
     "rclone": ["2026/07/14 10:12:19 NOTICE: Got code"],
+    "codex_browser_021": [
+        "Signing in to OpenAI Codex (browser authorization)...",
+        "Exchanging the authorization code for Codex tokens...",
+    ],
+    "codex_browser_port_busy_021": [
+        "Port 1455 is already in use (a Codex CLI sign-in may be running). OpenAI only "
+        "redirects to that port, so falling back to the device-code login."
+    ],
+    "openrouter_headless_paste_021": [
+        "Remote session detected — using OpenRouter's headless flow."
+    ],
+    "nous_device_timeout_021": ["  Portal sign-in is required…"],
 }
 HIDDEN: dict[str, list[str]] = {
     "mcp_paste": ["ac_9f8e7d6c5b4a"],  # the pasted redirect URL echoed by the PTY
