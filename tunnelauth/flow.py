@@ -483,11 +483,12 @@ class Login:
                 last_lines=list(self.last_lines),
                 hint="run tunnelauth from a terminal, or set the value on the remote beforehand",
             )
+        if event.kind.is_secret and self.terminal is not None:
+            # The remote PTY does not echo (stty -echo); the local terminal must not either,
+            # from before the prompt shows: an answer typed the moment it appears stays hidden.
+            self.terminal.echo(False)
         self.reporter.prompt(event.text, event.kind.is_secret)
         self.reporter.stage(Stage.PROMPT)
-        if event.kind.is_secret and self.terminal is not None:
-            # The remote PTY does not echo (stty -echo); the local terminal must not either.
-            self.terminal.echo(False)
 
     def _end_prompt(self) -> None:
         """The remote prompt is over: echo back on, the live display back."""
@@ -576,9 +577,12 @@ def _ssh_asker(
             reporter.warn(f"ssh: {text}")
             return ""
         secret = hint != "confirm"
-        reporter.prompt(text, secret, origin="ssh")
         try:
-            return await terminal.read_line(secret=secret, timeout=SSH_PROMPT_DEADLINE)
+            return await terminal.read_line(
+                secret=secret,
+                timeout=SSH_PROMPT_DEADLINE,
+                prompt=lambda: reporter.prompt(text, secret, origin="ssh"),
+            )
         except LineTooLong as exc:
             reporter.warn(f"not sent: the answer is too long ({exc})")
             return None

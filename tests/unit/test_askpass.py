@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,12 @@ class Typed:
         self.answers = list(answers)
         self.reads: list[bool] = []
 
-    async def read_line(self, *, secret: bool, timeout: float) -> str | None:
+    async def read_line(
+        self, *, secret: bool, timeout: float, prompt: Callable[[], None] | None = None
+    ) -> str | None:
         self.reads.append(secret)
+        if prompt is not None:
+            prompt()
         return self.answers.pop(0) if self.answers else None
 
 
