@@ -328,7 +328,7 @@ class Login:
                 )
                 raise
         self.reporter.warn(f"--reap: ending the stale tunnelauth run (pid {pid}) for {host}")
-        await end_stale_run(pid)
+        await end_stale_run(pid, host=host)
         return await attempt()
 
     async def _open_channel(self) -> Channel:
