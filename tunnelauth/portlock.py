@@ -82,10 +82,16 @@ def _private(path: Path, *, mode_too: bool = True) -> bool:
 
 def _ensure_dir(path: Path) -> None:
     """Create the lock dir 0700; refuse one that is a symlink or not ours (another local user)."""
-    # The cache fallback's parents may not exist yet (a new account's ~/.cache).
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
+    try:
+        # The cache fallback's parents may not exist yet (a new account's ~/.cache).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+    except OSError as exc:
+        raise TunnelauthError(
+            f"cannot create the port-lock directory {path}: {exc.strerror}",
+            hint="set XDG_RUNTIME_DIR or XDG_CACHE_HOME to a directory of yours",
+        ) from None
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise TunnelauthError(

@@ -350,3 +350,15 @@ def test_reap_never_ends_a_program_that_is_not_tunnelauth(tmp_path: Path) -> Non
         assert other.stdin is not None
         other.stdin.close()
         other.wait(10)
+
+
+def test_an_unusable_fallback_is_a_clear_error(
+    homes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp, home = homes
+    (tmp / f"tunnelauth-locks-{os.getuid()}").symlink_to(tmp)
+    not_a_dir = home / "file"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_dir))
+    with pytest.raises(TunnelauthError, match="cannot create the port-lock directory"):
+        PortLock(5013, host="h").try_acquire()
