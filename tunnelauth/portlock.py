@@ -199,8 +199,12 @@ class PortLock:
             return
         owner = self.owner()
         # Only the very process that wrote the lock (same pid AND start time) may be reaped.
-        pinned = owner is not None and owner.started is not None
-        if reap and owner is not None and pinned and stale_run(owner.pid, self.host, owner.started):
+        if (
+            reap
+            and owner is not None
+            and owner.started is not None
+            and stale_run(owner.pid, self.host, owner.started) is not None
+        ):
             await end_stale_run(owner.pid, host=self.host, started=owner.started)
         elif not wait:
             who = owner.describe() if owner else "another run (it could not be identified)"

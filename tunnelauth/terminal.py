@@ -63,8 +63,8 @@ class Terminal:
         """One line typed by the user (None at end of input); echo is off for a secret.
 
         ``prompt`` draws the question. For a secret it runs only once echo is off, as getpass
-        does: an answer typed the moment the question shows (by a person typing ahead, by
-        expect or a password manager) is never echoed.
+        does: an answer typed the moment the question shows (by a person, expect or a password
+        manager) is never echoed.
         """
         import asyncio  # here, not at the top: the entry point imports this module first
 

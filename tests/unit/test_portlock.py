@@ -38,6 +38,15 @@ def _holder(directory: Path, port: int) -> subprocess.Popen[str]:
     return proc
 
 
+WAIT = "import sys\nprint('UP', flush=True)\nsys.stdin.read()\n"  # says when it runs
+
+
+def _up(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    """Wait until ``proc`` runs its own code: right after exec its command line reads empty."""
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "UP"
+    return proc
+
+
 def _end(proc: subprocess.Popen[str]) -> None:
     assert proc.stdin is not None
     proc.stdin.close()
@@ -129,9 +138,13 @@ def test_a_planted_directory_of_another_kind_is_refused(tmp_path: Path) -> None:
 
 def test_only_a_tunnelauth_run_for_the_same_host_may_be_reaped() -> None:
     # "tunnelauth" as a later argument of another program is not a tunnelauth run.
-    other = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()", "x", "tunnelauth", "box"],
-        stdin=subprocess.PIPE,
+    other = _up(
+        subprocess.Popen(
+            [sys.executable, "-c", WAIT, "x", "tunnelauth", "box"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
     )
     try:
         assert not is_tunnelauth_for(other.pid, "box")
@@ -145,8 +158,15 @@ def test_only_a_tunnelauth_run_for_the_same_host_may_be_reaped() -> None:
 
 def test_is_tunnelauth_for_a_module_run(tmp_path: Path) -> None:
     script = tmp_path / "tunnelauth"
-    script.write_text("import sys\nsys.stdin.read()\n")
-    proc = subprocess.Popen([sys.executable, str(script), "spotify", "box"], stdin=subprocess.PIPE)
+    script.write_text(WAIT)
+    proc = _up(
+        subprocess.Popen(
+            [sys.executable, str(script), "spotify", "box"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    )
     try:
         assert is_tunnelauth_for(proc.pid, "box")
         assert not is_tunnelauth_for(proc.pid, "other-box")
@@ -294,19 +314,22 @@ def test_reap_never_ends_a_process_that_started_at_another_time(tmp_path: Path) 
         _end(holder)
 
 
-def _as_nobody(bindir: Path) -> subprocess.Popen[bytes]:
+def _as_nobody(bindir: Path) -> subprocess.Popen[str]:
     """A `tunnelauth spotify box` look-alike run by another user (nobody)."""
     bindir.chmod(0o755)
     script = bindir / "tunnelauth"
-    script.write_text("import sys\nsys.stdin.read()\n")
+    script.write_text(WAIT)
     script.chmod(0o755)
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         ["/usr/bin/python3", str(script), "spotify", "box"],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         cwd="/",
         user=NOBODY,
         group=NOBODY,
     )
+    return _up(proc)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a process of another user needs root")
@@ -334,9 +357,13 @@ def test_reap_never_ends_another_users_process(tmp_path: Path) -> None:
 
 def test_reap_never_ends_a_program_that_is_not_tunnelauth(tmp_path: Path) -> None:
     directory = tmp_path / "locks"
-    other = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()", "spotify", "box"],
-        stdin=subprocess.PIPE,
+    other = _up(
+        subprocess.Popen(
+            [sys.executable, "-c", WAIT, "spotify", "box"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
     )
     holder = _holder(directory, 5023)
     try:
