@@ -6,6 +6,11 @@ password, keyboard-interactive question, key passphrase, host-key confirmation a
 run's 0700 temp dir that runs ``main`` below: it hands the prompt over a unix socket (also in
 that dir) to ``AskpassServer``, which pauses the display, asks on the terminal, and sends
 the answer back for ssh to read from the script's stdout.
+
+The script runs this file by its absolute path with ``python -I -S``: ssh starts it in the
+user's current directory with the user's environment, and neither may choose the code that
+receives the password (no current directory or script directory on ``sys.path``, no
+``PYTHON*`` variables, no site-packages). So this module imports the standard library only.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def program_argv() -> list[str]:
+    """How to run the askpass program: this file, isolated from the caller's cwd and PYTHON*."""
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__)]
+
+
 class AskpassServer:
     """The tunnelauth end: answers askpass requests with ``ask`` one at a time."""
 
@@ -71,9 +81,8 @@ class AskpassServer:
         """Listen, write the script, and return the environment ssh must run with."""
         self._server = await asyncio.start_unix_server(self._serve, path=self.socket_path)
         os.chmod(self.socket_path, 0o600)
-        python = shlex.quote(sys.executable)
         with open(self.script_path, "w") as fh:
-            fh.write(f'#!/bin/sh\nexec {python} -m tunnelauth.askpass "$@"\n')
+            fh.write(f'#!/bin/sh\nexec {shlex.join(program_argv())} "$@"\n')
         os.chmod(self.script_path, 0o700)
         return {
             "SSH_ASKPASS": self.script_path,

@@ -26,6 +26,8 @@ MAX_URL_LENGTH = 8192
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Text-mode browsers the stdlib may pick; started from here they would take over the terminal.
 CONSOLE_BROWSERS = frozenset({"lynx", "links", "links2", "elinks", "w3m", "www-browser"})
+# Shells whose -c script a --browser-cmd may carry: {url} must never be part of that script.
+SHELLS = frozenset({"sh", "ash", "bash", "dash", "ksh", "mksh", "zsh", "fish", "csh", "tcsh"})
 _HOSTNAME = re.compile(
     r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*"
 )
@@ -90,11 +92,39 @@ def build_browser_argv(template: str, url: str) -> list[str]:
     if "{url}" in tokens[0]:
         # The URL must never choose the program that runs.
         raise UsageError("--browser-cmd must start with a program, not {url}")
+    script = _shell_script_index(tokens)
+    if script is not None and "{url}" in tokens[script]:
+        # There the URL, written by the remote, would be shell code: $(…), `…`, ; would run.
+        raise UsageError(
+            "--browser-cmd puts {url} inside a shell's -c script, where the URL could run commands",
+            hint="use the URL from the environment instead: sh -c 'xdg-open \"$TUNNELAUTH_URL\"'",
+        )
     # Splitting happened before the URL went in, so the URL stays inside one argument.
     argv = [token.replace("{url}", url) for token in tokens]
     if not any("{url}" in token for token in tokens):
         argv.append(url)
     return argv
+
+
+def _shell_script_index(tokens: list[str]) -> int | None:
+    """Where the script is when ``tokens`` run a shell with ``-c`` (directly or through env)."""
+    at = 0
+    if os.path.basename(tokens[0]) == "env":
+        at = 1
+        while at < len(tokens) and (tokens[at].startswith("-") or "=" in tokens[at]):
+            at += 1
+    if at >= len(tokens) or os.path.basename(tokens[at]) not in SHELLS:
+        return None
+    flagged = False
+    for index in range(at + 1, len(tokens)):
+        token = tokens[index]
+        if token == "--":
+            continue
+        if token.startswith("-") and not token.startswith("--"):
+            flagged = flagged or "c" in token[1:]
+        elif flagged:
+            return index  # the first operand after -c is the script
+    return None
 
 
 def _stderr_fd() -> int:

@@ -335,7 +335,7 @@ class Login:
                 )
                 raise
         self.reporter.warn(f"--reap: ending the stale tunnelauth run (pid {pid}) for {host}")
-        await end_stale_run(pid)
+        await end_stale_run(pid, host=host)
         return await attempt()
 
     async def _open_channel(self) -> Channel:
@@ -535,11 +535,12 @@ class Login:
                 last_lines=list(self.last_lines),
                 hint="run tunnelauth from a terminal, or set the value on the remote beforehand",
             )
+        if event.kind.is_secret and self.terminal is not None:
+            # The remote PTY does not echo (stty -echo); the local terminal must not either,
+            # from before the prompt shows: an answer typed the moment it appears stays hidden.
+            self.terminal.echo(False)
         self.reporter.prompt(event.text, event.kind.is_secret)
         self.reporter.stage(Stage.PROMPT)
-        if event.kind.is_secret and self.terminal is not None:
-            # The remote PTY does not echo (stty -echo); the local terminal must not either.
-            self.terminal.echo(False)
 
     def _end_prompt(self) -> None:
         """The remote prompt is over: echo back on, the live display back."""
@@ -628,9 +629,12 @@ def _ssh_asker(
             reporter.warn(f"ssh: {text}")
             return ""
         secret = hint != "confirm"
-        reporter.prompt(text, secret, origin="ssh")
         try:
-            return await terminal.read_line(secret=secret, timeout=SSH_PROMPT_DEADLINE)
+            return await terminal.read_line(
+                secret=secret,
+                timeout=SSH_PROMPT_DEADLINE,
+                prompt=lambda: reporter.prompt(text, secret, origin="ssh"),
+            )
         except LineTooLong as exc:
             reporter.warn(f"not sent: the answer is too long ({exc})")
             return None

@@ -1,9 +1,10 @@
 """One run per laptop callback port: a per-user lock file per port, and ending a stale run.
 
 The lock is taken right before the listener binds and released at teardown. Lock files live in
-``<tmp>/tunnelauth-locks-<uid>/`` (mode 0700, owned by the user); each one holds the owner's pid,
-host and command line so a waiting or refused run can name it. A released lock file is removed
-(and the directory once empty), so nothing stays on disk after a run.
+a directory only the user can write (``lock_dir``); each one holds the owner's pid, start time,
+host and command line, so a waiting or refused run can name it and ``--reap`` can be sure the
+process it ends is that run. A released lock file is removed (and the directory once empty), so
+nothing stays on disk after a run.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunnelauth.errors import PortUnavailableError, TunnelauthError
+
+if TYPE_CHECKING:
+    import psutil
 
 POLL = 0.2  # seconds between attempts while another run holds the port
 REAP_DEADLINE = 20.0  # how long a reaped run may take to tear down in order
@@ -37,6 +42,7 @@ class Owner:
     pid: int
     host: str
     command: str
+    started: float | None = None  # the process's start time (psutil), pinning it against pid reuse
 
     def describe(self) -> str:
         """``pid N (host H): command``, shortened and free of control characters."""
@@ -46,14 +52,46 @@ class Owner:
 
 
 def lock_dir() -> Path:
-    """The per-user directory of port lock files."""
-    return Path(tempfile.gettempdir()) / f"tunnelauth-locks-{os.getuid()}"
+    """The user's directory of port lock files; every run of the user picks the same one.
+
+    ``$XDG_RUNTIME_DIR/tunnelauth-locks`` when that runtime dir is the user's own (0700), else
+    ``<tmp>/tunnelauth-locks-<uid>`` unless someone else made that path first (any local user
+    can create it in a shared /tmp, and would block every run), else a directory in the user's
+    cache dir (``~/.cache/tunnelauth/locks``), which no other user can create.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(runtime) and _private(Path(runtime)):
+        return Path(runtime) / "tunnelauth-locks"
+    shared = Path(tempfile.gettempdir()) / f"tunnelauth-locks-{os.getuid()}"
+    if not os.path.lexists(shared) or _private(shared, mode_too=False):
+        return shared
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    return base / "tunnelauth" / "locks"
+
+
+def _private(path: Path, *, mode_too: bool = True) -> bool:
+    """Whether ``path`` is a real directory of this user (and, with ``mode_too``, 0700)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    mode_ok = not mode_too or not stat.S_IMODE(info.st_mode) & 0o077
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and mode_ok
 
 
 def _ensure_dir(path: Path) -> None:
     """Create the lock dir 0700; refuse one that is a symlink or not ours (another local user)."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
+    try:
+        # The cache fallback's parents may not exist yet (a new account's ~/.cache).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+    except OSError as exc:
+        raise TunnelauthError(
+            f"cannot create the port-lock directory {path}: {exc.strerror}",
+            hint="set XDG_RUNTIME_DIR or XDG_CACHE_HOME to a directory of yours",
+        ) from None
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise TunnelauthError(
@@ -111,7 +149,12 @@ class PortLock:
         raise TunnelauthError(f"could not create the lock file {self.path}")
 
     def _write_owner(self, fd: int) -> None:
-        record = {"pid": os.getpid(), "host": self.host, "command": " ".join(sys.argv)}
+        record = {
+            "pid": os.getpid(),
+            "started": _start_time(os.getpid()),
+            "host": self.host,
+            "command": " ".join(sys.argv),
+        }
         data = json.dumps(record).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
@@ -121,8 +164,14 @@ class PortLock:
         try:
             raw = self.path.read_bytes()[:4096]
             record = json.loads(raw)
-            return Owner(int(record["pid"]), str(record["host"]), str(record["command"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            started = record.get("started")
+            return Owner(
+                int(record["pid"]),
+                str(record["host"]),
+                str(record["command"]),
+                float(started) if isinstance(started, (int, float)) else None,
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def release(self) -> None:
@@ -149,8 +198,14 @@ class PortLock:
         if self.try_acquire():
             return
         owner = self.owner()
-        if reap and owner is not None and is_tunnelauth_for(owner.pid, self.host):
-            await end_stale_run(owner.pid)
+        # Only the very process that wrote the lock (same pid AND start time) may be reaped.
+        if (
+            reap
+            and owner is not None
+            and owner.started is not None
+            and stale_run(owner.pid, self.host, owner.started) is not None
+        ):
+            await end_stale_run(owner.pid, host=self.host, started=owner.started)
         elif not wait:
             who = owner.describe() if owner else "another run (it could not be identified)"
             raise PortUnavailableError(
@@ -173,31 +228,69 @@ class PortLock:
             await asyncio.sleep(POLL)  # a lock has no wake-up to wait on: poll its file
 
 
-def is_tunnelauth_for(pid: int, host: str) -> bool:
-    """Whether ``pid`` is a tunnelauth run (by its command line) for ``host``."""
+def _start_time(pid: int) -> float | None:
+    """When ``pid`` started (psutil's create_time), or None if that cannot be read."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def stale_run(pid: int, host: str, started: float | None = None) -> psutil.Process | None:
+    """``pid`` as a process, if it is another tunnelauth run of this user for ``host``.
+
+    With ``started``, it must also be the process that started then: a pid reused by another
+    process (even another tunnelauth run) is not the run that wrote a lock.
+    """
     import psutil
 
     if pid == os.getpid():
-        return False
+        return None
     try:
-        argv = psutil.Process(pid).cmdline()
+        process = psutil.Process(pid)
+        argv = process.cmdline()
+        uids = process.uids()
+        when = process.create_time()
     except psutil.Error:
-        return False
+        return None
+    if uids.real != os.getuid() or uids.effective != os.geteuid():
+        return None  # another user's process is never ours to end, even as root
+    if started is not None and abs(when - started) > 0.01:
+        return None
     if not argv:
-        return False
+        return None
     words = [os.path.basename(a) for a in argv[:3]]
     is_ours = "tunnelauth" in words or any(
         argv[i] == "-m" and argv[i + 1] == "tunnelauth" for i in range(len(argv) - 1)
     )
-    return is_ours and host in argv[1:]
+    return process if is_ours and host in argv[1:] else None
 
 
-async def end_stale_run(pid: int, deadline: float = REAP_DEADLINE) -> None:
-    """SIGTERM a stale tunnelauth (it tears down in order) and wait until it is gone."""
+def is_tunnelauth_for(pid: int, host: str) -> bool:
+    """Whether ``pid`` is a tunnelauth run of this user (by its command line) for ``host``."""
+    return stale_run(pid, host) is not None
+
+
+async def end_stale_run(
+    pid: int, deadline: float = REAP_DEADLINE, *, host: str, started: float | None = None
+) -> None:
+    """SIGTERM a stale tunnelauth run for ``host`` (it tears down in order); wait until it is gone.
+
+    Anything else (another program, another user's process, a pid now used by a process that
+    started at another time than ``started``) is refused, never signalled.
+    """
     import psutil
 
+    process = stale_run(pid, host, started)
+    if process is None:
+        raise PortUnavailableError(
+            f"pid {pid} is not a stale tunnelauth run of this user for {host}; not ending it",
+            port=0,
+        )
     try:
-        process = psutil.Process(pid)
+        # psutil checks the pid still names the process looked at (its start time) first.
         process.send_signal(signal.SIGTERM)
     except psutil.NoSuchProcess:
         return

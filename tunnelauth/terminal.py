@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import termios
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 LINE_LIMIT = 4000  # longest line accepted; a canonical-mode PTY line holds at most 4095 bytes
 
@@ -57,8 +57,15 @@ class Terminal:
             if termios.tcgetattr(self.fd) != self.saved:
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
-    async def read_line(self, *, secret: bool, timeout: float) -> str | None:
-        """One line typed by the user (None at end of input); echo is off for a secret."""
+    async def read_line(
+        self, *, secret: bool, timeout: float, prompt: Callable[[], None] | None = None
+    ) -> str | None:
+        """One line typed by the user (None at end of input); echo is off for a secret.
+
+        ``prompt`` draws the question. For a secret it runs only once echo is off, as getpass
+        does: an answer typed the moment the question shows (by a person, expect or a password
+        manager) is never echoed.
+        """
         import asyncio  # here, not at the top: the entry point imports this module first
 
         loop = asyncio.get_running_loop()
@@ -76,11 +83,15 @@ class Terminal:
 
         if secret:
             self.echo(False)
-        loop.add_reader(self.fd, on_readable)
         try:
-            data = await asyncio.wait_for(done, timeout)
+            if prompt is not None:
+                prompt()
+            loop.add_reader(self.fd, on_readable)
+            try:
+                data = await asyncio.wait_for(done, timeout)
+            finally:
+                loop.remove_reader(self.fd)
         finally:
-            loop.remove_reader(self.fd)
             if secret:
                 self.echo(True)
         if not data:

@@ -225,7 +225,8 @@ def _build(extra: Interactive) -> None:
     otp_log = bed.tmp / "remote-otp" / "server.log"
     otp = [sys.executable, str(Path(__file__).with_name("otp_server.py"))]
     otp += ["--port", str(OTP_PORT), "--host-key", str(keys["remote-otp"]), "--user", bed.user]
-    otp += ["--password", extra.otp_password, "--code", extra.otp_code]
+    # Values joined to their option: a token may start with "-", which argparse reads as an option.
+    otp += [f"--password={extra.otp_password}", f"--code={extra.otp_code}"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     extra.daemons.append(
         _start_daemon("otp server", bed.netns_argv("remote", otp), otp_log, env=env)

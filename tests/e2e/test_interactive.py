@@ -76,7 +76,9 @@ class Run:
         return (self.tmp / "transcript").read_text(errors="replace")
 
 
-def _at_terminal(extra: interactive.Interactive, tmp: Path, *args: str) -> Run:
+def _at_terminal(
+    extra: interactive.Interactive, tmp: Path, *args: str, cwd: Path | None = None
+) -> Run:
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TUNNELAUTH_HOST")}
     env["TUNNELAUTH_CONFIG"] = os.devnull
     # Options before the subcommand: `run`'s command after `--` stays untouched.
@@ -88,7 +90,13 @@ def _at_terminal(extra: interactive.Interactive, tmp: Path, *args: str) -> Run:
     )
     log = (tmp / "transcript").open("w")
     shell = pexpect.spawn(
-        "bash", ["-c", script], env=env, encoding="utf-8", timeout=60, dimensions=(50, 200)
+        "bash",
+        ["-c", script],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(50, 200),
+        cwd=str(cwd) if cwd else None,
     )
     shell.logfile_read = log
     return Run(shell, tmp)
@@ -114,6 +122,28 @@ def test_ssh_password_typed_at_the_terminal(
     assert run.terminal_unchanged()
     record = fresh.bed.fake_record("xai-oauth")
     assert record is not None and record["outcome"] == "ok"
+
+
+def test_ssh_password_from_a_directory_with_a_planted_tunnelauth_package(
+    fresh: interactive.Interactive, tmp_path: Path
+) -> None:
+    # ssh runs askpass in the user's current directory: a tunnelauth/ folder there (a cloned
+    # repository, a download) must not be the code that receives the password.
+    marker = tmp_path / "marker"
+    planted = tmp_path / "checkout" / "tunnelauth"
+    planted.mkdir(parents=True)
+    steal = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    for name in ("__init__.py", "askpass.py", "__main__.py"):
+        (planted / name).write_text(steal)
+    run = _at_terminal(
+        fresh, tmp_path, "--backend", "openssh", "xai", "remote-pw", cwd=planted.parent
+    )
+    run.shell.expect("ssh asks: .*password")
+    run.shell.sendline(fresh.password)
+    code, _ = run.finish()
+    assert code == ExitStatus.OK, run.transcript
+    assert not marker.exists(), f"the planted package ran: {marker.read_text()!r}"
+    assert fresh.password not in run.transcript
 
 
 def test_password_and_one_time_code(

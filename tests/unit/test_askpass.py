@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,18 @@ class Typed:
         self.answers = list(answers)
         self.reads: list[bool] = []
 
-    async def read_line(self, *, secret: bool, timeout: float) -> str | None:
+    async def read_line(
+        self, *, secret: bool, timeout: float, prompt: Callable[[], None] | None = None
+    ) -> str | None:
         self.reads.append(secret)
+        if prompt is not None:
+            prompt()
         return self.answers.pop(0) if self.answers else None
 
 
-async def _askpass(env: dict[str, str], prompt: str, hint: str | None) -> tuple[int, bytes]:
+async def _askpass(
+    env: dict[str, str], prompt: str, hint: str | None, *, cwd: Path | None = None
+) -> tuple[int, bytes]:
     """Run the askpass script as ssh would; returns its exit status and what it printed."""
     child_env = {**os.environ, **env}
     child_env.pop("SSH_ASKPASS_PROMPT", None)
@@ -62,6 +69,7 @@ async def _askpass(env: dict[str, str], prompt: str, hint: str | None) -> tuple[
         env=child_env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
+        cwd=cwd,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
@@ -111,6 +119,48 @@ def test_askpass_without_tunnelauth_listening_refuses(tmp_path: Path) -> None:
         return await _askpass(env, "Password: ", "")
 
     assert asyncio.run(main()) == (1, b"")
+
+
+def _hostile_tree(root: Path, marker: Path) -> None:
+    """Python files that write ``marker`` if imported: a package and stdlib look-alikes."""
+    code = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    (root / "tunnelauth").mkdir(parents=True)
+    for name in ("tunnelauth/__init__.py", "tunnelauth/askpass.py", "json.py", "socket.py"):
+        (root / name).write_text(code)
+    (root / "sitecustomize.py").write_text(code)
+    (root / "usercustomize.py").write_text(code)
+
+
+def test_askpass_runs_no_code_from_the_current_directory_or_python_variables(
+    tmp_path: Path,
+) -> None:
+    # ssh starts askpass in the user's current directory with the user's environment: a
+    # tunnelauth/ folder there, or PYTHONPATH/PYTHONSTARTUP/PYTHONHOME, must not receive the
+    # password.
+    marker = tmp_path / "marker"
+    cwd, elsewhere = tmp_path / "cwd", tmp_path / "pythonpath"
+    _hostile_tree(cwd, marker)
+    _hostile_tree(elsewhere, marker)
+    sockdir = tmp_path / "run"
+    sockdir.mkdir()
+    said, typed = Said(), Typed("the-password")
+    hostile_env = {
+        "PYTHONPATH": str(elsewhere),
+        "PYTHONSTARTUP": str(elsewhere / "json.py"),
+        "PYTHONUSERBASE": str(elsewhere),
+        "PYTHONINSPECT": "1",
+    }
+
+    async def main() -> tuple[int, bytes]:
+        server = AskpassServer(str(sockdir), _ssh_asker(said, typed))  # type: ignore[arg-type]
+        env = await server.start()
+        try:
+            return await _askpass({**env, **hostile_env}, "user@host's password: ", "", cwd=cwd)
+        finally:
+            await server.close()
+
+    assert asyncio.run(main()) == (0, b"the-password\n")
+    assert not marker.exists(), f"imported from the hostile tree: {marker.read_text()!r}"
 
 
 def _in_a_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:

@@ -332,3 +332,83 @@ def test_close_leaves_what_an_exited_opener_started(tmp_path: Path) -> None:
         assert not gone(pid)
     finally:
         psutil.Process(pid).kill()
+
+
+def env_recorder(tmp_path: Path) -> tuple[Path, Path]:
+    """An executable that records its argv (after argv[0]) and $TUNNELAUTH_URL; (script, file)."""
+    out = tmp_path / "argv-env.json"
+    script = tmp_path / "record-env"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"open({str(out)!r}, 'w').write(json.dumps("
+        "{'argv': sys.argv[1:], 'env': os.environ.get('TUNNELAUTH_URL')}))\n"
+    )
+    script.chmod(0o755)
+    return script, out
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{script} --first",  # the URL goes last, as one argument
+        "{script} --url {{url}}",
+        # A template that needs a shell takes the URL from the environment (docs/ci.md) ...
+        """sh -c '{script} "$TUNNELAUTH_URL"'""",
+        # ... or as a positional parameter, outside the script.
+        """sh -c '{script} "$1"' sh {{url}}""",
+        # The forms docs/ci.md and the README show, as written there.
+        'sh -c "{script} \\"$TUNNELAUTH_URL\\""',
+        'sh -c "{script} \\"$1\\"" sh {{url}}',
+    ],
+)
+def test_the_browser_command_gets_the_url_as_one_argument_and_in_its_environment(
+    tmp_path: Path, template: str
+) -> None:
+    script, out = env_recorder(tmp_path)
+    canary = tmp_path / "canary"
+    url = hostile_url(canary)
+
+    async def main() -> None:
+        launcher = BrowserLauncher(command=template.format(script=shlex.quote(str(script))))
+        assert await launcher.open(url) == "command"
+        await launcher.close(grace=DEADLINE)
+
+    run(main())
+    recorded = json.loads(out.read_text())
+    assert recorded["env"] == url
+    assert recorded["argv"].count(url) == 1 and recorded["argv"][-1] == url
+    assert not canary.exists(), "a shell interpreted the URL"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "sh -c 'echo {url} > /dev/null'",
+        "bash -lc 'xdg-open \"{url}\"'",
+        "/bin/dash -e -c 'x={url}'",
+        "env A=1 zsh -c 'open {url}'",
+        "sh -o errexit -c -- ': {url}'",
+    ],
+)
+def test_url_inside_a_shells_script_is_refused_and_nothing_runs(
+    tmp_path: Path, template: str
+) -> None:
+    canary = tmp_path / "canary"
+    # Valid shell code in each script (the full hostile URL would be a syntax error there).
+    url = f"https://idp.example.com/a?x=$(touch${{IFS}}{canary})"
+    assert is_safe_browser_url(url)
+
+    async def main() -> None:
+        launcher = BrowserLauncher(command=template)
+        try:
+            with pytest.raises(UsageError) as caught:
+                await launcher.open(url)
+        finally:
+            await launcher.close(grace=DEADLINE)
+        assert "TUNNELAUTH_URL" in (caught.value.hint or "")
+
+    try:
+        run(main())
+    finally:
+        assert not canary.exists(), "a shell interpreted the URL"

@@ -13,7 +13,6 @@ import functools
 import os
 import shlex
 import socket
-import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import asyncssh
 
-from tunnelauth import hostkeys
+from tunnelauth import hostkeys, tempdirs
 from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
 from tunnelauth.settings import SSHTarget
@@ -345,7 +344,7 @@ class AsyncSSHTransport:
             # IdentityFile is %-expanded and shell-split by the config reader.
             lines.append(f"IdentityFile {shlex.quote(str(identity).replace('%', '%%'))}")
         if lines:
-            self._tempdir = tempfile.mkdtemp(prefix="tunnelauth-")
+            self._tempdir = tempdirs.make()
             path = os.path.join(self._tempdir, "overrides")
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write("\n".join(lines) + "\n")

@@ -15,9 +15,9 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from typing import NamedTuple
 
+from tunnelauth import tempdirs
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import sshargs
 
@@ -55,7 +55,7 @@ def spawn_master(ssh: str, target: SSHTarget, config: dict[str, str]) -> MasterS
     BatchMode (no prompts), stderr to a file (a pipe would be inherited by the detached
     master and never reach EOF).
     """
-    tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=short_tmp())
+    tempdir = tempdirs.make(short_tmp())
     socket = os.path.join(tempdir, "m")
     master_log = os.path.join(tempdir, "master.log")
     keepalive = sshargs.keepalive_unset(config)

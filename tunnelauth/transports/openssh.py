@@ -16,13 +16,13 @@ import shutil
 import signal
 import struct
 import subprocess
-import tempfile
 import termios
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tunnelauth import tempdirs
 from tunnelauth.askpass import Asker, AskpassServer
 from tunnelauth.errors import CommandNotFoundError, HostKeyError, SSHError, UsageError
 from tunnelauth.remote import PTY_COLUMNS
@@ -306,7 +306,7 @@ class OpenSSHTransport:
         if started is not None:
             tempdir, socket = started.tempdir, started.socket
         else:
-            tempdir = tempfile.mkdtemp(prefix="tunnelauth-", dir=short_tmp())
+            tempdir = tempdirs.make(short_tmp())
             socket = os.path.join(tempdir, "m")
         self._master = _Master(socket, owned=True, tempdir=tempdir)
         keepalive = sshargs.keepalive_unset(self.config)
