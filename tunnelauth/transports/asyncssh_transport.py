@@ -287,6 +287,19 @@ def _known_hosts(options: Any) -> tuple[list[str], knownhosts.HostKeys]:
     return users, knownhosts.for_host(entries, options.host, options.port, alias)
 
 
+def _host_key_algs(trusted: Sequence[Any]) -> list[str]:
+    """ssh's order: the known key types first, then every other.
+
+    asyncssh alone would offer only the known types (or only certificates, given a CA line),
+    so a server with a key of another type would fail the handshake instead of being judged.
+    """
+    from asyncssh.public_key import get_default_certificate_algs, get_default_public_key_algs
+
+    known = [alg for key in trusted for alg in key.sig_algorithms]
+    others = [*get_default_certificate_algs(), *get_default_public_key_algs()]
+    return list(dict.fromkeys(alg.decode("ascii") for alg in [*known, *others]))
+
+
 def _names(value: Any) -> list[str] | None:
     """A config file list as strings (None when the config does not set it)."""
     return None if value is None else [str(v) for v in value]
@@ -445,7 +458,9 @@ class AsyncSSHTransport:
             if hops:
                 tunnel = await self._open_chain(hops, depth + 1)
         add_to, known = _known_hosts(options)
-        kwargs["known_hosts"] = _trust(known)
+        kwargs["known_hosts"] = trust = _trust(known)
+        if not options.config.get("HostKeyAlgorithms"):
+            kwargs["server_host_key_algs"] = _host_key_algs(trust[0])
         kwargs["tunnel"] = tunnel
         lookup = partial(hostkeys.config_value, self._config_paths(with_overrides=final), host)
         asking: dict[str, Any] = {"prompter": self.prompter, "label": f"{options.username}@{host}"}
