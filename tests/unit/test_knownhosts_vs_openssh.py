@@ -213,6 +213,7 @@ class Lab:
         ]
         lines = [
             f"Host {HOST}",
+            *(f"  {key} {value}" for key, value in row.extra.items()),  # the first value wins
             f"  HostName {row.hostname}",
             f"  Port {row.port}",
             "  User nobody",
@@ -224,7 +225,6 @@ class Lab:
             "  PasswordAuthentication no",
             "  KbdInteractiveAuthentication no",
             "  ConnectTimeout 10",
-            *(f"  {key} {value}" for key, value in row.extra.items()),
         ]
         if row.alias:
             lines.append(f"  HostKeyAlias {row.alias}")
@@ -238,14 +238,7 @@ class Lab:
 def ssh_verdict(lab: Lab, row: Row, case: str) -> str:
     """What the real ssh says, read from its stderr."""
     config = lab.config(row, case, proxy=True)
-    done = subprocess.run(
-        ["ssh", "-F", str(config), HOST, "true"],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        stdin=subprocess.DEVNULL,
-    )
-    err = done.stderr
+    err = run_ssh(config)
     found = [
         verdict
         for verdict, sign in (
@@ -258,6 +251,18 @@ def ssh_verdict(lab: Lab, row: Row, case: str) -> str:
     ]
     assert len(found) == 1, err
     return found[0]
+
+
+def run_ssh(config: Path) -> str:
+    """Run the real ssh with ``config``; its stderr."""
+    done = subprocess.run(
+        ["ssh", "-F", str(config), HOST, "true"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        stdin=subprocess.DEVNULL,
+    )
+    return done.stderr
 
 
 def backend_verdict(lab: Lab, row: Row, case: str, backend: str) -> tuple[str, str]:
@@ -304,11 +309,50 @@ def test_every_backend_judges_known_hosts_like_ssh(lab: Lab, case: str) -> None:
     for backend in ("asyncssh", "paramiko"):
         verdict, message = backend_verdict(lab, row, case, backend)
         assert verdict == row.verdict, f"{backend}: {message}"
-        if verdict != KNOWN and verdict != REVOKED:
-            fingerprint = subprocess.run(
-                ["ssh-keygen", "-l", "-f", str(lab.keys[row.offered].with_suffix(".pub"))],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()[1]
-            assert fingerprint in message, f"{backend} names the offered key: {message}"
+        if verdict not in (KNOWN, REVOKED):
+            offered = fingerprint(lab.keys[row.offered].with_suffix(".pub"))
+            assert offered in message, f"{backend} names the offered key: {message}"
+
+
+def fingerprint(path: Path) -> str:
+    """The SHA256 fingerprint ssh-keygen gives a public key file."""
+    listed = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(path)], capture_output=True, text=True, check=True
+    )
+    return listed.stdout.split()[1]
+
+
+@pytest.mark.parametrize("backend", ["asyncssh", "paramiko"])
+@pytest.mark.parametrize(
+    ("port", "hashing", "alias"),
+    [(2222, "no", None), (2222, "yes", None), (22, "yes", None), (2222, "no", "myalias")],
+)
+def test_an_accepted_key_is_recorded_as_ssh_records_it(
+    lab: Lab, backend: str, port: int, hashing: str, alias: str | None
+) -> None:
+    """accept-new: the first UserKnownHostsFile gets the line ssh writes ([host]:port, hashed
+    under HashKnownHosts yes), the other files are untouched, and ssh then knows the host."""
+    case = f"record-{backend}-{port}-{hashing}-{alias}"
+    settings = {"StrictHostKeyChecking": "accept-new", "HashKnownHosts": hashing}
+    row = Row("A", KNOWN, user2=("other.example.test B",), port=port, alias=alias, extra=settings)
+    assert run_ssh(lab.config(row, f"{case}-ssh", proxy=True)).count("Permanently added") == 1
+    ours, _ = backend_verdict(lab, row, case, backend)
+    assert ours == KNOWN
+    theirs = (lab.root / f"{case}-ssh.user").read_text().splitlines()
+    written = (lab.root / f"{case}.user").read_text().splitlines()
+    assert len(written) == len(theirs) == 1
+    assert (lab.root / f"{case}.user2").read_text() == (lab.root / f"{case}-ssh.user2").read_text()
+    assert written[0].split()[1:] == theirs[0].split()[1:] == lab.public("A").split()
+    name = alias or (f"[{HOST}]:{port}" if port != 22 else HOST)
+    if hashing == "yes":
+        assert written[0].startswith("|1|") and theirs[0].startswith("|1|")
+    else:
+        assert written == theirs and written[0].startswith(f"{name} ")
+    found = subprocess.run(
+        ["ssh-keygen", "-F", name, "-f", str(lab.root / f"{case}.user")],
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 0 and lab.public("A").split()[1] in found.stdout
+    again = Row("A", KNOWN, user=tuple(written), port=port, alias=alias)
+    assert ssh_verdict(lab, again, f"{case}-again") == KNOWN
