@@ -21,13 +21,13 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from tunnelauth import hostkeys
 
@@ -51,17 +51,17 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class Entry:
-    """One usable known_hosts line."""
+    """One known_hosts line; its key is decoded only if the line applies (as ssh does)."""
 
     marker: str  # "", CA_MARKER or REVOKED_MARKER
     hosts: str  # the host field as written
     key_type: str
-    blob: bytes  # the key in SSH wire form
+    data: str  # the base64 key
 
-    @property
-    def openssh(self) -> str:
-        """The key as ``type base64``."""
-        return openssh(self.blob)
+    @functools.cached_property
+    def blob(self) -> bytes | None:
+        """The key in SSH wire form, or None when ssh could not read it (it skips the line)."""
+        return _blob(self.key_type, self.data)
 
 
 def blob_type(blob: bytes) -> str:
@@ -107,7 +107,7 @@ def _strings(blob: bytes) -> list[bytes] | None:
 
 
 def parse(text: str) -> list[Entry]:
-    """The lines ssh uses; comments, bad markers and unreadable keys are skipped as in ssh."""
+    """The lines ssh uses (comments, bad markers and truncated lines are skipped as in ssh)."""
     entries = []
     for raw in text.split("\n"):
         fields = _fields(raw)
@@ -120,10 +120,7 @@ def parse(text: str) -> list[Entry]:
                 continue
         if len(fields) < 3:
             continue
-        hosts, key_type, data = fields[:3]
-        blob = _blob(key_type, data)
-        if blob is not None:
-            entries.append(Entry(marker, hosts, key_type, blob))
+        entries.append(Entry(marker, *fields[:3]))
     return entries
 
 
@@ -147,10 +144,17 @@ def lookup_name(hostname: str, port: int | None, alias: str | None = None) -> st
     return host if port in (None, 0, 22) else f"[{host}]:{port}"
 
 
-@lru_cache(maxsize=512)
-def _pattern(pattern: str) -> re.Pattern[str]:
-    """One ssh pattern: ``*`` and ``?`` are the only wildcards (brackets are literal)."""
-    return re.compile(re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", "."), re.S)
+def _match(pattern: str, name: str) -> bool:
+    """One ssh pattern, lowercased: ``*`` and ``?`` are the only wildcards."""
+    if "*" not in pattern and "?" not in pattern:
+        return pattern.lower() == name
+    return _wildcard(pattern.lower()).fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """A wildcard pattern as a regular expression (brackets and the rest are literal)."""
+    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."), re.S)
 
 
 def _hashed(salt_and_hash: str, name: str) -> bool:
@@ -173,7 +177,7 @@ def host_matches(hosts: str, name: str) -> bool:
     positive = False
     for pattern in hosts.split(","):
         negated = pattern.startswith("!")
-        if _pattern(pattern[1:] if negated else pattern).fullmatch(name):
+        if _match(pattern[1:] if negated else pattern, name):
             if negated:
                 return False
             positive = True
@@ -186,10 +190,9 @@ class HostKeys:
 
     name: str  # the name the host is looked up (and recorded) under
     keys: tuple[bytes, ...] = ()  # plain keys listed under the name
-    authorities: tuple[Entry, ...] = ()  # @cert-authority keys (for host certificates only)
+    authorities: tuple[bytes, ...] = ()  # @cert-authority keys (for host certificates only)
     revoked: tuple[bytes, ...] = ()
     bare_keys: tuple[bytes, ...] = ()  # the bare host name's unrevoked keys (port fallback)
-    entries: tuple[Entry, ...] = ()  # the plain and revoked lines that applied, for asyncssh
 
     def judge(self, blob: bytes) -> Verdict:
         """The verdict on an offered plain key, as ssh gives it."""
@@ -207,8 +210,13 @@ class HostKeys:
         return self.keys or self.bare_keys
 
 
-def _applying(entries: Sequence[Entry], name: str) -> list[Entry]:
-    return [entry for entry in entries if host_matches(entry.hosts, name)]
+def _applying(entries: Sequence[Entry], name: str) -> list[tuple[Entry, bytes]]:
+    """The readable entries whose host field matches ``name``, with their keys."""
+    return [
+        (entry, entry.blob)
+        for entry in entries
+        if host_matches(entry.hosts, name) and entry.blob is not None
+    ]
 
 
 def for_host(
@@ -217,18 +225,17 @@ def for_host(
     """The keys known_hosts lists for a host reached as ``hostname:port`` (or ``alias``)."""
     name = lookup_name(hostname, port, alias)
     applying = _applying(entries, name)
-    keys = tuple(e.blob for e in applying if not e.marker)
-    revoked = tuple(e.blob for e in applying if e.marker == REVOKED_MARKER)
-    authorities = tuple(e for e in applying if e.marker == CA_MARKER)
+    keys = tuple(blob for e, blob in applying if not e.marker)
+    revoked = tuple(blob for e, blob in applying if e.marker == REVOKED_MARKER)
+    authorities = tuple(blob for e, blob in applying if e.marker == CA_MARKER)
     bare: tuple[bytes, ...] = ()
     if not keys and name != lookup_name(hostname, None, alias):
         bare_entries = _applying(entries, lookup_name(hostname, None))
-        bare_revoked = {e.blob for e in bare_entries if e.marker == REVOKED_MARKER}
-        bare = tuple(e.blob for e in bare_entries if not e.marker and e.blob not in bare_revoked)
+        bare_revoked = {blob for e, blob in bare_entries if e.marker == REVOKED_MARKER}
+        bare = tuple(b for e, b in bare_entries if not e.marker and b not in bare_revoked)
         if not authorities:  # ssh falls back for certificates too
-            authorities = tuple(e for e in bare_entries if e.marker == CA_MARKER)
-    kept = tuple(e for e in applying if e.marker != CA_MARKER)
-    return HostKeys(name, keys, authorities, revoked, bare, kept)
+            authorities = tuple(blob for e, blob in bare_entries if e.marker == CA_MARKER)
+    return HostKeys(name, keys, authorities, revoked, bare)
 
 
 def load(

@@ -316,8 +316,7 @@ def _trust(known: knownhosts.HostKeys) -> tuple[list[Any], list[Any], list[Any]]
     def keys(blobs: Sequence[bytes]) -> list[Any]:
         return [asyncssh.import_public_key(knownhosts.openssh(b)) for b in blobs]
 
-    cas = [entry.blob for entry in known.authorities]
-    return keys(trusted), keys(cas), keys(known.revoked)
+    return keys(trusted), keys(known.authorities), keys(known.revoked)
 
 
 class AsyncSSHTransport:
