@@ -100,6 +100,9 @@ ROWS = {
     ),
     "revoked-another-key": Row("A", KNOWN, user=("@revoked * B", f"{HOST} A")),
     "revoked-on-2222": Row("A", REVOKED, user=(f"[{HOST}]:2222 A", "@revoked * A"), port=2222),
+    "revoked-where-a-ca-applies": Row(
+        "A", REVOKED, user=("@cert-authority * B", f"{HOST} A", "@revoked * A")
+    ),
     "ca-line-does-not-make-known": Row("A", UNKNOWN, user=("@cert-authority *.example.test A",)),
     "ca-line-is-not-a-change": Row("A", UNKNOWN, user=("@cert-authority *.example.test B",)),
     "second-user-file-changed": Row(
@@ -309,7 +312,11 @@ def test_every_backend_judges_known_hosts_like_ssh(lab: Lab, case: str) -> None:
     for backend in ("asyncssh", "paramiko"):
         verdict, message = backend_verdict(lab, row, case, backend)
         assert verdict == row.verdict, f"{backend}: {message}"
-        if verdict not in (KNOWN, REVOKED):
+        # asyncssh itself refuses a revoked key where a CA line applies, before tunnelauth
+        # sees which key it was.
+        if verdict != KNOWN and not (
+            backend == "asyncssh" and case == "revoked-where-a-ca-applies"
+        ):
             offered = fingerprint(lab.keys[row.offered].with_suffix(".pub"))
             assert offered in message, f"{backend} names the offered key: {message}"
 

@@ -87,9 +87,8 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
         return _password_tries(self.lookup("NumberOfPasswordPrompts"))
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
-        # asyncssh calls this only for a plain key outside known_hosts' trusted keys (the ones
-        # knownhosts.HostKeys.trusted gives it) and not revoked: the verdict is then a changed
-        # or an unknown key. Keep the key for the message.
+        # asyncssh calls this only for a plain key outside the trusted keys _trust gave it:
+        # the verdict is then a changed, revoked or unknown key. Keep the key for the message.
         self.offered_key = key
         self.verdict = self.known.judge(key.public_data)
         if self.verdict is knownhosts.Verdict.KNOWN:
@@ -309,6 +308,9 @@ def _trust(known: knownhosts.HostKeys) -> tuple[list[Any], list[Any], list[Any]]
     """known_hosts for asyncssh: the keys it may accept unasked, the CAs, the revoked keys.
 
     Never ``None`` (that would turn checking off); any other key reaches _Client's judgement.
+    The revoked keys are asyncssh's only where a CA makes certificates acceptable (it checks
+    a certificate's key and signer against them); a revoked plain key reaches _Client, which
+    refuses it with its fingerprint.
     """
     revoked = set(known.revoked)
     trusted = [b for b in known.trusted if b not in revoked]
@@ -316,7 +318,8 @@ def _trust(known: knownhosts.HostKeys) -> tuple[list[Any], list[Any], list[Any]]
     def keys(blobs: Sequence[bytes]) -> list[Any]:
         return [asyncssh.import_public_key(knownhosts.openssh(b)) for b in blobs]
 
-    return keys(trusted), keys(known.authorities), keys(known.revoked)
+    certified = keys(known.revoked) if known.authorities else []
+    return keys(trusted), keys(known.authorities), certified
 
 
 class AsyncSSHTransport:
@@ -612,7 +615,7 @@ def _host_key_error(host: str, exc: Exception, client: _Client) -> HostKeyError:
         message = knownhosts.refusal(verdict, host, client.known.name, fingerprint)
         if verdict is knownhosts.Verdict.UNKNOWN and client.batch and client.policy == "ask":
             message += "; a batch run cannot ask (--accept-new adds a new key)"
-    elif "revoked" in str(exc):  # asyncssh refuses a revoked key before asking _Client
+    elif "revoked" in str(exc):  # a CA's host: asyncssh refuses a revoked key before _Client
         message = f"host key for {host} could not be verified: the server offers a key that "
         message += "known_hosts marks @revoked"
     else:
