@@ -4,6 +4,7 @@ test_knownhosts_vs_openssh.py, which needs root)."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,27 @@ def test_verdicts(lines: list[str], port: int, offered: str, verdict: Verdict) -
     # what a library may accept unasked is exactly what the judgement calls known
     unasked = _blob(offered) in known.trusted and _blob(offered) not in known.revoked
     assert unasked is (verdict is Verdict.KNOWN)
+
+
+def test_hashknownhosts_falls_back_to_the_system_config_unless_f(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's /etc/ssh/ssh_config says HashKnownHosts yes; ssh -F skips that file."""
+    system = tmp_path / "ssh_config"
+    system.write_text("Host *\n    HashKnownHosts yes\n")
+    monkeypatch.setattr(knownhosts, "SYSTEM_CONFIG", str(system))
+    assert knownhosts.wants_hashing(None, "web", system=True)
+    assert not knownhosts.wants_hashing(None, "web", system=False)
+    assert not knownhosts.wants_hashing("no", "web", system=True)  # the user's value wins
+    assert knownhosts.wants_hashing("yes", "web", system=False)
+
+
+def test_record_writes_the_first_user_file_only(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    knownhosts.record([str(first), str(second)], "[web]:2222", A, hashed=False)
+    knownhosts.record([str(first), str(second)], "[web]:2222", B, hashed=True)
+    plain, hashed = first.read_text().splitlines()
+    assert plain == f"[web]:2222 {A}"
+    assert hashed.endswith(B) and knownhosts.host_matches(hashed.split()[0], "[web]:2222")
+    assert not second.exists()
+    knownhosts.record([], "web", A, hashed=False)  # `UserKnownHostsFile none`: nowhere
