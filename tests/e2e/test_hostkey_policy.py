@@ -3,15 +3,18 @@
 Only the target's key is taken out of known_hosts (the jump host stays known), so each test is
 about the target alone. An unknown key is refused in a batch run with its fingerprint shown and
 nothing run on the remote; ``--accept-new`` adds it like ``StrictHostKeyChecking=accept-new``;
-``ask`` at a terminal asks like ssh and a "yes" adds it.
+``ask`` at a terminal asks like ssh and a "yes" adds it. A key known_hosts lists for the target
+only through a wildcard or negated pattern is a changed key when the server offers another.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pexpect
+import pytest
 
 from tests.bed.netbed import Bed
 from tests.e2e.helpers import derived_ssh_config, tunnelauth
@@ -106,4 +109,46 @@ def test_ask_with_the_users_batchmode_refuses_even_at_a_terminal(
     shell.close()
     assert shell.exitstatus == ExitStatus.HOST_KEY, shell.before
     assert "continue connecting" not in (shell.before or "")
+    assert fresh.fake_record("spotify") is None
+
+
+def _fingerprint(public_key: Path) -> str:
+    listed = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(public_key)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    )
+    return listed.stdout.split()[1]
+
+
+@pytest.mark.parametrize("form", ["wildcard", "negated"])
+@pytest.mark.parametrize("accept_new", [False, True], ids=["policy-yes", "accept-new"])
+def test_a_pattern_line_with_another_key_is_a_changed_key(
+    fresh: Bed, tmp_path: Path, backend: str, form: str, accept_new: bool
+) -> None:
+    """The man in the middle case: known_hosts lists the target through a pattern with the
+    real key, the target offers another one. ssh refuses it as changed; so does every backend,
+    with --accept-new too, and known_hosts is left as it was."""
+    # The bed's real key plays the man in the middle; the "real" key is a fresh one.
+    listed = tmp_path / "listed_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(listed)], check=True, timeout=20
+    )
+    prefix = fresh.remote_ip.rsplit(".", 1)[0]
+    pattern = {"wildcard": f"{prefix}.*", "negated": f"*,!{fresh.bastion_ip}"}[form]
+    known, config = _without_target(fresh, tmp_path)
+    key = " ".join(Path(f"{listed}.pub").read_text().split()[:2])
+    known.write_text(known.read_text() + f"{pattern} {key}\n")
+    before = known.read_bytes()
+    flags = ["--accept-new"] if accept_new else []
+    result = tunnelauth(
+        fresh, "spotify", "remote", *flags, tmp=tmp_path, backend=backend, ssh_config=config
+    )
+    assert result.code == ExitStatus.HOST_KEY, result
+    offered = _fingerprint(fresh.tmp / "remote" / "ssh_host_ed25519_key.pub")
+    assert offered in result.stderr, "the fingerprint the server now offers is named"
+    assert "changed" in result.stderr.lower(), result.stderr
+    assert known.read_bytes() == before, "known_hosts is unchanged"
     assert fresh.fake_record("spotify") is None

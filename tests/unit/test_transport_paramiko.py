@@ -24,7 +24,7 @@ from test_transport_asyncssh import (  # the shared server; fixtures are importe
     until,
 )
 
-from tunnelauth.errors import SSHError, UsageError
+from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import Transport
 from tunnelauth.transports.paramiko_transport import ParamikoTransport
@@ -106,20 +106,33 @@ def test_unsupported_config_is_a_usage_error(
     run(main())
 
 
-def test_cert_authority_and_sk_keys_are_usage_errors(
+def test_cert_authority_lines_count_for_certificates_only(
     keys: tuple[Any, Path], tmp_path: Path
 ) -> None:
+    """A CA line neither makes a plain key known nor unknown: the plain lines decide (as ssh)."""
+
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
             ca = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
             original = bed.known_hosts.read_text()
             bed.known_hosts.write_text(f"@cert-authority [127.0.0.1]:* {ca}{original}")
             transport = _paramiko(bed.target())
-            with pytest.raises(UsageError, match="cert-authority"):
-                await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(), DEADLINE)
             await transport.close()
 
-            bed.known_hosts.write_text(original)
+            bed.known_hosts.write_text(f"@cert-authority [127.0.0.1]:* {ca}")
+            transport = _paramiko(bed.target())
+            with pytest.raises(HostKeyError, match="known_hosts does not list it") as info:
+                await asyncio.wait_for(transport.connect(), DEADLINE)
+            await transport.close()
+            assert "does not check @cert-authority" in info.value.message
+
+    run(main())
+
+
+def test_sk_keys_are_usage_errors(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
             sk_key = tmp_path / "id_sk"
             sk_key.write_text("unused\n")
             (tmp_path / "id_sk.pub").write_text("sk-ssh-ed25519@openssh.com AAAA x\n")

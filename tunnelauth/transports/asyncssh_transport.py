@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncssh
 
-from tunnelauth import hostkeys, tempdirs
+from tunnelauth import hostkeys, knownhosts, tempdirs
 from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
 from tunnelauth.settings import SSHTarget
@@ -43,8 +43,8 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
         self,
         batch: bool,
         lookup: Callable[[str], str | None] = lambda option: None,
-        known: Any = None,
-        add_to: str | None = None,
+        known: knownhosts.HostKeys | None = None,
+        add_to: Sequence[str] = (),
         *,
         prompter: Prompter | None = None,
         label: str = "",
@@ -52,14 +52,15 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
     ) -> None:
         self.batch = batch
         self.lookup = lookup  # an option's value in the user's ssh config for this host
-        self.known = known  # the known_hosts checked, to tell a changed key from a new one
-        self.add_to = add_to  # the user's known_hosts file an accepted new key is added to
+        self.known = known or knownhosts.HostKeys("")  # what known_hosts lists for this host
+        self.add_to = add_to  # the user's known_hosts files (a new key goes to the first)
+        self.system_config = False  # whether ssh would read /etc/ssh/ssh_config too
         self.prompter = prompter or Prompter()
         self.label = label  # user@host, as ssh names it in its password question
         self.accepted_key = accepted_key  # a new key the user accepted on the first attempt
         self.offered_key: Any = None
         self.ask_about_key = False  # the question is asked once asyncssh has given up
-        self.changed = False
+        self.verdict: knownhosts.Verdict | None = None
         self.methods: list[str] = []
         self.confirming = False  # a host-key question on the terminal (no flow)
 
@@ -76,7 +77,8 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
         policy = hostkeys.normalize_policy(self.lookup("StrictHostKeyChecking"), accept_new=False)
         if policy == "ask" and hostkeys.never_asks(self.lookup("BatchMode")):
             policy = "yes"  # the user's BatchMode: ssh would refuse rather than ask
-        return policy
+        # `UserKnownHostsFile none`: ssh has nowhere to record a new key and refuses it.
+        return policy if self.add_to else "yes"
 
     @functools.cached_property
     def password_tries(self) -> int:
@@ -84,12 +86,14 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
         return _password_tries(self.lookup("NumberOfPasswordPrompts"))
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
-        # Called only for a key known_hosts does not trust: keep it for the message.
+        # asyncssh calls this only for a plain key outside the trusted keys _trust gave it:
+        # the verdict is then a changed, revoked or unknown key. Keep the key for the message.
         self.offered_key = key
-        listed = self.known.match(host, addr, port)[0] if self.known is not None else []
-        if listed:
-            self.changed = True  # known_hosts lists other keys: never accepted
-            return False
+        self.verdict = self.known.judge(key.public_data)
+        if self.verdict is knownhosts.Verdict.KNOWN:
+            return True
+        if self.verdict is not knownhosts.Verdict.UNKNOWN:
+            return False  # a changed key is never accepted
         if self.accepted_key is not None:
             return bool(key == self.accepted_key)
         if self.policy == "ask" and not self.batch and self.prompter.bound:
@@ -109,15 +113,16 @@ class _Client(asyncssh.SSHClient):  # type: ignore[misc]
         finally:
             self.confirming = False
         if accepted:
-            self.remember(host, port, key)
+            self.remember(key)
         return accepted
 
-    def remember(self, host: str, port: int | None, key: Any) -> None:
+    def remember(self, key: Any) -> None:
         """Add an accepted new key to the user's known_hosts, as ssh does."""
-        if self.add_to:
-            name = host if port in (22, None) else f"[{host}]:{port}"
-            line = " ".join(key.export_public_key("openssh").decode().split()[:2])
-            hostkeys.add_known_host(self.add_to, [name], line)
+        hashed = knownhosts.wants_hashing(
+            self.lookup("HashKnownHosts"), self.known.name, system=self.system_config
+        )
+        line = knownhosts.openssh(key.public_data)
+        knownhosts.record(self.add_to, self.known.name, line, hashed=hashed)
 
     async def password_auth_requested(self) -> str | None:
         self.methods.append("password")
@@ -270,18 +275,50 @@ class AsyncSSHChannel:
                 await asyncio.wait_for(self._chan.wait_closed(), CLOSE_GRACE)
 
 
-def _known_hosts(config: Any) -> Any:
-    """The known_hosts to check against: never ``None``, which would turn checking off."""
-    user = config.get("UserKnownHostsFile", None)
-    system = config.get("GlobalKnownHostsFile", None)
-    if user is None:
-        user = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
-    if system is None:
-        system = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]
-    files = [os.path.expanduser(str(p)) for p in [*user, *system]]
-    files = [p for p in files if os.path.isfile(p)]
-    # `UserKnownHostsFile none` or no file at all: an empty list trusts nothing, like ssh does.
-    return asyncssh.read_known_hosts(files) if files else asyncssh.import_known_hosts("")
+def _known_hosts(options: Any) -> tuple[list[str], knownhosts.HostKeys]:
+    """(the user's known_hosts files, what the files list for this host), as ssh reads them."""
+    users, entries = knownhosts.load(
+        _names(options.config.get("UserKnownHostsFile", None)),
+        _names(options.config.get("GlobalKnownHostsFile", None)),
+    )
+    alias = options.host_key_alias or None
+    return users, knownhosts.for_host(entries, options.host, options.port, alias)
+
+
+def _host_key_algs(trusted: Sequence[Any]) -> list[str]:
+    """ssh's order: the known key types first, then every other.
+
+    asyncssh alone would offer only the known types (or only certificates, given a CA line),
+    so a server with a key of another type would fail the handshake instead of being judged.
+    """
+    from asyncssh.public_key import get_default_certificate_algs, get_default_public_key_algs
+
+    known = [alg for key in trusted for alg in key.sig_algorithms]
+    others = [*get_default_certificate_algs(), *get_default_public_key_algs()]
+    return list(dict.fromkeys(alg.decode("ascii") for alg in [*known, *others]))
+
+
+def _names(value: Any) -> list[str] | None:
+    """A config file list as strings (None when the config does not set it)."""
+    return None if value is None else [str(v) for v in value]
+
+
+def _trust(known: knownhosts.HostKeys) -> tuple[list[Any], list[Any], list[Any]]:
+    """known_hosts for asyncssh: the keys it may accept unasked, the CAs, the revoked keys.
+
+    Never ``None`` (that would turn checking off); any other key reaches _Client's judgement.
+    The revoked keys are asyncssh's only where a CA makes certificates acceptable (it checks
+    a certificate's key and signer against them); a revoked plain key reaches _Client, which
+    refuses it with its fingerprint.
+    """
+    revoked = set(known.revoked)
+    trusted = [b for b in known.trusted if b not in revoked]
+
+    def keys(blobs: Sequence[bytes]) -> list[Any]:
+        return [asyncssh.import_public_key(knownhosts.openssh(b)) for b in blobs]
+
+    certified = keys(known.revoked) if known.authorities else []
+    return keys(trusted), keys(known.authorities), certified
 
 
 class AsyncSSHTransport:
@@ -421,14 +458,15 @@ class AsyncSSHTransport:
             hops = jump_chain(options.tunnel if isinstance(options.tunnel, str) else None)
             if hops:
                 tunnel = await self._open_chain(hops, depth + 1)
-        known = _known_hosts(options.config)
-        kwargs["known_hosts"] = known
+        add_to, known = _known_hosts(options)
+        kwargs["known_hosts"] = trust = _trust(known)
+        if not options.config.get("HostKeyAlgorithms"):
+            kwargs["server_host_key_algs"] = _host_key_algs(trust[0])
         kwargs["tunnel"] = tunnel
         lookup = partial(hostkeys.config_value, self._config_paths(with_overrides=final), host)
-        user_files: Any = options.config.get("UserKnownHostsFile", None)
-        add_to = str(user_files[0]) if user_files else "~/.ssh/known_hosts"
         asking: dict[str, Any] = {"prompter": self.prompter, "label": f"{options.username}@{host}"}
         client = _Client(self.batch, lookup, known, add_to, **asking)
+        client.system_config = self.target.ssh_config is None
         kwargs["client_factory"] = lambda: client
         try:
             sock = self._early_socket(options, tunnel)
@@ -446,9 +484,10 @@ class AsyncSSHTransport:
             question = hostkeys.question(host, key.get_algorithm(), fingerprint)
             if not await self.prompter.confirm_key(question, fingerprint):
                 raise
-            client.remember(host, options.port, key)
+            client.remember(key)
             # Once more, with the key the user accepted (nothing was authenticated yet).
             again = _Client(self.batch, lookup, known, add_to, **asking, accepted_key=key)
+            again.system_config = client.system_config
             kwargs["client_factory"] = lambda: again
             conn = await self._connect_with_deadline(host, kwargs, again)
         self._conns.append(conn)
@@ -569,17 +608,19 @@ def _password_tries(value: str | None) -> int:
 
 def _host_key_error(host: str, exc: Exception, client: _Client) -> HostKeyError:
     """An unknown or changed host key, with the server key's fingerprint when seen."""
-    detail = str(exc)
-    if client.offered_key is not None:
-        fingerprint = client.offered_key.get_fingerprint("sha256")
-        if client.changed:
-            detail = f"the host key changed: the server now offers {fingerprint}"
-        else:
-            detail = f"the server offers {fingerprint}, which known_hosts does not list for it"
-            if client.batch and client.policy == "ask":
-                detail += " (a batch run cannot ask; --accept-new adds a new key)"
+    key, verdict = client.offered_key, client.verdict
+    if key is not None and verdict is not None:
+        fingerprint = key.get_fingerprint("sha256")
+        message = knownhosts.refusal(verdict, host, client.known.name, fingerprint)
+        if verdict is knownhosts.Verdict.UNKNOWN and client.batch and client.policy == "ask":
+            message += "; a batch run cannot ask (--accept-new adds a new key)"
+    elif "revoked" in str(exc):  # a CA's host: asyncssh refuses a revoked key before _Client
+        message = f"host key for {host} could not be verified: the server offers a key that "
+        message += "known_hosts marks @revoked"
+    else:
+        message = f"host key for {host} could not be verified: {exc}"
     return HostKeyError(
-        f"host key for {host} could not be verified: {detail}",
+        message,
         host=host,
         hint="check the key with the host's owner, then add it to known_hosts "
         "(tunnelauth never turns host-key checking off)",

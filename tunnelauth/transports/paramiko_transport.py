@@ -15,7 +15,6 @@ import io
 import logging
 import os
 import queue
-import re
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 
 import paramiko
 
-from tunnelauth import hostkeys
+from tunnelauth import hostkeys, knownhosts
 from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
 from tunnelauth.settings import SSHTarget
@@ -340,7 +339,7 @@ class ParamikoTransport:
     def _open(self, eff: _Effective, tunnel: Any) -> Any:
         """Blocking: socket, key exchange, host-key check, then authentication."""
         _refuse_unsupported(eff)
-        known = _KnownHosts(eff)
+        known = _KnownHosts(eff, self.target.ssh_config is None)
         if tunnel is not None:
             try:
                 sock: Any = tunnel.open_channel(
@@ -589,13 +588,6 @@ class _Effective:
         names = value.split() if isinstance(value, str) else list(value or default)
         return [os.path.expanduser(n) for n in names if n.lower() != "none"]
 
-    @property
-    def known_hosts_name(self) -> str:
-        """The name known_hosts lists the host under (HostKeyAlias wins)."""
-        if self.key_alias:
-            return self.key_alias
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
-
 
 def _refuse_unsupported(eff: _Effective) -> None:
     """Config features paramiko cannot honour: stop with a UsageError rather than ignore them."""
@@ -611,68 +603,25 @@ def _unsupported(feature: str) -> None:
     raise UsageError(f"the paramiko backend does not support {feature}", hint=OTHER_BACKENDS)
 
 
-def _host_matches(patterns: str, name: str) -> bool:
-    """OpenSSH known_hosts pattern list (wildcards, ``!`` negation, hashed ``|1|`` entries)."""
-    matched = False
-    for pattern in patterns.split(","):
-        negated = pattern.startswith("!")
-        pattern = pattern.lstrip("!")
-        if pattern.startswith("|1|"):
-            hit = paramiko.HostKeys.hash_host(name, pattern) == pattern
-        else:
-            # Only * and ? are wildcards (fnmatch would read "[host]:port" as a class).
-            regex = re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", ".")
-            hit = re.fullmatch(regex, name.lower()) is not None
-        if hit and negated:
-            return False
-        matched = matched or hit
-    return matched
-
-
 class _KnownHosts:
-    """The user's known_hosts for one host, checked strictly (like StrictHostKeyChecking yes)."""
+    """The user's known_hosts for one host, judged as ssh judges it (tunnelauth.knownhosts)."""
 
-    def __init__(self, eff: _Effective) -> None:
-        self.name = eff.known_hosts_name
+    def __init__(self, eff: _Effective, system_config: bool) -> None:
         self.alias = eff.alias
-        user = eff.files("userknownhostsfile", ("~/.ssh/known_hosts", "~/.ssh/known_hosts2"))
-        system = eff.files("globalknownhostsfile", ("/etc/ssh/ssh_known_hosts",))
-        self.keys = paramiko.HostKeys()
-        self.revoked: set[bytes] = set()
-        for path in [p for p in (*user, *system) if os.path.isfile(p)]:
-            self._load(path)
-        self.trusted: dict[str, Any] = dict(self.keys.lookup(self.name) or {})
-
-    def _load(self, path: str) -> None:
-        """Plain entries go to paramiko's HostKeys; marker lines (unreadable to it) stay here."""
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                fields = line.split()
-                if not fields or fields[0].startswith("#"):
-                    continue
-                if not fields[0].startswith("@"):
-                    with contextlib.suppress(paramiko.SSHException, ValueError):
-                        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-                        if entry is not None:
-                            for name in entry.hostnames:
-                                self.keys.add(name, entry.key.get_name(), entry.key)
-                    continue
-                if len(fields) < 4:
-                    continue
-                if not _host_matches(fields[1], self.name):
-                    continue
-                if fields[0] == "@cert-authority":
-                    _unsupported(f"@cert-authority host keys (known_hosts {path})")
-                if fields[0] == "@revoked":
-                    with contextlib.suppress(ValueError):
-                        self.revoked.add(base64.b64decode(fields[3]))
+        self.system_config = system_config  # ssh reads /etc/ssh/ssh_config unless -F
+        self.user = eff.files("userknownhostsfile", knownhosts.DEFAULT_USER_FILES)
+        system = eff.files("globalknownhostsfile", knownhosts.DEFAULT_GLOBAL_FILES)
+        entries = knownhosts.read([*self.user, *system])
+        self.host = knownhosts.for_host(entries, eff.hostname, eff.port, eff.key_alias)
 
     def prefer(self, conn: Any) -> None:
         """Ask for a host key type known_hosts has, as ssh does, so a known host is not 'new'."""
-        if self.trusted:
-            options = conn.get_security_options()
-            known = [t for t in options.key_types if t in self.trusted]
-            options.key_types = known + [t for t in options.key_types if t not in known]
+        listed = {knownhosts.blob_type(blob) for blob in self.host.trusted}
+        if "ssh-rsa" in listed:
+            listed |= {"rsa-sha2-512", "rsa-sha2-256"}
+        options = conn.get_security_options()
+        known = [t for t in options.key_types if t in listed]
+        options.key_types = known + [t for t in options.key_types if t not in known]
 
     def check(
         self,
@@ -682,39 +631,40 @@ class _KnownHosts:
         batch: bool,
         ask: Callable[[str, str], bool] = hostkeys.ask_terminal,
     ) -> None:
-        """Accept a listed, unrevoked key, or a new one the user's policy accepts; else raise."""
-        listed = self.trusted.get(key.get_name())
-        if listed is not None and listed == key and key.asbytes() not in self.revoked:
+        """Accept a known key, or a new one the user's policy accepts; else raise."""
+        verdict = self.host.judge(key.asbytes())
+        if verdict is knownhosts.Verdict.KNOWN:
             return
-        if key.asbytes() in self.revoked:
-            why = "is revoked"
-        elif self.trusted:
-            why = "differs from the one known_hosts lists (the host key changed)"
-        else:
+        hint = ""
+        if verdict is knownhosts.Verdict.UNKNOWN:
             policy = hostkeys.normalize_policy(
                 eff.looked.get("stricthostkeychecking"), accept_new=False
             )
             if policy == "ask" and hostkeys.never_asks(eff.looked.get("batchmode")):
                 policy = "yes"  # the user's BatchMode: ssh would refuse rather than ask
+            if not self.user:
+                policy = "yes"  # `UserKnownHostsFile none`: ssh cannot record it, so refuses
+            fingerprint = key.fingerprint
             if hostkeys.decide(
                 policy,
                 batch=batch,
-                host=self.name,
+                host=self.host.name,
                 key_type=key.get_name(),
-                fingerprint=key.fingerprint,
+                fingerprint=fingerprint,
                 ask=ask,
             ):
-                user = eff.files("userknownhostsfile", ("~/.ssh/known_hosts",))
-                if user:
-                    line = f"{key.get_name()} {key.get_base64()}"
-                    hostkeys.add_known_host(user[0], [self.name], line)
+                hashed = knownhosts.wants_hashing(
+                    eff.looked.get("hashknownhosts"), eff.alias, system=self.system_config
+                )
+                line = f"{key.get_name()} {key.get_base64()}"
+                knownhosts.record(self.user, self.host.name, line, hashed=hashed)
                 return
-            why = f"is not in known_hosts (as {self.name})"
             if batch and policy == "ask":
-                why += "; a batch run cannot ask (--accept-new adds a new key)"
+                hint = "; a batch run cannot ask (--accept-new adds a new key)"
+            if self.host.authorities:
+                hint += "; the paramiko backend does not check @cert-authority host certificates"
         raise HostKeyError(
-            f"host key for {self.alias} could not be verified: the server offers "
-            f"{key.fingerprint}, which {why}",
+            knownhosts.refusal(verdict, self.alias, self.host.name, key.fingerprint) + hint,
             host=self.alias,
             hint="check the key with the host's owner, then add it to known_hosts "
             "(tunnelauth never turns host-key checking off)",
