@@ -8,6 +8,8 @@ on none of them, on the laptop or on the remote.
 
 from __future__ import annotations
 
+import random
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,12 +31,31 @@ def login_shells(bed: Bed) -> Iterator[LoginShells]:
     made.close()
 
 
+def _free_port() -> int:
+    """A laptop port below the ephemeral range that nothing holds now.
+
+    Other beds on this machine log in to Spotify on its fixed port 43827: a late browser
+    redirect from one of their runs must never reach these logins.
+    """
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 @pytest.fixture
 def shells(login_shells: LoginShells, fresh: Bed) -> Iterator[LoginShells]:
     """Clean records for every shell user; afterwards, none of them may run anything."""
+    port = _free_port()
     for user in login_shells.users.values():
         user.reset()
-        user.set_fake(spotify_client_id="tunnelauth-test-client", watch_cmdlines=True)
+        user.set_fake(
+            spotify_client_id="tunnelauth-test-client", spotify_port=port, watch_cmdlines=True
+        )
     yield login_shells
     for user in login_shells.users.values():
         wait_for(
