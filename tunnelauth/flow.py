@@ -398,10 +398,9 @@ class Login:
         """Replay the request to the remote listener through an exec session."""
         assert self.remote_port is not None
         self.reporter.info(f"relaying the callback through an SSH session ({why})")
-        command = relay.relay_command(
-            self.settings.program, self.remote_host, self.remote_port, request
-        )
-        result = await self.transport.exec(command, stdin=request, timeout=RELAY_DEADLINE)
+        command = relay.relay_command(self.settings.program, self.remote_host, self.remote_port)
+        stdin = relay.relay_input(request, self.remote_host, self.remote_port)
+        result = await self.transport.exec(command, stdin=stdin, timeout=RELAY_DEADLINE)
         if result.exit_status != 0 or not result.stdout:
             detail = result.stderr.decode("utf-8", "replace").strip()[-300:]
             self.reporter.warn(f"the relay failed (exit {result.exit_status}): {detail}")

@@ -3,16 +3,15 @@
 The browser's callback request is already held by tunnelauth's laptop listener, so a refusal
 loses nothing: the same bytes are replayed to the remote's 127.0.0.1:P by a tiny program run
 in an exec session on the same SSH connection (session channels stay allowed where forwarding
-is not), and the remote listener's real response goes back to the browser.
+is not), and the remote listener's real response goes back to the browser. The request
+travels on that session's stdin, never on its command line.
 """
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunnelauth.remote import lookup_snippet
+from tunnelauth.remote import join, lookup_snippet
 
 RESPONSE_LIMIT = 4 * 1024 * 1024  # bytes of a relayed response kept (a callback page is tiny)
 PROBE_PORT = 1  # a remote port nothing listens on: probing it never touches a login listener
@@ -32,8 +31,17 @@ _RELAY_PY = (
     " o.write(c[:n]);o.flush();n-=len(c)\n"
 )
 
+# The request arrives on stdin behind a curl config block (its lines, then an empty line), so
+# no part of it is ever on a command line (``ps``, execve audit, ssh's debug log): the block is
+# read into a variable, what follows is the raw request for python or bash, and curl reads the
+# block itself (``-K -``) from a here-document, never from an argument.
 _SCRIPT = """\
-host=$1; port=$2; limit=$3; want=$4; shift 4
+host=$1; port=$2; limit=$3; want=$4
+conf=
+while IFS= read -r line && [ -n "$line" ]; do
+  conf="$conf$line
+"
+done
 {lookup}
 interp=
 if [ -n "$bin" ] && [ -r "$bin" ]; then
@@ -49,8 +57,10 @@ done
 if command -v bash >/dev/null 2>&1; then
   exec bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 3; cat >&3; cat <&3' "$host" "$port"
 fi
-if command -v curl >/dev/null 2>&1 && [ $# -gt 0 ]; then
-  exec curl -sS -i --max-time 60 "$@"
+if [ -n "$conf" ] && command -v curl >/dev/null 2>&1; then
+  exec curl -sS -i --max-time 60 -K - <<TUNNELAUTH_CONF
+$conf
+TUNNELAUTH_CONF
 fi
 echo 'tunnelauth: the relay needs python, bash or curl on the remote' >&2
 exit 127
@@ -80,29 +90,58 @@ def parse_request(data: bytes) -> ParsedRequest:
     return ParsedRequest(method, target, tuple(headers), body)
 
 
-def curl_args(request: ParsedRequest, host: str, port: int) -> list[str]:
-    """curl arguments that replay ``request`` (used only where no python or bash exists)."""
+# curl config quoting: inside double quotes curl reads these escapes and every other byte as is.
+_CONF_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def _conf_value(text: str) -> str:
+    """``text`` as a double-quoted curl config value (one line, read back byte for byte)."""
+    return '"' + "".join(_CONF_ESCAPES.get(c, c) for c in text) + '"'
+
+
+def curl_config(request: ParsedRequest, host: str, port: int) -> str:
+    """A curl config (``-K``) that replays ``request``; empty if curl cannot carry it.
+
+    The body goes in ``data-raw``, which never gives a leading ``@`` a meaning (``@file`` in
+    ``--data-binary`` would send a remote file instead of the body). A NUL byte cannot pass
+    through a config line or a shell variable, so such a request has no curl route.
+    """
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    args = ["-X", request.method]
+    parts = [request.method, request.target, *(n + v for n, v in request.headers)]
+    if any("\0" in p for p in parts) or b"\0" in request.body:
+        return ""
+    lines = [
+        "globoff",  # [ ] { } in a query are data, not a URL pattern
+        "path-as-is",  # /../ in the target reaches the listener unchanged
+        f"request = {_conf_value(request.method)}",
+        f"url = {_conf_value(f'http://{authority}{request.target}')}",
+    ]
     for name, value in request.headers:
         if name.lower() not in ("host", "content-length", "connection"):
-            args += ["-H", f"{name}: {value}"]
+            # "Name;" is curl's way to send a header with an empty value.
+            header = f"{name}: {value}" if value else f"{name};"
+            lines.append(f"header = {_conf_value(header)}")
     if request.body:
-        args += ["--data-binary", request.body.decode("latin-1")]
-    return [*args, "--", f"http://{authority}{request.target}"]
+        lines.append(f"data-raw = {_conf_value(request.body.decode('latin-1'))}")
+    return "".join(f"{line}\n" for line in lines)
 
 
-def relay_command(program: str, host: str, port: int, request: bytes) -> str:
-    """The remote command that replays ``request`` to ``host:port`` (host as the remote sees it).
+def relay_command(program: str, host: str, port: int) -> str:
+    """The remote command that replays a request from stdin (``relay_input``) to ``host:port``.
 
-    ``program`` is the login's own binary: the relay prefers the Python it runs on (its
-    shebang), which is certain to exist on the host.
+    It holds no part of the request. ``program`` is the login's own binary: the relay prefers
+    the Python it runs on (its shebang), which is certain to exist on the host.
     """
-    extra: Sequence[str] = curl_args(parse_request(request), host, port)
     script = _SCRIPT.format(lookup=lookup_snippet())
     words = ["env", f"RELAY_PY={_RELAY_PY}", "sh", "-c", script, "tunnelauth-relay"]
-    words += [host, str(port), str(RESPONSE_LIMIT), program, *extra]
-    return " ".join(shlex.quote(w) for w in words)
+    words += [host, str(port), str(RESPONSE_LIMIT), program]
+    return join(words)
+
+
+def relay_input(request: bytes, host: str, port: int) -> bytes:
+    """What the relay command reads on stdin: the curl config block, then the raw request."""
+    conf = curl_config(parse_request(request), host, port)
+    return conf.encode("latin-1") + b"\n" + request
 
 
 def redirect_url(host: str, port: int, target: str) -> str:

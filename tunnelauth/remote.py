@@ -1,8 +1,9 @@
 """Builds the command line that runs on the remote host (pure: no I/O).
 
 The remote user's login shell may be bash, zsh, dash or fish, so the command is a single
-``exec sh -c SCRIPT`` with every argument passed as a separate, shell-quoted positional
-parameter: nothing the user typed is ever interpreted by a shell, and the script finds the
+``exec sh -c SCRIPT`` with every argument passed as a separate positional parameter, quoted
+the one way all four read alike (``quote``): nothing the user typed is ever interpreted by a
+shell, and the script finds the
 binary in the usual install places because ``~/.local/bin`` is not on the PATH of a
 non-interactive SSH command.
 """
@@ -10,7 +11,7 @@ non-interactive SSH command.
 from __future__ import annotations
 
 import base64
-import shlex
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,37 @@ exec "$bin" "$@"
 """
 
 
+# Words every login shell reads as themselves: no glob, expansion or escape character, and no
+# leading `=` or `~` (zsh's `=cmd` and everyone's home expansion).
+_BARE = re.compile(r"[A-Za-z0-9_./-][A-Za-z0-9_./=:,+@-]*")
+
+
+def quote(word: str) -> str:
+    r"""``word`` quoted so that bash, zsh, dash and fish all read it back unchanged.
+
+    ``shlex.quote`` is not enough: inside single quotes fish reads ``\'`` and ``\\`` as escapes,
+    so a backslash would change the word or end the quote early. Here single quotes never hold
+    a backslash or a quote: those travel as ``"\\"`` and ``"'"``, read alike by all four.
+    """
+    if _BARE.fullmatch(word):
+        return word
+    parts = re.split(r"([\\'])", word)
+    out = []
+    for part in parts:
+        if part == "\\":
+            out.append('"\\\\"')
+        elif part == "'":
+            out.append('"\'"')
+        elif part:
+            out.append(f"'{part}'")
+    return "".join(out) or "''"
+
+
+def join(words: Sequence[str]) -> str:
+    """``words`` as one command line every login shell splits back into exactly these words."""
+    return " ".join(quote(w) for w in words)
+
+
 def lookup_snippet() -> str:
     """POSIX sh lines that set ``$bin`` to the program named by ``$want`` (empty if missing)."""
     return _LOOKUP.format(dirs=" ".join(f'"{d}"' for d in SEARCH_DIRS))
@@ -110,14 +142,14 @@ def remote_command(
         if not hermes_home or "\0" in hermes_home:
             raise ValueError("empty hermes home or NUL byte in it")
         words = ["sh", "-c", _HOME_SETTER, "tunnelauth-home", hermes_home, *words]
-    command = "exec " + shlex.join(words)
+    command = "exec " + join(words)
     if run_as is None:
         return command
     if not run_as or run_as.startswith("-") or "\0" in run_as:
         raise ValueError(f"invalid run-as user {run_as!r}")
     sudo = ["exec", "sudo", *([] if interactive else ["-n"]), "-u", run_as, "-i", "--", "env"]
     carried = [f'"{name}=${name}"' for name in SESSION_VARIABLES]  # expanded before sudo
-    return " ".join([*sudo, *carried, "sh", "-c", shlex.quote(_for_login_shell(command))])
+    return " ".join([join(sudo), *carried, join(["sh", "-c", _for_login_shell(command)])])
 
 
 def _for_login_shell(command: str) -> str:

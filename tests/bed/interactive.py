@@ -147,11 +147,11 @@ class Interactive:
         run(["usermod", "-p", "*", self.bed.user], check=False)
 
 
-def _add_user(bed: Bed, name: str) -> None:
+def add_user(bed: Bed, name: str, shell: str = "/bin/bash") -> None:
     """A bed-owned user with the fake hermes and the bed's CA, able to reach the provider."""
     # "extra" keeps remove_extras away from the bed's own user (same owner and id).
     gecos = f"tunnelauth-bed-extra owner={bed.record.owner_pid} id={bed.record.id}"
-    run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", gecos, name])
+    run(["useradd", "--create-home", "--shell", shell, "--comment", gecos, name])
     pw = pwd.getpwnam(name)
     home = Path(pw.pw_dir)
     for sub in (".local", ".local/bin", ".hermes"):
@@ -193,7 +193,7 @@ def _build(extra: Interactive) -> None:
         raise BedError("missing prerequisite: sudo (apt-get install -y sudo)")
     run(["chpasswd"], input=f"{bed.user}:{extra.password}\n")
     for user in (extra.sudo_nopasswd, extra.sudo_passwd):
-        _add_user(bed, user)
+        add_user(bed, user)
     rules = SUDOERS.format(
         bed_id=bed.record.id,
         user=bed.user,

@@ -244,6 +244,7 @@ class Bed:
 
 # -- building ------------------------------------------------------------------------------
 
+# `{user}?`: the bed's extra users (its name and one letter) may log in with a key too.
 SSHD_CONFIG = """\
 Port {port}
 ListenAddress 0.0.0.0
@@ -256,7 +257,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes yes
 PermitRootLogin no
-AllowUsers {user}
+AllowUsers {user} {user}?
 AllowTcpForwarding {forwarding}
 AllowAgentForwarding no
 X11Forwarding no

@@ -228,12 +228,12 @@ SUDOERS_D = Path("/etc/sudoers.d")
 
 
 def remove_extras(bed_id: str) -> list[str]:
-    """The interactive bed's extras: its sudoers drop-in and the users whose GECOS name it."""
+    """A bed's extras: its sudoers drop-ins and the users whose GECOS name it."""
     done: list[str] = []
-    dropin = SUDOERS_D / bed_id
-    if dropin.exists():
-        dropin.unlink()
-        done.append(f"removed {dropin}")
+    for dropin in (SUDOERS_D / bed_id, SUDOERS_D / f"{bed_id}-shells"):
+        if dropin.exists():
+            dropin.unlink()
+            done.append(f"removed {dropin}")
     for pw in pwd.getpwall():
         extra = pw.pw_gecos.startswith("tunnelauth-bed-extra ")
         if extra and f"id={bed_id}" in pw.pw_gecos.split():

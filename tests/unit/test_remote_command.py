@@ -14,7 +14,10 @@ import pytest
 from tunnelauth.providers import hermes_args
 from tunnelauth.remote import NO_TTY_MARKER, NO_TTY_STATUS, NOT_FOUND_MARKER, remote_command
 
-SHELLS = [s for s in ("sh", "bash", "dash", "zsh") if shutil.which(s)]
+# The remote login shell runs the command line: every one a user may have must read it alike.
+SHELLS = [s for s in ("sh", "bash", "dash", "zsh", "fish") if shutil.which(s)]
+# Words that end a single-quoted string early, or change inside one, under fish.
+BACKSLASHES = ["tail\\", "\\'", "a\\\\b", "'\\", "\\n"]
 
 ECHO_ARGV = """#!/usr/bin/env python3
 import json, os, sys
@@ -48,6 +51,7 @@ def test_finds_hermes_outside_path_and_passes_arguments_verbatim(
 ) -> None:
     canary = tmp_path / "canary"
     nasty = [f"$(touch {canary})", f"; touch {canary}", 'it\'s "quoted"', "a b", "`id`", ""]
+    nasty += [*BACKSLASHES, "~", "=sh", "%self", "{a,b}", "*", "#x", "$HOME"]
     result = _run(shell, remote_command("hermes", ["mcp", "login", *nasty]), home, tmp_path)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "argv.json").read_text())
@@ -120,7 +124,7 @@ def test_as_another_user_the_command_survives_sudo_i_quoting(
     (standin / "sudo").write_text(SUDO_I)
     (standin / "sudo").chmod(0o755)
     canary = tmp_path / "canary"
-    nasty = [f"$(touch {canary})", "$HOME", "a\nb", 'it\'s "quoted"', "`id`", "\\x"]
+    nasty = [f"$(touch {canary})", "$HOME", "a\nb", 'it\'s "quoted"', "`id`", "\\x", *BACKSLASHES]
     command = remote_command(
         "hermes", ["auth", *nasty], run_as="svc", hermes_home="~/.hermes-svc", interactive=True
     )
