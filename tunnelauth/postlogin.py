@@ -12,6 +12,7 @@ so it passes ``sanitize.untrusted`` before it is parsed or shown.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import Settings
 from tunnelauth.transports.base import Bounded, Transport
 
+COMMAND_DEADLINE = 30.0  # one short hermes command (auth status/list/remove)
 OUTPUT_LIMIT = 64 * 1024  # bytes of one command's output kept (a real listing is a few lines)
 SHOWN_LIMIT = 300  # characters of a remote line quoted in a result
 _ENTRY = re.compile(r"^\s*#(\d+)\b", re.MULTILINE)
@@ -77,11 +79,11 @@ def status_says_logged_in(output: str) -> bool:
 
 @dataclass(frozen=True)
 class Answer:
-    """What one remote command said: exit status (-1 unknown), plain text, whether it was cut."""
+    """What one remote command said: exit status (-1 unknown), plain text, what went wrong."""
 
     code: int
     text: str
-    cut: bool
+    problem: str = ""  # "" or why the answer is incomplete (cut, no answer in time)
 
     def last_line(self) -> str:
         """The last non-empty line, shortened for a message ("" if there is none)."""
@@ -94,8 +96,8 @@ async def run_remote(
 ) -> Answer:
     """Run ``PROGRAM ARGS`` (default: hermes) on a PTY as the login's user; hung up at the end.
 
-    At most ``OUTPUT_LIMIT`` bytes are read: past that the command is hung up rather than
-    read to its end, and the answer says it was cut (its exit status is then unknown).
+    At most ``OUTPUT_LIMIT`` bytes are read, for at most ``COMMAND_DEADLINE`` seconds: past
+    either the command is hung up, and the answer says why it is incomplete.
     """
     # sudo -n for --as: a fresh PTY is a fresh sudo ticket, and no one answers a prompt here.
     command = remote_command(
@@ -106,24 +108,29 @@ async def run_remote(
         need_tty=True,
     )
     kept = Bounded(OUTPUT_LIMIT)
-    process = await transport.start(command)
-    try:
+
+    async def collect() -> int | None:
         while not kept.cut and (chunk := await process.read()):
             kept.add(chunk)
-        status = None if kept.cut else await process.wait()
+        return None if kept.cut else await process.wait()
+
+    process = await transport.start(command)
+    problem = ""
+    try:
+        status = await asyncio.wait_for(collect(), COMMAND_DEADLINE)
+    except asyncio.TimeoutError:
+        status, problem = None, f"no answer within {COMMAND_DEADLINE:g} s"
     finally:
-        await process.close()
+        await process.close()  # the remote gets Ctrl-C, then SIGHUP, if it still runs
+    if kept.cut:
+        problem = f"output cut after {OUTPUT_LIMIT // 1024} KiB"
     text = untrusted(kept.value(), limit=OUTPUT_LIMIT, multiline=True)
-    return Answer(-1 if status is None else status, text, kept.cut)
+    return Answer(-1 if status is None else status, text, problem)
 
 
 async def _hermes(settings: Settings, transport: Transport, args: Sequence[str]) -> Answer:
     """Run ``hermes [-p P] ARGS`` on the remote."""
     return await run_remote(settings, transport, [*_profile_args(settings), *args])
-
-
-def _cut_note(answer: Answer) -> str:
-    return f" (output cut after {OUTPUT_LIMIT // 1024} KiB)" if answer.cut else ""
 
 
 async def replace_older(settings: Settings, transport: Transport, reporter: Reporter) -> None:
@@ -134,13 +141,10 @@ async def replace_older(settings: Settings, transport: Transport, reporter: Repo
         reporter.replaced(True, 0, 1, f"{what} keeps a single credential: nothing to replace")
         return
     listing = await _hermes(settings, transport, ["auth", "list", pool])
-    if listing.cut:
+    if listing.problem:
         # A partial listing may miss the newest entry: removing from it could drop the new one.
         reporter.replaced(
-            False,
-            0,
-            0,
-            f"`hermes auth list {pool}` printed too much{_cut_note(listing)}: nothing removed",
+            False, 0, 0, f"`hermes auth list {pool}`: {listing.problem}; nothing removed"
         )
         return
     if listing.code != 0:
@@ -186,7 +190,8 @@ async def verify(settings: Settings, transport: Transport, reporter: Reporter) -
         answer = await _hermes(settings, transport, args)
         ok = answer.code == 0 and status_says_logged_in(answer.text)
         said = answer.last_line() or f"exit {answer.code}"
-        detail = f"`hermes {' '.join(args)}`: {said}{_cut_note(answer)}"
+        note = f" ({answer.problem})" if answer.problem else ""
+        detail = f"`hermes {' '.join(args)}`: {said}{note}"
     reporter.verified(ok, detail)
     if not ok:
         raise LoginFailedError(
