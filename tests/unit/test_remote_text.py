@@ -35,7 +35,6 @@ from test_transport_asyncssh import (  # the shared in-process server
 from tunnelauth.doctor import FAIL, WARN, Check, Report
 from tunnelauth.errors import LoginFailedError, SSHError
 from tunnelauth.render import ConsoleReporter, print_doctor
-from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
 from tunnelauth.status import ExitStatus
 from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
@@ -82,6 +81,8 @@ def assert_terminal_safe(shown: str) -> None:
 
 
 def test_untrusted_text_keeps_the_words_and_drops_every_control() -> None:
+    from tunnelauth.sanitize import untrusted
+
     assert_plain(untrusted(HOSTILE_REASON))
     assert_plain(untrusted(HOSTILE_REASON.encode()))
     assert untrusted("a\r\nb\rc\x1b[2Jd", multiline=True) == "a\nb\ncd"
@@ -89,6 +90,8 @@ def test_untrusted_text_keeps_the_words_and_drops_every_control() -> None:
 
 
 def test_untrusted_text_is_cut_visibly() -> None:
+    from tunnelauth.sanitize import untrusted
+
     assert untrusted("x" * 50, limit=10) == "x" * 10 + " … [cut after 10 characters]"
     shown = untrusted(b"y" * 10_000_000, limit=100)
     assert shown.startswith("y" * 100) and "cut" in shown and len(shown) < 200
