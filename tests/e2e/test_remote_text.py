@@ -61,10 +61,14 @@ def seed_pool(bed: Bed, provider: str, count: int) -> None:
     bed.write_user_file(bed.home / ".hermes" / "auth.json", json.dumps(store), mode=0o600)
 
 
-def test_verify_and_replace_show_hostile_output_as_plain_text(fresh: Bed, tmp_path: Path) -> None:
+def test_verify_and_replace_show_hostile_output_as_plain_text(
+    fresh: Bed, tmp_path: Path, backend: str
+) -> None:
     seed_pool(fresh, "xai-oauth", 1)
     fresh.set_fake(mode="evil_aux")
-    result = tunnelauth(fresh, "xai", "remote", "--replace", "--verify", tmp=tmp_path)
+    result = tunnelauth(
+        fresh, "xai", "remote", "--replace", "--verify", tmp=tmp_path, backend=backend
+    )
     assert result.code == ExitStatus.OK, result
     shown = result.stdout + result.stderr
     # `auth remove` failed with the hostile text; `auth status` said logged in with it.
@@ -168,9 +172,11 @@ def test_a_50_mb_listing_is_cut_and_nothing_is_removed(fresh: Bed, tmp_path: Pat
     assert labels == ["xai-oauth-old-1", "xai-oauth-oauth-2"], "a cut listing removes nothing"
 
 
-def test_a_hanging_listing_ends_at_the_deadline(fresh: Bed, tmp_path: Path) -> None:
+def test_a_hanging_listing_ends_at_the_deadline(fresh: Bed, tmp_path: Path, backend: str) -> None:
     fresh.set_fake(mode="hang_list")
-    result = tunnelauth(fresh, "xai", "remote", "--replace", "--timeout", "25", tmp=tmp_path)
+    result = tunnelauth(
+        fresh, "xai", "remote", "--replace", "--timeout", "25", tmp=tmp_path, backend=backend
+    )
     assert result.code == ExitStatus.TIMED_OUT, result
     assert "did not finish within 25 s" in result.stderr
     record = fresh.fake_record("xai-oauth")
