@@ -238,3 +238,17 @@ def test_ci_reauth_prints_a_hostile_reason_as_visible_escapes(tmp_path: Path) ->
     assert not RAW.search(shown), repr(shown)
     assert "FAILED" in shown and "evil-start" in shown and MARKUP in shown
     assert "\\x1b]52;c;" in shown and "\\x9b1mc1" in shown, "controls are shown as escapes"
+
+
+def test_json_events_carry_no_control_whatever_the_caller_passed() -> None:
+    from tunnelauth.jsonout import JsonReporter
+
+    stream = io.StringIO()
+    reporter = JsonReporter(stream=stream)
+    # A local port holder's command line is not remote text, yet may carry 8-bit controls,
+    # which JSON does not escape.
+    reporter.warn(f"port 43827 is in use by pid 1: {HOSTILE_REASON}")
+    reporter.finish(False, HOSTILE_REASON, HOSTILE_REASON, [HOSTILE_REASON], exit_status=6)
+    shown = stream.getvalue()
+    assert not NEVER.search(shown) and "\\u001b" not in shown, shown
+    assert "evil-start" in shown and MARKUP in shown
