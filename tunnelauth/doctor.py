@@ -29,12 +29,15 @@ from tunnelauth.browser import (
 )
 from tunnelauth.errors import HostKeyError, TunnelauthError, UsageError
 from tunnelauth.remote import lookup_snippet, settings_command
+from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import Settings
 from tunnelauth.status import ExitStatus
 from tunnelauth.transports.base import Transport
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 EXEC_DEADLINE = 20.0  # one short remote question
+OUTPUT_LIMIT = 64 * 1024  # bytes of a remote answer kept (a real one is a few lines)
+DETAIL_LIMIT = 1000  # characters of one cell (found / fix) shown
 PROBE_DEADLINE = 5.0  # the server's answer to the probe channel
 PROBE_PORTS = (20000, 27000)  # below Linux's ephemeral range and clear of hermes' pinned ports
 WELL_KNOWN_PORTS: dict[int, str] = {
@@ -88,6 +91,13 @@ class Check:
     detail: str
     fix: str = ""
     code: ExitStatus = ExitStatus.OK  # the exit status a failure of this check maps to
+
+    def __post_init__(self) -> None:
+        # Details quote the remote (hermes' version line, the server's refusal, errors):
+        # every row is plain text before the table or --json sees it.
+        for name in ("name", "detail", "fix"):
+            text = untrusted(getattr(self, name), limit=DETAIL_LIMIT)
+            object.__setattr__(self, name, text)
 
 
 @dataclass
@@ -186,9 +196,9 @@ def check_browser(settings: Settings) -> Check:
 async def _sh(settings: Settings, transport: Transport, script: str, *args: str) -> tuple[int, str]:
     """Run a small sh script on the remote (as the login would run); (exit, stdout)."""
     command = settings_command(settings, ["-c", script, "tunnelauth", *args], program="sh")
-    result = await transport.exec(command, timeout=EXEC_DEADLINE)
+    result = await transport.exec(command, timeout=EXEC_DEADLINE, limit=OUTPUT_LIMIT)
     code = result.exit_status if result.exit_status is not None else -1
-    return code, result.stdout.decode("utf-8", "replace")
+    return code, untrusted(result.stdout, limit=OUTPUT_LIMIT, multiline=True)
 
 
 async def check_forwarding(settings: Settings, transport: Transport) -> Check:

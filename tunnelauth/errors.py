@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tunnelauth.sanitize import untrusted
 from tunnelauth.status import ExitStatus
+
+MESSAGE_LIMIT = 8192  # characters of a message or hint kept (they may carry remote text)
+
+
+def _shown(text: str) -> str:
+    """Error text may quote ssh, the server or the remote: made plain before anyone shows it."""
+    return untrusted(text, limit=MESSAGE_LIMIT, multiline=True)
 
 
 class TunnelauthError(Exception):
-    """Base of every error tunnelauth expects; ``status`` is the exit code it maps to."""
+    """Base of every error tunnelauth expects; ``status`` is the exit code it maps to.
+
+    Message and hint are sanitized here, once, so every way an error is shown (the live
+    display, ``--json``, the plain last line, doctor's table) gets plain text.
+    """
 
     status: ExitStatus = ExitStatus.ERROR
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = _shown(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = None if hint is None else _shown(hint)
         self.reported = False  # set once the error was shown to the user
 
 
@@ -35,7 +48,7 @@ class SSHError(TunnelauthError):
     ) -> None:
         super().__init__(message, hint=hint)
         self.host = host
-        self.stderr_tail = stderr_tail
+        self.stderr_tail = _shown(stderr_tail)
 
 
 def no_terminal_error(host: str) -> SSHError:
@@ -82,7 +95,7 @@ class LoginFailedError(TunnelauthError):
     ) -> None:
         super().__init__(message, hint=hint)
         self.exit_status = exit_status
-        self.last_lines = list(last_lines)
+        self.last_lines = [untrusted(line) for line in last_lines]
 
 
 class TimedOutError(TunnelauthError):

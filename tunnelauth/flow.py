@@ -402,7 +402,7 @@ class Login:
         stdin = relay.relay_input(request, self.remote_host, self.remote_port)
         result = await self.transport.exec(command, stdin=stdin, timeout=RELAY_DEADLINE)
         if result.exit_status != 0 or not result.stdout:
-            detail = result.stderr.decode("utf-8", "replace").strip()[-300:]
+            detail = relay.stderr_detail(result.stderr)
             self.reporter.warn(f"the relay failed (exit {result.exit_status}): {detail}")
             return None
         return result.stdout
@@ -696,19 +696,26 @@ async def login(
         stack.push_async_callback(browser.close, BROWSER_GRACE)
         flow = Login(settings, transport, reporter, browser, stack)
         flow.terminal = terminal
+
+        async def login_then_check() -> None:
+            await flow.run()
+            if after_success is not None:
+                await after_success(settings, transport, reporter)
+
         try:
-            await asyncio.wait_for(flow.run(), settings.timeout)
+            # --verify/--replace run inside the overall deadline: a hanging remote command
+            # ends with it (exit 7) like a hanging login.
+            await asyncio.wait_for(login_then_check(), settings.timeout)
         except asyncio.CancelledError:
             if on_teardown is not None:
                 on_teardown()  # the stack unwinds from here: let it finish in order
             raise
         except asyncio.TimeoutError:
+            what = "the login" if after_success is None else "the login and its checks"
             raise TimedOutError(
-                f"the login did not finish within {settings.timeout:g} s",
+                f"{what} did not finish within {settings.timeout:g} s",
                 hint="raise --timeout if the provider needs longer",
             ) from None
-        if after_success is not None:
-            await after_success(settings, transport, reporter)
 
 
 def run(

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from tunnelauth.report import Reporter, Stage
-from tunnelauth.sanitize import redact
+from tunnelauth.sanitize import redact, strip
 
 SCHEMA_VERSION = 1
 
@@ -48,9 +48,14 @@ _PORT = re.compile(r":(\d{1,5})\b")
 
 
 def _clean(value: Any) -> Any:
-    """Redact every string inside ``value`` (lists and dicts included)."""
+    """Redact every string inside ``value`` (lists and dicts included), without controls.
+
+    Remote text passed ``sanitize.untrusted`` already; stripping again here keeps any other
+    string (a local port holder's command line, say) from carrying an 8-bit control, which
+    JSON does not escape, to a terminal that shows the stream.
+    """
     if isinstance(value, str):
-        return redact(value)
+        return redact(strip(value, keep_newlines=True))
     if isinstance(value, list):
         return [_clean(v) for v in value]
     if isinstance(value, dict):

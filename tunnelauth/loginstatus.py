@@ -15,7 +15,7 @@ from tunnelauth.errors import CommandNotFoundError
 from tunnelauth.postlogin import status_says_logged_in
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.remote import NOT_FOUND_MARKER, settings_command
-from tunnelauth.sanitize import strip
+from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import Settings
 from tunnelauth.transports.base import Transport
 
@@ -60,7 +60,7 @@ class LoginStatus(NamedTuple):
 
 def judge(name: str, exit_status: int | None, output: str) -> ProviderState:
     """A provider's state from ``hermes auth status`` (sanitized, last line as the detail)."""
-    text = strip(output[:MAX_OUTPUT])
+    text = untrusted(output, limit=MAX_OUTPUT, multiline=True)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     detail = lines[-1][:200] if lines else f"exit status {exit_status}"
     if exit_status == 0 and status_says_logged_in(text):

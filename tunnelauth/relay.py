@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunnelauth.remote import join, lookup_snippet
+from tunnelauth.sanitize import untrusted
 
+STDERR_SHOWN = 300  # characters of a failed relay's stderr shown (its last ones)
 RESPONSE_LIMIT = 4 * 1024 * 1024  # bytes of a relayed response kept (a callback page is tiny)
 PROBE_PORT = 1  # a remote port nothing listens on: probing it never touches a login listener
 
@@ -148,6 +150,11 @@ def redirect_url(host: str, port: int, target: str) -> str:
     """The full redirect URL a paste prompt expects, rebuilt from the captured request."""
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return f"http://{authority}{target}"
+
+
+def stderr_detail(stderr: bytes) -> str:
+    """The end of a failed relay's stderr as plain text (it is the remote's, so untrusted)."""
+    return untrusted(stderr[-STDERR_SHOWN * 4 :], limit=STDERR_SHOWN * 4)[-STDERR_SHOWN:]
 
 
 def probe_verdict(refusal: str | None, got_data: bool) -> str:

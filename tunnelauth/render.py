@@ -1,6 +1,9 @@
 """The only module that imports rich: a live status on a terminal, plain lines elsewhere.
 
-Everything goes to stderr; stdout stays free for machine-readable output.
+Everything goes to stderr; stdout stays free for machine-readable output. No string given
+to this module is ever read as rich markup: each becomes a ``rich.text.Text`` after passing
+``sanitize.untrusted`` once more (text from the remote already passed it where it entered;
+this keeps any string that did not from reaching the terminal raw).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from rich.console import Console, RenderableType
 from rich.text import Text
 
 from tunnelauth.report import Stage
+from tunnelauth.sanitize import untrusted
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -19,6 +23,19 @@ if TYPE_CHECKING:
     from tunnelauth.doctor import Report as DoctorReport
     from tunnelauth.loginstatus import LoginStatus
     from tunnelauth.options import Resolution
+
+
+SHOWN_LIMIT = 65536  # characters of one string shown (sources bound theirs much lower)
+
+
+def plain(text: str, style: str = "") -> Text:
+    """``text`` as literal, control-free text: never markup, never an escape sequence."""
+    return Text(untrusted(text, limit=SHOWN_LIMIT, multiline=True), style=style)
+
+
+def _bare(text: str) -> str:
+    """One line of control-free text, for the pieces of assembled ``Text``."""
+    return untrusted(text, limit=SHOWN_LIMIT)
 
 
 class ConsoleReporter:
@@ -51,7 +68,7 @@ class ConsoleReporter:
         elapsed = time.monotonic() - self.started
         label = Text.assemble(
             (f" {self._stage.value}", "bold cyan"),
-            (f" {self._detail}" if self._detail else "", "cyan"),
+            (f" {_bare(self._detail)}" if self._detail else "", "cyan"),
             (f"  {elapsed:4.1f}s", "dim"),
         )
         return Group(Spinner("dots", text=label))
@@ -90,7 +107,7 @@ class ConsoleReporter:
         if how == "printed":
             # The bare URL on a line of its own: no border or wrapping to break copy and paste.
             self._line(f"open this page in a browser on this machine ({host}):", "bold green")
-            self.console.out(url, highlight=False)
+            self.console.out(_bare(url), highlight=False)  # out() reads no markup
         elif how == "builtin":
             self._line(f"the demo's built-in browser opens the login page on {host}", "green")
             if self.verbosity > 0:
@@ -105,7 +122,9 @@ class ConsoleReporter:
         from rich.panel import Panel
 
         body = Text.assemble(
-            ("enter this code: ", ""), (code or "(none shown)", "bold reverse"), f"\nat {url}"
+            ("enter this code: ", ""),
+            (_bare(code or "(none shown)"), "bold reverse"),
+            f"\nat {_bare(url)}",
         )
         self.console.print(Panel(body, title="device login", border_style="magenta"))
 
@@ -114,7 +133,7 @@ class ConsoleReporter:
         self._pause()
         kind = "typing is not shown or logged" if secret else "press Enter to send"
         self.console.print(
-            Text.assemble((f"{origin} asks: ", "bold"), text, (f"  ({kind})", "dim"))
+            Text.assemble((f"{_bare(origin)} asks: ", "bold"), _bare(text), (f"  ({kind})", "dim"))
         )
 
     def prompt_done(self) -> None:
@@ -150,14 +169,14 @@ class ConsoleReporter:
         if not ok and last_lines:
             self.console.print(Text("last lines from the remote:", style="dim"))
             for line in last_lines:
-                self.console.print(Text(f"  │ {line}", style="dim"))
+                self.console.print(plain(f"  │ {line}", "dim"))
         if ok:
             if self.verbosity >= 0:
-                self.console.print(Text(f"✓ {message}", style="bold green"))
+                self.console.print(plain(f"✓ {message}", "bold green"))
         else:
-            self.console.print(Text(f"✗ {message}", style="bold red"))
+            self.console.print(plain(f"✗ {message}", "bold red"))
         if hint:
-            self.console.print(Text(f"  {hint}", style="yellow"))
+            self.console.print(plain(f"  {hint}", "yellow"))
 
     def close(self) -> None:
         """Stop the live display."""
@@ -168,7 +187,7 @@ class ConsoleReporter:
     # -- helpers -------------------------------------------------------------------------
 
     def _line(self, message: str, style: str = "") -> None:
-        self.console.print(Text(message, style=style))
+        self.console.print(plain(message, style))
 
     def _pause(self) -> None:
         if self._live is not None and self._live.is_started:
@@ -189,14 +208,19 @@ def print_doctor(report: DoctorReport, console: Console | None = None) -> None:
     from rich.table import Table
 
     console = console or Console(highlight=False, soft_wrap=False)
-    table = Table(title=f"tunnelauth doctor: {report.host}", title_justify="left", expand=False)
+    table = Table(
+        title=plain(f"tunnelauth doctor: {report.host}"), title_justify="left", expand=False
+    )
     table.add_column("check", no_wrap=True)
     table.add_column("", no_wrap=True)
     table.add_column("found")
     table.add_column("fix")
     for check in report.checks:
         style = _STATUS_STYLE.get(check.status, "")
-        table.add_row(check.name, Text(check.status, style=style), check.detail, check.fix)
+        # Cells as Text, never str: a str cell is rich markup ("[link=…]" would become a link).
+        table.add_row(
+            plain(check.name), plain(check.status, style), plain(check.detail), plain(check.fix)
+        )
     console.print(table)
     if report.exit_status:
         console.print(
@@ -211,12 +235,12 @@ def print_config(resolution: Resolution, console: Console | None = None) -> None
     from rich.table import Table
 
     console = console or Console(highlight=False, soft_wrap=False)
-    table = Table(title=f"config file: {resolution.config_file}", title_justify="left")
+    table = Table(title=plain(f"config file: {resolution.config_file}"), title_justify="left")
     for name in ("setting", "value", "source", "from"):
         table.add_column(name)
     for setting, value, source, origin in resolution.rows():
         style = "dim" if source == "default" else ""
-        table.add_row(setting, value, Text(source, style=style), Text(origin, style="dim"))
+        table.add_row(plain(setting), plain(value), plain(source, style), plain(origin, "dim"))
     console.print(table)
 
 
@@ -226,11 +250,11 @@ def print_status(status: LoginStatus, console: Console | None = None) -> None:
 
     console = console or Console(highlight=False, soft_wrap=False)
     styles = {"logged in": "green", "logged out": "yellow", "unknown": "red"}
-    table = Table(title=Text(f"{status.host}: logins"), title_justify="left")
+    table = Table(title=plain(f"{status.host}: logins"), title_justify="left")
     for name in ("provider", "state", "remote says"):
         table.add_column(name)
     for row in status.providers:
-        table.add_row(row.name, Text(row.state, style=styles[row.state]), Text(row.detail))
+        table.add_row(plain(row.name), plain(row.state, styles[row.state]), plain(row.detail))
     console.print(table)
     servers = ", ".join(status.mcp_servers) if status.mcp_servers else "none"
-    console.print(Text(f"MCP servers with a token: {servers}"))
+    console.print(plain(f"MCP servers with a token: {servers}"))

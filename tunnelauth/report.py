@@ -22,7 +22,11 @@ class Stage(str, Enum):
 
 
 class Reporter(Protocol):
-    """Receives what happens during a run; implementations decide how it looks."""
+    """Receives what happens during a run; implementations decide how it looks.
+
+    Every string is plain text: what came from the remote or the server already passed
+    ``sanitize.untrusted``. An implementation never reads a string as markup.
+    """
 
     def stage(self, stage: Stage, detail: str = "") -> None:
         """The run entered ``stage``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-__all__ = ["DEFAULT_MAX_SEQUENCE", "Stripper", "redact", "strip"]
+__all__ = ["DEFAULT_MAX_SEQUENCE", "TEXT_LIMIT", "Stripper", "redact", "strip", "untrusted"]
 
 DEFAULT_MAX_SEQUENCE = 8192
 """How many characters an unterminated escape sequence may swallow before it is dropped."""
@@ -211,6 +211,32 @@ def strip(text: str, *, keep_newlines: bool = False) -> str:
     """Return ``text`` without terminal controls; unterminated sequences are dropped."""
     stripper = Stripper(keep_newlines=keep_newlines)
     return stripper.feed(text) + stripper.flush()
+
+
+TEXT_LIMIT = 4096
+"""Characters of one piece of untrusted text kept for display (the rest is cut, visibly)."""
+
+
+def untrusted(text: str | bytes, *, limit: int = TEXT_LIMIT, multiline: bool = False) -> str:
+    """The one gate for text tunnelauth did not write itself, before anything shows it.
+
+    Remote output, ssh's and the server's messages, exec output: decoded (bytes as UTF-8,
+    bad bytes replaced), cut to ``limit`` characters with a visible note, and stripped of
+    every terminal control (ESC and C1 sequences, OSC 52/8, CSI, control and bidi
+    characters). ``multiline`` keeps line ends as ``\n`` (a bare ``\r``, which would let
+    text overwrite its own line, becomes one); otherwise the result is a single line.
+    The result is plain text: renderers must never read it as markup.
+    """
+    if isinstance(text, bytes):
+        text = text[: limit * 4 + 4].decode("utf-8", "replace")
+    note = ""
+    if len(text) > limit:
+        note = f" … [cut after {limit} characters]"
+        text = text[:limit]
+    if not multiline:
+        return strip(text).strip() + note
+    shown = strip(text, keep_newlines=True).replace("\r\n", "\n").replace("\r", "\n")
+    return shown + note
 
 
 _SECRET_NAMES = (

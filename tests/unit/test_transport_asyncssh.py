@@ -29,6 +29,13 @@ from tunnelauth.transports.base import Transport
 
 DEADLINE = 20.0
 ADMIN_PROHIBITED_PORT = 9  # the server refuses direct-tcpip to this port by policy
+HOSTILE_PORT = 13  # the server refuses direct-tcpip to this port with a hostile reason
+# A refusal reason as a hostile server may word it: OSC 52, OSC 8, CSI, 8-bit CSI, rich markup
+# and a bidi override between plain words.
+HOSTILE_REASON = (
+    "evil-start \x1b]52;c;cm0gLXJmIH4K\x07osc52 \x1b]8;;https://evil.test/\x1b\\osc8"
+    "\x1b]8;;\x1b\\ \x1b[2Jcsi \x9b1mc1 [link=https://evil.test]markup[/link] \u202ebidi evil-end"
+)
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
@@ -88,6 +95,8 @@ class _Server(asyncssh.SSHServer):  # type: ignore[misc]
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed"
             )
+        if dest_port == HOSTILE_PORT:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, HOSTILE_REASON)
         return True  # asyncssh connects to the destination itself (or reports connect failed)
 
 
@@ -118,6 +127,10 @@ async def _session(state: ServerState, process: Any) -> None:
             out.write(data)
             process.stderr.write(b"err")
             status = 3
+        elif argv[:1] == ["flood"]:  # N bytes on stdout and on stderr
+            size = int(argv[1])
+            out.write(b"o" * size)
+            process.stderr.write(b"e" * size)
         elif argv[:1] == ["hold"]:  # run until ^C arrives or the session is closed
             out.write(b"ready\r\n")
             while chunk := await process.stdin.read(1024):

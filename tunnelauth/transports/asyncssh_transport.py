@@ -26,7 +26,7 @@ from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_er
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
 from tunnelauth.transports.asyncssh_pty import pty_in_one_flight
-from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
 from tunnelauth.transports.sshargs import PROMPTING_METHODS, batch_prompt_refusal
@@ -571,20 +571,39 @@ class AsyncSSHTransport:
             return AsyncSSHChannel(None, None, reader, refusal_message(exc.code, exc.reason))
         return AsyncSSHChannel(chan, session, reader, "")
 
-    async def exec(self, command: str, *, stdin: bytes = b"", timeout: float) -> ExecResult:
-        """Run a short command without a PTY and collect its output."""
+    async def exec(
+        self, command: str, *, stdin: bytes = b"", timeout: float, limit: int = EXEC_OUTPUT_LIMIT
+    ) -> ExecResult:
+        """Run a short command without a PTY; keep at most ``limit`` bytes of each stream."""
+        out, err = Bounded(limit), Bounded(limit)
+
+        async def drain(stream: Any, into: Bounded) -> None:
+            while chunk := await stream.read(65536):
+                into.add(chunk)
+
+        async def run() -> int | None:
+            proc = await self.conn.create_process(command, encoding=None, request_pty=False)
+            try:
+                # A command that has already exited closes the channel: nothing to send.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError, asyncssh.Error):
+                    proc.stdin.write(stdin)
+                    proc.stdin.write_eof()
+                await asyncio.gather(drain(proc.stdout, out), drain(proc.stderr, err))
+                completed = await proc.wait(check=False)
+                status: int | None = completed.exit_status
+                return status
+            finally:
+                proc.close()
+
         try:
-            result = await asyncio.wait_for(
-                self.conn.run(command, input=stdin, encoding=None, request_pty=False, check=False),
-                timeout,
-            )
+            status = await asyncio.wait_for(run(), timeout)
         except (asyncssh.Error, OSError) as exc:
             raise SSHError(f"remote command failed to run: {exc}", host=self.target.host) from exc
-        status = result.exit_status
         return ExecResult(
             None if status is None or status < 0 else int(status),
-            bytes(result.stdout or b""),
-            bytes(result.stderr or b""),
+            out.value(),
+            err.value(),
+            out.cut or err.cut,
         )
 
     async def close(self) -> None:

@@ -6,6 +6,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
+# Bytes of each stream of a short command kept by default: above the relay's response limit
+# (4 MiB), so a relayed page arrives whole, yet a remote printing without end costs no more.
+EXEC_OUTPUT_LIMIT = 5 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ExecResult:
@@ -14,6 +18,28 @@ class ExecResult:
     exit_status: int | None
     stdout: bytes
     stderr: bytes
+    cut: bool = False  # a stream printed more than the limit; only its start was kept
+
+
+class Bounded:
+    """Keeps the first ``limit`` bytes of a stream and notes whether more arrived."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._data = bytearray()
+        self.cut = False
+
+    def add(self, chunk: bytes) -> None:
+        """Keep what fits; the rest is dropped (the stream is still read to its end)."""
+        room = self.limit - len(self._data)
+        if len(chunk) > room:
+            self.cut = True
+        if room > 0:
+            self._data += chunk[:room]
+
+    def value(self) -> bytes:
+        """What was kept."""
+        return bytes(self._data)
 
 
 class RemoteProcess(Protocol):
@@ -83,8 +109,10 @@ class Transport(Protocol):
         """Open a direct-tcpip channel to ``host:port`` as seen from the remote."""
         ...
 
-    async def exec(self, command: str, *, stdin: bytes = b"", timeout: float) -> ExecResult:
-        """Run a short command without a PTY and collect its output."""
+    async def exec(
+        self, command: str, *, stdin: bytes = b"", timeout: float, limit: int = EXEC_OUTPUT_LIMIT
+    ) -> ExecResult:
+        """Run a short command without a PTY; keep at most ``limit`` bytes of each stream."""
         ...
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ from tunnelauth.errors import CommandNotFoundError, HostKeyError, SSHError, Usag
 from tunnelauth.remote import PTY_COLUMNS
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import sshargs
-from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
 from tunnelauth.transports.early import MasterStart, short_tmp
 from tunnelauth.transports.early import take as take_early
 
@@ -36,8 +36,13 @@ STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
 PTY_ROWS = 50
 
 
-async def _run(argv: Sequence[str], *, timeout: float, stdin: bytes = b"") -> ExecResult:
-    """Run a short local command with a deadline; it is killed and reaped if the deadline passes."""
+async def _run(
+    argv: Sequence[str], *, timeout: float, stdin: bytes = b"", limit: int = EXEC_OUTPUT_LIMIT
+) -> ExecResult:
+    """Run a short local command with a deadline; it is killed and reaped if the deadline passes.
+
+    At most ``limit`` bytes of stdout and of stderr are kept; the rest is read and dropped.
+    """
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE,
@@ -45,14 +50,31 @@ async def _run(argv: Sequence[str], *, timeout: float, stdin: bytes = b"") -> Ex
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    out, err = Bounded(limit), Bounded(limit)
+
+    async def collect() -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(stdin)
+            await proc.stdin.drain()
+        proc.stdin.close()
+        await asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err))
+        await proc.wait()
+
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        await asyncio.wait_for(collect(), timeout)
     except BaseException:
         _kill_group(proc)
         with contextlib.suppress(ProcessLookupError):
             await proc.wait()
         raise
-    return ExecResult(proc.returncode, out, err)
+    return ExecResult(proc.returncode, out.value(), err.value(), out.cut or err.cut)
+
+
+async def _drain(stream: asyncio.StreamReader, into: Bounded) -> None:
+    """Read ``stream`` to its end, keeping what ``into`` has room for."""
+    while chunk := await stream.read(65536):
+        into.add(chunk)
 
 
 class _Child(Protocol):
@@ -476,10 +498,12 @@ class OpenSSHTransport:
         )
         return OpenSSHChannel(proc, self._master_log_path())
 
-    async def exec(self, command: str, *, stdin: bytes = b"", timeout: float) -> ExecResult:
-        """Run a short command over the master without a PTY."""
+    async def exec(
+        self, command: str, *, stdin: bytes = b"", timeout: float, limit: int = EXEC_OUTPUT_LIMIT
+    ) -> ExecResult:
+        """Run a short command over the master without a PTY (``limit`` bytes per stream)."""
         argv = sshargs.exec_argv(self.ssh, self.target, self.socket, command)
-        return await _run(argv, timeout=timeout, stdin=stdin)
+        return await _run(argv, timeout=timeout, stdin=stdin, limit=limit)
 
     async def close(self) -> None:
         """End a master tunnelauth opened (never one it adopted) and remove its temp dir."""

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import contextlib
 import getpass
-import io
 import logging
 import os
 import queue
@@ -27,9 +26,10 @@ import paramiko
 from tunnelauth import hostkeys, knownhosts
 from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
+from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
-from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
 from tunnelauth.transports.sshargs import batch_prompt_refusal
@@ -515,7 +515,7 @@ class ParamikoTransport:
         except paramiko.ChannelException as exc:
             return ParamikoChannel(None, refusal_message(exc.code, exc.text))
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            return ParamikoChannel(None, f"open failed: {exc}")
+            return ParamikoChannel(None, untrusted(f"open failed: {exc}"))
 
         def pipe(reader: asyncio.StreamReader) -> _Pipe:
             made = _Pipe(chan, self._threads, _feeder(reader), "channel")
@@ -524,8 +524,10 @@ class ParamikoTransport:
 
         return ParamikoChannel(pipe, "")
 
-    async def exec(self, command: str, *, stdin: bytes = b"", timeout: float) -> ExecResult:
-        """Run a short command without a PTY and collect its output."""
+    async def exec(
+        self, command: str, *, stdin: bytes = b"", timeout: float, limit: int = EXEC_OUTPUT_LIMIT
+    ) -> ExecResult:
+        """Run a short command without a PTY; keep at most ``limit`` bytes of each stream."""
         holder: list[Any] = []
 
         def run() -> ExecResult:
@@ -533,22 +535,25 @@ class ParamikoTransport:
             holder.append(chan)
             chan.settimeout(timeout)
             chan.exec_command(command)
-            err = io.BytesIO()
+            out, err = Bounded(limit), Bounded(limit)
 
             def read_stderr() -> None:
                 # stderr has its own reader so a chatty stderr cannot stall stdout's window.
                 with contextlib.suppress(OSError, paramiko.SSHException):
-                    err.write(b"".join(iter(lambda: chan.recv_stderr(CHUNK), b"")))
+                    for chunk in iter(lambda: chan.recv_stderr(CHUNK), b""):
+                        err.add(chunk)
 
             errors = self._threads.start(read_stderr, "exec-stderr")
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            out = b"".join(iter(lambda: chan.recv(CHUNK), b""))
+            for chunk in iter(lambda: chan.recv(CHUNK), b""):
+                out.add(chunk)
             errors.join(timeout)
             status = chan.recv_exit_status()
             chan.close()
-            return ExecResult(None if status < 0 else status, out, err.getvalue())
+            cut = out.cut or err.cut
+            return ExecResult(None if status < 0 else status, out.value(), err.value(), cut)
 
         try:
             return await asyncio.wait_for(self._threads.call(run, "exec"), timeout)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from tunnelauth import hostkeys
 from tunnelauth.askpass import Asker
+from tunnelauth.sanitize import untrusted
 
 SECRET = ""  # the asker's hints, as OpenSSH's SSH_ASKPASS_PROMPT: a secret (no echo),
 CONFIRM = "confirm"  # an answer that may be shown,
@@ -134,6 +135,7 @@ def _on_a_loop() -> bool:
 
 def _terminal(prompt: str, hint: str) -> str | None:
     """Ask on the terminal (never stdout: it may carry --json); None at end of input."""
+    prompt = untrusted(prompt, multiline=True)  # a keyboard-interactive prompt is the server's
     try:
         if hint == SECRET:
             return getpass.getpass(prompt)

@@ -12,6 +12,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from tunnelauth.errors import UsageError
+from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
 
 if TYPE_CHECKING:
@@ -140,8 +141,14 @@ def jump_chain(value: str | None) -> tuple[str, ...]:
     return tuple(hop.strip() for hop in value.split(",") if hop.strip())
 
 
+REASON_LIMIT = 500  # characters of a server's channel-open failure reason kept
+
+
 def refusal_message(code: int, reason: str) -> str:
-    """A channel-open failure worded like OpenSSH: ``administratively prohibited: …``."""
+    """A channel-open failure worded like OpenSSH: ``administratively prohibited: …``.
+
+    The reason is the server's own text: it is made plain here, where it becomes a string.
+    """
     kind = _OPEN_FAILURES.get(code, f"open failed (code {code})")
-    reason = reason.strip()
+    reason = untrusted(reason, limit=REASON_LIMIT)
     return f"{kind}: {reason}" if reason else kind

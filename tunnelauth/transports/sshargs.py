@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
 
 # Options tunnelauth forces on its own master whatever the user's config says: no agent or X11
@@ -198,25 +199,26 @@ def existing_control_path(config: Mapping[str, str]) -> str | None:
     return path
 
 
+REASON_LIMIT = 500  # characters of a server's channel-open failure reason kept
 _REFUSED = re.compile(r"open failed: (?P<why>.+)$", re.MULTILINE)
 
 
 def last_open_failure(master_log: str) -> str | None:
     """The reason of the most recent channel open failure in a master's log."""
     found = _REFUSED.findall(master_log)
-    return found[-1].strip() if found else None
+    return untrusted(found[-1], limit=REASON_LIMIT) if found else None
 
 
 def channel_refusal(stderr: str) -> str | None:
-    """The server's refusal message in an ``ssh -W`` client's stderr, if it refused."""
+    """The server's refusal message in an ``ssh -W`` client's stderr, if it refused (plain)."""
     match = _REFUSED.search(stderr)
     if match:
-        return match.group("why").strip()
+        return untrusted(match.group("why"), limit=REASON_LIMIT)
     lowered = stderr.lower()
     if "administratively prohibited" in lowered:
         return "administratively prohibited"
     if "session open refused" in lowered or "stdio forwarding failed" in lowered:
-        return stderr.strip().splitlines()[-1]
+        return untrusted(stderr.strip().splitlines()[-1], limit=REASON_LIMIT)
     return None
 
 
