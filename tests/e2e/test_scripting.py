@@ -90,6 +90,27 @@ def test_json_stream_for_a_device_login_carries_the_user_code(fresh: Bed, tmp_pa
     assert names(parsed)[-1] == "succeeded"
 
 
+def test_run_without_a_login_flow_only_says_the_command_succeeded(
+    fresh: Bed, tmp_path: Path
+) -> None:
+    result = tunnelauth(fresh, "run", "remote", "--json", "--", "echo", "hello", tmp=tmp_path)
+    assert result.code == ExitStatus.OK, result
+    assert "✓ the command succeeded (no login flow seen)" in result.stderr, result
+    assert "logged in" not in result.stderr
+    parsed = events(result)
+    assert parsed[-1]["event"] == "succeeded" and parsed[-1]["login"] == "none"
+    assert parsed[-1]["message"] == "the command succeeded (no login flow seen)"
+    assert any(e["event"] == "remote_line" and e["text"] == "hello" for e in parsed)
+
+
+def test_json_names_the_device_flow_it_saw(fresh: Bed, tmp_path: Path) -> None:
+    result = tunnelauth(fresh, "xai", "remote", "--json", tmp=tmp_path)
+    assert result.code == ExitStatus.OK, result
+    final = events(result)[-1]
+    assert final["event"] == "succeeded" and final["login"] == "device", final
+    assert final["message"] == "logged in"
+
+
 def test_batch_run_needing_a_prompt_fails_fast_with_exit_6(fresh: Bed, tmp_path: Path) -> None:
     fresh.set_fake(spotify_client_id=None)  # hermes then asks "Spotify Client ID: " first
     result = tunnelauth(
