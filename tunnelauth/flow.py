@@ -38,6 +38,7 @@ from tunnelauth.events import (
     Outcome,
     Prompt,
     PromptKind,
+    RejectedUrl,
     RemoteLine,
     Status,
 )
@@ -220,6 +221,11 @@ class Login:
             await self._maybe_open_browser(idle=False)
         elif isinstance(event, DeviceCode):
             await self._on_device_code(event)
+        elif isinstance(event, RejectedUrl):
+            # Said at once: a login URL that is never opened must not leave the user waiting
+            # for the timeout without a word.
+            url = self._redacted(event.url)
+            self.reporter.warn(f"not opening a URL the remote printed ({event.reason}): {url}")
         elif isinstance(event, Prompt):
             self._on_prompt(event)
         elif isinstance(event, Status):
