@@ -30,6 +30,18 @@ class AuthorizeUrl:
 
 
 @dataclass(frozen=True)
+class RejectedUrl:
+    """A URL that looks like part of the login but is never opened or listened for.
+
+    ``url`` is the URL as printed (sanitized, cut to a few hundred characters); ``reason``
+    says which safety rule it breaks.
+    """
+
+    url: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Callback:
     """The remote listens for the OAuth callback on 127.0.0.1:``port``.
 
@@ -93,4 +105,4 @@ class Status:
     line: str
 
 
-Event = RemoteLine | AuthorizeUrl | Callback | DeviceCode | Prompt | Status
+Event = RemoteLine | AuthorizeUrl | RejectedUrl | Callback | DeviceCode | Prompt | Status

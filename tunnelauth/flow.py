@@ -19,18 +19,16 @@ from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
-from tunnelauth import clipboard, ports, relay
+from tunnelauth import clipboard, ports, relay, verdict
 from tunnelauth.browser import BrowserLauncher, is_safe_browser_url
 from tunnelauth.errors import (
     ChannelRefusedError,
-    CommandNotFoundError,
     Interrupted,
     LoginFailedError,
     PortUnavailableError,
     SSHError,
     TimedOutError,
     TunnelauthError,
-    no_terminal_error,
 )
 from tunnelauth.events import (
     AuthorizeUrl,
@@ -40,6 +38,7 @@ from tunnelauth.events import (
     Outcome,
     Prompt,
     PromptKind,
+    RejectedUrl,
     RemoteLine,
     Status,
 )
@@ -48,12 +47,13 @@ from tunnelauth.launchpad import LaunchPad
 from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
 from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for
 from tunnelauth.providers import PROVIDERS
-from tunnelauth.remote import NO_TTY_MARKER, NO_TTY_STATUS, NOT_FOUND_MARKER, settings_command
+from tunnelauth.remote import settings_command
 from tunnelauth.report import Reporter, Stage
 from tunnelauth.sanitize import redact, strip
 from tunnelauth.settings import Settings
 from tunnelauth.terminal import LineTooLong, Terminal
 from tunnelauth.transports.base import Channel, RemoteProcess, Transport
+from tunnelauth.verdict import LoginSeen, Success
 from tunnelauth.watch import Watcher
 
 PROBE_DEADLINE = 5.0  # the forwarding probe's answer
@@ -61,7 +61,6 @@ RELAY_DEADLINE = 90.0  # one relayed callback request and its response
 PASTE_DEADLINE = 60.0  # the remote's verdict after a pasted redirect
 PTY_LINE_LIMIT = 4000  # a canonical-mode PTY line holds at most 4095 bytes
 SSH_PROMPT_DEADLINE = 300.0  # how long ssh's password or code question waits for the user
-SUDO_NEEDS_PASSWORD = "sudo: a password is required"
 IDLE_WINDOW = 0.3  # seconds of silence after which a partial line counts as a prompt
 EXIT_WAIT = 15.0  # how long the remote may take to exit after its output ended
 LAST_LINES = 12  # remote lines shown with a failure
@@ -113,6 +112,7 @@ class Login:
         self.via = settings.via
         self.probe: asyncio.Task[str] | None = None
         self.paste_prompt: Prompt | None = None  # the remote accepts a pasted redirect URL
+        self.seen = LoginSeen.NONE  # the login flow carried out so far (the newest wins)
         self.finished = asyncio.Event()  # set at the status line that ends the login
         self.fatal: TunnelauthError | None = None  # a failure found outside the main loop
         self.terminal: Terminal | None = None  # the user's terminal (interactive runs only)
@@ -123,7 +123,7 @@ class Login:
 
     # -- the main loop -------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self) -> Success:
         """Start the remote command, follow its output to the end, and judge the result."""
         command = settings_command(self.settings, self.settings.args, pty=True)
         self.reporter.stage(Stage.RUNNING, self._display_command())
@@ -142,7 +142,7 @@ class Login:
         exit_status = await self._wait_exit(self.process)
         if exit_status == 255 and not await self._link_alive():
             exit_status = None  # ssh's own failure status: the link died, not the login
-        self._judge(exit_status)
+        return self._judge(exit_status)
 
     async def _link_alive(self) -> bool:
         """Whether the SSH connection still answers (transports without a check: assume so)."""
@@ -187,50 +187,20 @@ class Login:
         except asyncio.TimeoutError:
             return None
 
-    def _judge(self, exit_status: int | None) -> None:
-        """Decide the outcome from the status line and the exit status; raise on failure."""
-        status, lines = self.status, list(self.last_lines)
-        if exit_status == NO_TTY_STATUS and any(NO_TTY_MARKER in line for line in lines):
-            raise no_terminal_error(self.settings.target.host)
-        missing = status is not None and status.outcome is Outcome.NOT_FOUND
-        if missing or (exit_status == 127 and any(NOT_FOUND_MARKER in line for line in lines)):
-            raise CommandNotFoundError(
-                f"{self.settings.program!r} was not found on {self.settings.target.host}",
-                hint="install it there, or name its path with --hermes PATH "
-                "(a leading ~ is expanded on the remote)",
-            )
-        if self.settings.run_as and any(SUDO_NEEDS_PASSWORD in line for line in lines):
-            raise LoginFailedError(
-                f"sudo on {self.settings.target.host} asks for a password to run as "
-                f"{self.settings.run_as}, and this run cannot answer it",
-                exit_status=exit_status,
-                last_lines=lines,
-                hint="run tunnelauth from a terminal to type it, or allow the command "
-                "without a password (NOPASSWD) in sudoers",
-            )
-        if exit_status is None and self.status is None:
-            raise SSHError(
-                f"connection lost: the SSH link to {self.settings.target.host} ended before "
-                "the login finished",
+    def _judge(self, exit_status: int | None) -> Success:
+        """Decide the outcome from what was seen and the exit status; raise on failure."""
+        return verdict.judge(
+            verdict.Facts(
                 host=self.settings.target.host,
-                hint="the remote login could not be ended over a dead link: it ends by its own "
-                "timeout there; run tunnelauth again once the link is back",
-            )
-        if status is not None and status.outcome is Outcome.TIMED_OUT:
-            raise TimedOutError(f"the remote login timed out: {status.line.strip()}")
-        if status is not None and status.outcome is Outcome.FAILED:
-            raise LoginFailedError(
-                f"the remote login failed: {status.line.strip()}",
+                program=self.settings.program,
+                provider=self.settings.provider,
+                run_as=self.settings.run_as,
+                status=self.status,
                 exit_status=exit_status,
-                last_lines=lines,
-                hint=_remote_port_hint(status.line, self.settings.target.host),
+                last_lines=tuple(self.last_lines),
+                seen=self.seen,
             )
-        if exit_status != 0:
-            why = f"exited with status {exit_status}" if exit_status is not None else "was cut off"
-            said = " after printing its success line" if status is not None else ""
-            raise LoginFailedError(
-                f"the remote login {why}{said}", exit_status=exit_status, last_lines=lines
-            )
+        )
 
     # -- events --------------------------------------------------------------------------
 
@@ -256,6 +226,11 @@ class Login:
             await self._maybe_open_browser(idle=False)
         elif isinstance(event, DeviceCode):
             await self._on_device_code(event)
+        elif isinstance(event, RejectedUrl):
+            # Said at once: a login URL that is never opened must not leave the user waiting
+            # for the timeout without a word.
+            url = self._redacted(event.url)
+            self.reporter.warn(f"not opening a URL the remote printed ({event.reason}): {url}")
         elif isinstance(event, Prompt):
             self._on_prompt(event)
         elif isinstance(event, Status):
@@ -405,6 +380,7 @@ class Login:
             detail = relay.stderr_detail(result.stderr)
             self.reporter.warn(f"the relay failed (exit {result.exit_status}): {detail}")
             return None
+        self.seen = LoginSeen.CALLBACK
         return result.stdout
 
     async def _paste(self, request: bytes) -> bytes:
@@ -419,6 +395,7 @@ class Login:
         self.process.write(url.encode() + b"\r")
         self.watcher.input_sent()
         self.prompt = None
+        self.seen = LoginSeen.PASTE
         try:
             await asyncio.wait_for(self.finished.wait(), PASTE_DEADLINE)
         except asyncio.TimeoutError:
@@ -433,7 +410,9 @@ class Login:
     def _on_listener_event(self, event: ListenerEvent) -> None:
         self.reporter.debug(f"browser: {event.kind} {event.path} {event.detail}".rstrip())
         if event.kind == "request_carried":
-            if urlsplit(event.path).path == (self.callback_path or self.listener_path()):
+            known = self.callback_path or self.listener_path()
+            if known is None or urlsplit(event.path).path == known:
+                self.seen = LoginSeen.CALLBACK
                 self.reporter.info("the callback reached the remote over a direct SSH channel")
             else:
                 # A page of the remote's own login (its start page), not the callback.
@@ -465,6 +444,7 @@ class Login:
         self.reporter.stage(Stage.WAITING_BROWSER)
 
     async def _on_device_code(self, event: DeviceCode) -> None:
+        self.seen = LoginSeen.DEVICE
         if event.url not in self.opened:
             await self._open(event.url, urlsplit(event.url).hostname or "")
         self.reporter.device_code(event.url, event.code)
@@ -587,6 +567,8 @@ class Login:
             return
         self.process.write(line + b"\r")
         self.watcher.input_sent()  # whatever the PTY echoes back is the user's input: hide it
+        if self.prompt.kind in (PromptKind.PASTE, PromptKind.CODE):
+            self.seen = LoginSeen.PASTE
         self._end_prompt()
 
     # -- display helpers -----------------------------------------------------------------
@@ -596,17 +578,6 @@ class Login:
 
     def _display_command(self) -> str:
         return " ".join([os.path.basename(self.settings.program), *self.settings.args])
-
-
-def _remote_port_hint(line: str, host: str) -> str | None:
-    """Explain hermes' "port taken" failure: the port is busy on the remote, not here."""
-    if "Could not bind" not in line and "already in use" not in line:
-        return None
-    return (
-        f"the callback port is taken on the remote host {host}, not on this machine: another "
-        "login there (perhaps from another laptop) is using it; wait for it to finish, then "
-        "run tunnelauth again"
-    )
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:
@@ -670,7 +641,7 @@ async def login(
     browser_factory: Callable[[Settings], BrowserLauncher] = make_browser,
     after_success: AfterSuccess | None = None,
     on_teardown: Callable[[], None] | None = None,
-) -> None:
+) -> Success:
     """Run one login to its end; raises a TunnelauthError naming the exit status on failure.
 
     ``after_success`` runs on the same connection once the login succeeded, before teardown.
@@ -697,15 +668,16 @@ async def login(
         flow = Login(settings, transport, reporter, browser, stack)
         flow.terminal = terminal
 
-        async def login_then_check() -> None:
-            await flow.run()
+        async def login_then_check() -> Success:
+            success = await flow.run()
             if after_success is not None:
                 await after_success(settings, transport, reporter)
+            return success
 
         try:
             # --verify/--replace run inside the overall deadline: a hanging remote command
             # ends with it (exit 7) like a hanging login.
-            await asyncio.wait_for(login_then_check(), settings.timeout)
+            success = await asyncio.wait_for(login_then_check(), settings.timeout)
         except asyncio.CancelledError:
             if on_teardown is not None:
                 on_teardown()  # the stack unwinds from here: let it finish in order
@@ -716,14 +688,15 @@ async def login(
                 f"{what} did not finish within {settings.timeout:g} s",
                 hint="raise --timeout if the provider needs longer",
             ) from None
+    return success
 
 
 def run(
     settings: Settings, reporter: Reporter, *, after_success: AfterSuccess | None = None
-) -> None:
+) -> Success:
     """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130)."""
 
-    async def main() -> None:
+    async def main() -> Success:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -743,7 +716,7 @@ def run(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, on_signal, signum)
         try:
-            await login(
+            return await login(
                 settings,
                 reporter,
                 after_success=after_success,
@@ -756,7 +729,7 @@ def run(
             raise
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except KeyboardInterrupt:
         raise Interrupted("interrupted; everything was closed") from None
     except TunnelauthError:

@@ -34,7 +34,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "warning": frozenset({"message"}),
     "replaced": frozenset({"ok", "removed", "kept", "detail"}),
     "verified": frozenset({"ok", "detail"}),
-    "succeeded": frozenset({"exit_status", "message"}),
+    "succeeded": frozenset({"exit_status", "message", "login"}),
     "failed": frozenset({"exit_status", "reason", "hint", "last_lines"}),
 }
 ENVELOPE = frozenset({"v", "event", "time"})
@@ -180,12 +180,15 @@ class JsonReporter:
         last_lines: list[str],
         *,
         exit_status: int = 0,
+        login: str | None = None,
     ) -> None:
-        """The last event: ``succeeded`` or ``failed`` with the exit status and the reason."""
+        """The last event: ``succeeded`` (with the login flow seen) or ``failed``."""
         if not self.finished:
             self.finished = True
             if ok:
-                self.emit("succeeded", exit_status=exit_status, message=message)
+                self.emit(
+                    "succeeded", exit_status=exit_status, message=message, login=login or "none"
+                )
             else:
                 self.emit(
                     "failed",
@@ -195,7 +198,7 @@ class JsonReporter:
                     last_lines=list(last_lines),
                 )
         if self.inner is not None:
-            self.inner.finish(ok, message, hint, last_lines, exit_status=exit_status)
+            self.inner.finish(ok, message, hint, last_lines, exit_status=exit_status, login=login)
 
     def close(self) -> None:
         """Close the inner reporter."""

@@ -57,7 +57,7 @@ def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> No
         for notice in settings.notices:
             reporter.warn(notice)
         hook = postlogin.after_login if settings.verify or settings.replace else None
-        flow.run(settings, reporter, after_success=hook)
+        success = flow.run(settings, reporter, after_success=hook)
     except TunnelauthError as exc:
         lines = list(getattr(exc, "last_lines", []))
         reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))
@@ -68,7 +68,9 @@ def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> No
         raise
     finally:
         reporter.close()
-    reporter.finish(True, "logged in", None, [], exit_status=ExitStatus.OK)
+    reporter.finish(
+        True, success.message, None, [], exit_status=ExitStatus.OK, login=success.login.value
+    )
 
 
 def reporter_for(options: dict[str, Any]) -> Reporter:

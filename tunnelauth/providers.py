@@ -22,6 +22,7 @@ class Provider(NamedTuple):
     usual_hosts: tuple[str, ...]  # hosts its authorize / verification page normally lives on
     timeout: float  # the flow's own deadline on the remote, in seconds
     verify: tuple[str, ...] = ()  # hermes arguments that report whether the login stuck
+    success: str = ""  # what its success line looks like (for messages; watch.py matches it)
 
 
 PROVIDERS: dict[str, Provider] = {
@@ -34,6 +35,7 @@ PROVIDERS: dict[str, Provider] = {
             ("auth.x.ai", "accounts.x.ai"),
             900.0,
             ("auth", "status", "xai-oauth"),
+            "Login successful!",
         ),
         Provider(
             "spotify",
@@ -42,6 +44,7 @@ PROVIDERS: dict[str, Provider] = {
             ("accounts.spotify.com",),
             180.0,
             ("auth", "status", "spotify"),
+            "Spotify login successful!",
         ),
         Provider(
             "mcp",
@@ -50,6 +53,7 @@ PROVIDERS: dict[str, Provider] = {
             (),
             300.0,
             ("mcp", "test", "{name}"),
+            "✓ Authenticated — N tool(s) available",
         ),
         Provider(
             "anthropic",
@@ -58,6 +62,7 @@ PROVIDERS: dict[str, Provider] = {
             ("claude.ai", "console.anthropic.com"),
             900.0,
             ("auth", "status", "anthropic"),
+            'Added anthropic OAuth credential #1: "..."',
         ),
         Provider(
             "codex",
@@ -66,6 +71,7 @@ PROVIDERS: dict[str, Provider] = {
             ("auth.openai.com",),
             900.0,
             ("auth", "status", "openai-codex"),
+            "Login successful!",
         ),
         Provider(
             "minimax",
@@ -74,6 +80,7 @@ PROVIDERS: dict[str, Provider] = {
             (),
             900.0,
             ("auth", "status", "minimax-oauth"),
+            "✓ MiniMax OAuth login successful.",
         ),
         Provider(
             "nous",
@@ -82,6 +89,7 @@ PROVIDERS: dict[str, Provider] = {
             (),
             900.0,
             ("auth", "status", "nous"),
+            "Login successful!",
         ),
     )
 }

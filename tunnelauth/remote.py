@@ -159,9 +159,27 @@ def _for_login_shell(command: str) -> str:
     before every character but letters, digits, ``_``, ``-`` and ``$``: a newline becomes a line
     continuation and every ``$`` is expanded by that shell. So the command travels base64
     encoded (letters, digits, ``+/=``) and is decoded by a script without a ``$`` in it.
+
+    The decoded command starts with ``exec``, so the script goes on after ``eval`` only when
+    nothing was run: base64 is missing (``NO_BASE64_MARKER``, exit 127), or it decoded
+    nothing usable (``NOT_DECODED_MARKER``, exit ``NOT_DECODED_STATUS``). Without these
+    checks ``eval ""`` would exit 0 as if the login had run.
     """
+    if not command.startswith("exec "):
+        raise ValueError("the command for sudo must start with exec")
     blob = base64.b64encode(command.encode()).decode("ascii")
-    return f'eval "`printf %s {blob} | base64 -d`"'
+    return (
+        f"command -v base64 >/dev/null || {{ echo {NO_BASE64_MARKER}; exit 127; }}; "
+        f'eval "`printf %s {blob} | base64 -d`"; '
+        f"echo {NOT_DECODED_MARKER}; exit {NOT_DECODED_STATUS}"
+    )
+
+
+# What the --as wrapper prints when the remote cannot decode the login command (plain words:
+# they pass sudo -i and any login shell unquoted). The login never started in either case.
+NO_BASE64_MARKER = "tunnelauth - base64 was not found on the remote"
+NOT_DECODED_MARKER = "tunnelauth - base64 did not decode the login command"
+NOT_DECODED_STATUS = 125
 
 
 # sudo's env_reset drops these, yet they tell hermes the session is remote (so it prints the

@@ -162,9 +162,10 @@ class ConsoleReporter:
         last_lines: list[str],
         *,
         exit_status: int = 0,
+        login: str | None = None,
     ) -> None:
         """The final verdict (the exit status is the process's own; not repeated here)."""
-        del exit_status
+        del exit_status, login  # the message already says what happened
         self.close()
         if not ok and last_lines:
             self.console.print(Text("last lines from the remote:", style="dim"))

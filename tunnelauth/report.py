@@ -80,8 +80,13 @@ class Reporter(Protocol):
         last_lines: list[str],
         *,
         exit_status: int = 0,
+        login: str | None = None,
     ) -> None:
-        """The run ended with ``exit_status``; ``last_lines`` are the remote's last lines."""
+        """The run ended with ``exit_status``; ``last_lines`` are the remote's last lines.
+
+        ``login`` (on success): the flow tunnelauth saw, ``callback``, ``device``, ``paste``
+        or ``none``.
+        """
         ...
 
     def close(self) -> None:

@@ -256,6 +256,32 @@ _SECRET_PARAM = re.compile(
 )
 
 
+# A run of characters that may form one URL or query; redaction judges each such word alone.
+_WORD = re.compile(r"[^\s\"'`<>]+")
+# Parameters only an authorization *request* carries: on such a URL, ``code`` is not a code
+# (claude.ai's authorize URL carries ``code=true``); callbacks and pasted redirects never
+# carry them, so their ``code=`` is still hidden.
+_AUTHORIZE_REQUEST = re.compile(r"(?<![\w.-])(?i:response_type|code_challenge)=")
+
+
 def redact(text: str) -> str:
-    """Replace the values of OAuth secret parameters (``code=``, tokens, …) with ``…``."""
-    return _SECRET_PARAM.sub(lambda m: m.group("name") + "=…", text)
+    """Replace the values of OAuth secret parameters (``code=``, tokens, …) with ``…``.
+
+    ``code=`` on an authorization request (a URL with ``response_type`` or ``code_challenge``)
+    is a flag, not an authorization code, and stays as it is.
+    """
+    return _WORD.sub(_redact_word, text)
+
+
+def _redact_word(word: re.Match[str]) -> str:
+    text = word.group()
+    if "=" not in text:
+        return text
+    keep_code = _AUTHORIZE_REQUEST.search(text) is not None
+
+    def hide(m: re.Match[str]) -> str:
+        if keep_code and m.group("name").lower() == "code":
+            return m.group()
+        return m.group("name") + "=…"
+
+    return _SECRET_PARAM.sub(hide, text)

@@ -12,9 +12,15 @@ Rules for ambiguous output (each tested in tests/unit/test_watch.py):
 * A partial line is capped at ``max_line`` characters: the first ``max_line`` are emitted
   as a line ending in ``…`` and the rest, up to the next line end, is dropped.
 * URLs: only ``https`` URLs, or ``http`` to 127.0.0.1/localhost/[::1] with an explicit
-  port in 1024-65535, and never with credentials, are ever reported.  A URL is a run of
-  characters up to whitespace, a quote, a backtick or ``<>``, minus trailing punctuation
-  (and an unbalanced ``)``/``]``); any character outside RFC 3986 rejects it whole.
+  port in 1024-65535, and never with credentials, are ever reported.  A URL runs up to
+  whitespace or ``<>``; one that follows a quote, a backtick or ``<`` ends at the matching
+  closer.  Trailing punctuation (and an unbalanced ``)``/``]``/``}`` or quote) is dropped.
+  As a browser does, the printable ASCII characters RFC 3986 does not allow (quotes,
+  backticks, ``{}|^\\``) are percent-encoded after the host; the scheme and host are judged
+  as printed.  Any other character outside RFC 3986, or a stray ``%``, rejects the URL.
+  A rejected URL that looks like a login URL (an open instruction, OAuth parameters, or a
+  loopback URL on an announcement line) is reported as ``RejectedUrl`` with the reason, so
+  the user is never left waiting without a word.
 * An https URL is an ``AuthorizeUrl`` when it carries OAuth parameters (``response_type``,
   ``client_id``, ``redirect_uri``, ``code_challenge``), a ``DeviceCode`` when it carries
   ``user_code``, and otherwise only when an instruction to open it stands on its line or
@@ -62,6 +68,7 @@ from tunnelauth.events import (
     Outcome,
     Prompt,
     PromptKind,
+    RejectedUrl,
     RemoteLine,
     Status,
 )
@@ -77,6 +84,7 @@ __all__ = [
     "parse_url",
     "prompt_kind",
     "status_of",
+    "url_problem",
 ]
 
 MAX_LINE = 64 * 1024
@@ -92,7 +100,10 @@ _SINGLE_PARAMS = ("redirect_uri", "user_code")  # repeated, they could mean two 
 
 # --------------------------------------------------------------------------- URLs
 
-_URL_CANDIDATE = re.compile(r"(?<![\w+.\-:/@])(?i:https?)://[^\s\"'`<>]*")
+_URL_START = re.compile(r"(?<![\w+.\-:/@])(?i:https?)://")
+_URL_END = re.compile(r"[\s<>]")
+_CLOSERS = {'"': '"', "'": "'", "`": "`", "<": ">"}  # a URL after one of these ends at its pair
+_BROWSER_ENCODED = re.compile(r"[\"`{}|^\\]")  # what a browser percent-encodes after the host
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _URL_SHAPE = re.compile(r"(?P<scheme>(?i:https?))://(?P<authority>[^/?#]*)(?P<rest>.*)", re.S)
@@ -101,6 +112,12 @@ _AUTHORITY = re.compile(
 )
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TRAILING_PUNCT = ".,;:!?*"
+_TRAILING_PAIRS = (("(", ")"), ("[", "]"), ("{", "}"))
+_TRAILING_QUOTES = "\"'`"
+_SHOWN_REJECTED = 200  # characters of a rejected URL kept for the message
+_LOGIN_PARAMS = re.compile(
+    r"[?&#](?:response_type|client_id|redirect_uri|code_challenge|user_code)=", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -166,22 +183,50 @@ def _params(query: str) -> tuple[tuple[str, str], ...] | None:
 
 def parse_url(url: str) -> ParsedUrl | None:
     """Check ``url`` may be opened or announced; ``None`` if it must be ignored."""
-    if len(url) > MAX_URL or not _URL_CHARS.fullmatch(url) or _BAD_PERCENT.search(url):
-        return None
+    checked = _check_url(url)
+    return checked if isinstance(checked, ParsedUrl) else None
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` may not be opened or announced (``None`` if it may)."""
+    checked = _check_url(url)
+    return None if isinstance(checked, ParsedUrl) else checked
+
+
+def _browser_encoded(url: str) -> str:
+    """``url`` with what a browser would percent-encode after the host encoded (ASCII only)."""
     shape = _URL_SHAPE.fullmatch(url)
-    if shape is None or "@" in shape["authority"]:
-        return None  # credentials in a URL are a classic spoof (https://bank.com@evil/)
-    scheme = shape["scheme"].lower()
-    host_port = _parse_host(shape["authority"])
+    if shape is None:
+        return url
+    rest = _BROWSER_ENCODED.sub(lambda m: f"%{ord(m.group()):02X}", shape["rest"])
+    return url[: shape.start("rest")] + rest
+
+
+def _check_url(raw: str) -> ParsedUrl | str:
+    """The parsed URL (browser-encoded), or the reason it must be ignored."""
+    if len(raw) > MAX_URL:
+        return f"longer than {MAX_URL} characters"
+    shape = _URL_SHAPE.fullmatch(raw)
+    if shape is None:
+        return "not an http(s) URL"
+    if "@" in shape["authority"]:
+        return "it carries a user name (user@host)"  # a classic spoof: https://bank.com@evil/
+    host_port = _parse_host(shape["authority"])  # judged as printed, never encoded
     if host_port is None:
-        return None
+        return "its host or port is not valid"
     host, port = host_port
+    url = _browser_encoded(raw)
+    if not _URL_CHARS.fullmatch(url):
+        return "it holds characters a URL cannot carry"
+    if _BAD_PERCENT.search(url):
+        return "it holds a % that starts no escape"
+    scheme = shape["scheme"].lower()
     if scheme == "http" and (host not in _LOOPBACK or port is None or port < 1024):
-        return None
+        return "plain http is opened only to this machine's loopback, with a port 1024-65535"
     parts = urlsplit(url)
     params = _params(parts.query)
     if params is None:
-        return None
+        return "its redirect_uri or user_code is repeated or holds blanks or controls"
     return ParsedUrl(url, scheme, host, port, parts.path, params)
 
 
@@ -191,8 +236,10 @@ def _trim_url(raw: str) -> str:
         last = raw[-1]
         if (
             last in _TRAILING_PUNCT
-            or (last == ")" and raw.count(")") > raw.count("("))
-            or (last == "]" and raw.count("]") > raw.count("["))
+            or any(
+                last == close and raw.count(close) > raw.count(op) for op, close in _TRAILING_PAIRS
+            )
+            or (last in _TRAILING_QUOTES and raw.count(last) % 2 == 1)
         ):
             raw = raw[:-1]
         else:
@@ -200,16 +247,45 @@ def _trim_url(raw: str) -> str:
     return raw
 
 
-def _find_urls(text: str) -> tuple[list[ParsedUrl], str]:
-    """The valid URLs in ``text`` and the text with every URL candidate blanked out."""
+@dataclass(frozen=True)
+class _Rejected:
+    """A URL candidate that failed a check, as printed (trimmed), and why."""
+
+    text: str
+    reason: str
+
+
+def _candidates(text: str) -> list[tuple[int, int]]:
+    """Where URL candidates start and end in ``text``."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while (m := _URL_START.search(text, pos)) is not None:
+        start = m.start()
+        closer = _CLOSERS.get(text[start - 1]) if start else None
+        end_at = _URL_END.search(text, m.end())
+        end = len(text) if end_at is None else end_at.start()
+        if closer is not None:
+            close = text.find(closer, m.end(), end)
+            end = end if close < 0 else close
+        spans.append((start, end))
+        pos = max(end, m.end())
+    return spans
+
+
+def _find_urls(text: str) -> tuple[list[ParsedUrl], list[_Rejected], str]:
+    """The valid and the rejected URLs in ``text``, and the text with every candidate blanked."""
     urls: list[ParsedUrl] = []
+    rejected: list[_Rejected] = []
     words = text
-    for m in _URL_CANDIDATE.finditer(text):
-        parsed = parse_url(_trim_url(m.group()))
-        if parsed is not None:
-            urls.append(parsed)
-        words = words[: m.start()] + " " * (m.end() - m.start()) + words[m.end() :]
-    return urls, words
+    for start, end in _candidates(text):
+        raw = _trim_url(text[start:end])
+        checked = _check_url(raw)
+        if isinstance(checked, ParsedUrl):
+            urls.append(checked)
+        else:
+            rejected.append(_Rejected(raw, checked))
+        words = words[:start] + " " * (end - start) + words[end:]
+    return urls, rejected, words
 
 
 # --------------------------------------------------------------------------- wording
@@ -408,6 +484,7 @@ class Watcher:
         self._last_callback: tuple[str, int, str | None] | None = None
         self._last_authorize: str | None = None
         self._last_device: DeviceCode | None = None
+        self._last_rejected: RejectedUrl | None = None
 
     # ----------------------------------------------------------------- public API
 
@@ -580,10 +657,12 @@ class Watcher:
 
     def _scan(self, text: str, stripped: str, out: list[Event]) -> None:
         """Look for URLs, callbacks and device codes in a line that is not a status."""
-        urls, words = _find_urls(text)
+        urls, rejected, words = _find_urls(text)
         self._settle_held_with(words, stripped, out)
         open_ctx = self._open_hint or bool(_OPEN.search(words))
         announce_ctx = self._redirect_hint
+        for bad in rejected:
+            self._rejected(bad, words, open_ctx or announce_ctx, out)
         held_before = self._held_url
         for url in urls:
             self._url(url, words, open_ctx, announce_ctx, out)
@@ -592,8 +671,20 @@ class Watcher:
         if not urls:
             self._ssh_forward(text, out)
         words_end = words.rstrip()
-        self._open_hint = not urls and words_end.endswith(":") and bool(_OPEN.search(words))
-        self._redirect_hint = not urls and bool(_REDIRECT_HINT.search(words_end))
+        found = bool(urls or rejected)
+        self._open_hint = not found and words_end.endswith(":") and bool(_OPEN.search(words))
+        self._redirect_hint = not found and bool(_REDIRECT_HINT.search(words_end))
+
+    def _rejected(self, bad: _Rejected, words: str, context: bool, out: list[Event]) -> None:
+        """Report a rejected URL that the login may depend on (never a plain docs link)."""
+        loopback_announcement = bad.text[:5].lower() == "http:" and _is_announcement(words, "")
+        if not (context or _LOGIN_PARAMS.search(bad.text) or loopback_announcement):
+            return
+        shown = bad.text if len(bad.text) <= _SHOWN_REJECTED else bad.text[:_SHOWN_REJECTED] + "…"
+        event = RejectedUrl(shown, bad.reason)
+        if event != self._last_rejected:
+            self._last_rejected = event
+            out.append(event)
 
     def _url(
         self, url: ParsedUrl, words: str, open_ctx: bool, announce_ctx: bool, out: list[Event]

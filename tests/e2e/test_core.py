@@ -7,6 +7,7 @@ was left behind, on success and on failure.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,25 @@ def test_run_any_loopback_cli(fresh: Bed, tmp_path: Path, backend: str) -> None:
     result = tunnelauth(fresh, "run", "remote", "--", "loopback-cli", tmp=tmp_path, backend=backend)
     assert result.code == ExitStatus.OK, result
     assert "Login successful!" in result.stderr
+    assert "✓ logged in" in result.stderr  # the callback was carried to the remote
+
+
+def test_run_with_braces_in_the_authorize_url_is_encoded_and_completes(
+    fresh: Bed, tmp_path: Path
+) -> None:
+    # `{}` is not allowed by RFC 3986: the URL used to be ignored without a word, and the
+    # run waited for the timeout. Now it is percent-encoded as a browser would.
+    args = ["run", "remote", "--json", "--timeout", "60", "--"]
+    result = tunnelauth(
+        fresh, *args, "loopback-cli", "--extra-query", "claims={}", tmp=tmp_path, deadline=90
+    )
+    assert result.code == ExitStatus.OK, result
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    (opened,) = [e["url"] for e in events if e["event"] == "authorize_url"]
+    assert opened.endswith("&claims=%7B%7D"), opened
+    assert events[-1]["event"] == "succeeded" and events[-1]["login"] == "callback", events[-1]
+    assert "Login successful!" in result.stderr
+    assert fresh.provider_issued(), "the browser never reached the authorize page"
 
 
 def test_rclone_style_own_loopback_start_page(fresh: Bed, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Fault injection on the bed: each fault's exit code and message, and nothing left behind.
 
 For every transport: the SSH link dies mid-flow, the remote crashes, the binary is missing, the
-connection or the whole login times out, the remote prints success then exits 1, the remote's
-callback port is taken. After each, the laptop (``no_leftovers``: processes, listeners, sockets,
-temp dirs, port locks) and the remote namespace (the user's processes, listeners) are clean.
+connection or the whole login times out, the remote prints success then exits 1 (or exits 0
+without its success line), the remote's callback port is taken. After each, the laptop
+(``no_leftovers``: processes, listeners, sockets, temp dirs, port locks) and the remote
+namespace (the user's processes, listeners) are clean.
 Then the laptop port lock: a second run for the same port waits, fails with ``--no-wait`` or
 reaps a stale run with ``--reap``; runs on different ports go on in parallel.
 """
@@ -163,6 +164,7 @@ def test_link_death_is_noticed_by_keepalive_and_the_remote_ends_by_itself(
     [
         ("crash", ExitStatus.LOGIN_FAILED, "ConnectionResetError"),
         ("success_exit1", ExitStatus.LOGIN_FAILED, "exited with status 1 after printing its"),
+        ("no_success_line", ExitStatus.LOGIN_FAILED, "exited 0 but never printed its success"),
         ("missing", ExitStatus.COMMAND_NOT_FOUND, "--hermes PATH"),
         ("overall_timeout", ExitStatus.TIMED_OUT, "did not finish within 4 s"),
         ("connect_timeout", ExitStatus.SSH_FAILED, "timed out after 2 s"),
@@ -175,7 +177,7 @@ def test_fault_exit_code_message_and_cleanup(
 ) -> None:
     args = ["spotify", "remote", "--backend", backend]
     config = None
-    if fault in ("crash", "success_exit1"):
+    if fault in ("crash", "success_exit1", "no_success_line"):
         fresh.set_fake(mode=fault)
     elif fault == "missing":
         args += ["--hermes", "/opt/none/hermes"]

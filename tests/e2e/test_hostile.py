@@ -10,7 +10,10 @@ values: none may appear in anything tunnelauth printed.
 from __future__ import annotations
 
 import json
+import os
+import queue
 import re
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -72,6 +75,10 @@ def test_unsafe_authorize_urls_are_never_opened(fresh: Bed, tmp_path: Path) -> N
         result.stderr
     )
     assert "opened the login page on idp.test.evil.test" in result.stderr
+    # Each refused login URL is named at once with the rule it breaks.
+    refused = "not opening a URL the remote printed"
+    assert f"{refused} (it carries a user name (user@host))" in result.stderr
+    assert f"{refused} (plain http is opened only to this machine's loopback" in result.stderr
 
 
 def test_bad_callback_ports_and_hosts_are_ignored(fresh: Bed, tmp_path: Path) -> None:
@@ -80,6 +87,16 @@ def test_bad_callback_ports_and_hosts_are_ignored(fresh: Bed, tmp_path: Path) ->
     assert result.code == ExitStatus.OK, result
     listening = re.findall(r"\[listening\] (\S+)", result.stderr)
     assert listening == ["127.0.0.1:43827"], result.stderr
+    refused = re.findall(
+        r"not opening a URL the remote printed \(.*\): http://(\S+)/callback", result.stderr
+    )
+    assert refused == [
+        "127.0.0.1:22",
+        "127.0.0.1:0",
+        "127.0.0.1:70000",
+        "10.0.0.1:8080",
+        "evil.test:43827",
+    ], result.stderr
 
 
 def test_shell_text_in_a_url_reaches_the_browser_command_as_one_argument(
@@ -96,7 +113,8 @@ def test_shell_text_in_a_url_reaches_the_browser_command_as_one_argument(
     opened = _opened(log)
     assert len(opened) == 1 and len(opened[0]) == 1, opened
     url = opened[0][0]
-    assert url.endswith("&x=$(touch$IFS/tmp/ta-pwned);touch$IFS/tmp/ta-pwned2;%27%22"), url
+    # The whole printed URL, quote and backticks included, percent-encoded as a browser would.
+    assert url.endswith("&x=$(touch$IFS/tmp/ta-pwned);touch$IFS/tmp/ta-pwned2;%27%22'%60id%60"), url
     assert not Path("/tmp/ta-pwned").exists() and not Path("/tmp/ta-pwned2").exists()
 
 
@@ -153,3 +171,44 @@ def test_a_verbose_login_never_shows_the_code_or_the_pasted_redirect(
     record = fresh.fake_record("mcp-linear")
     assert record is not None
     _secrets_absent(jsonrun.stdout + jsonrun.stderr, [str(record["code"])])
+
+
+def test_a_login_url_that_cannot_be_opened_is_named_at_once(fresh: Bed, tmp_path: Path) -> None:
+    # A CLI whose login URL breaks a safety rule (here a raw "é" in its query), then waits.
+    # The reason must show while the run is still waiting, not only at the timeout.
+    url = "https://idp.test/authorize?client_id=c&response_type=code&scope=café"
+    script = f"echo 'Open this URL:'; echo '{url}'; exec sleep 300"
+    env = {**os.environ, "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml"), "CI": "1"}
+    argv = [sys.executable, "-m", "tunnelauth", "-F", str(fresh.ssh_config), "--timeout", "250"]
+    proc = subprocess.Popen(
+        [*argv, "run", "remote", "--", "sh", "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put("")  # end of output
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        while not any("not opening a URL the remote printed" in line for line in seen):
+            line = lines.get(timeout=60)  # only stops a hang; the line comes within seconds
+            assert line, f"the run ended without naming the URL: {''.join(seen)}"
+            seen.append(line)
+        assert proc.poll() is None, "the message must come while the run still waits"
+    finally:
+        proc.terminate()  # as a user would: Ctrl-C / SIGTERM, the ordered teardown
+        code = proc.wait(60)
+        reader.join(30)
+    assert code == ExitStatus.INTERRUPTED
+    shown = "".join(seen)
+    assert "(it holds characters a URL cannot carry): https://idp.test/authorize?" in shown

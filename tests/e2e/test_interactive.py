@@ -263,6 +263,33 @@ def test_as_in_a_batch_run_fails_fast_naming_sudo(
     assert fresh.auth_json(fresh.sudo_passwd) is None
 
 
+def test_as_on_a_remote_without_base64_says_so_and_runs_nothing(
+    fresh: interactive.Interactive, tmp_path: Path
+) -> None:
+    # The other user's login PATH (sudo -i reads ~/.bash_profile) holds env and sh, no base64:
+    # the --as wrapper could not decode the login. Before, `eval ""` ran nothing and the run
+    # was misjudged (a "not found" for hermes, or "logged in").
+    other = fresh.sudo_nopasswd
+    home = fresh.home_of(other)
+    bindir = home / "no-base64-bin"
+    profile = home / ".bash_profile"
+    bindir.mkdir()
+    for tool in ("env", "sh"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bindir / tool).symlink_to(found)
+    profile.write_text(f"PATH={bindir}\nexport PATH\n")
+    try:
+        result = tunnelauth(fresh.bed, "xai", "remote", "--as", other, tmp=tmp_path, deadline=60)
+    finally:
+        profile.unlink()
+        shutil.rmtree(bindir)
+    assert result.code == ExitStatus.COMMAND_NOT_FOUND, result
+    assert f"the remote tool base64 was not found on remote for {other}" in result.stderr
+    assert "logged in" not in result.stderr and "'hermes' was not found" not in result.stderr
+    assert not (home / ".hermes" / "fake-record").exists(), "the login ran"
+
+
 def test_hermes_home_for_another_user(fresh: interactive.Interactive, tmp_path: Path) -> None:
     other = fresh.sudo_nopasswd
     home = "~/service-home"

@@ -90,6 +90,39 @@ def test_json_stream_for_a_device_login_carries_the_user_code(fresh: Bed, tmp_pa
     assert names(parsed)[-1] == "succeeded"
 
 
+def test_run_without_a_login_flow_only_says_the_command_succeeded(
+    fresh: Bed, tmp_path: Path
+) -> None:
+    result = tunnelauth(fresh, "run", "remote", "--json", "--", "echo", "hello", tmp=tmp_path)
+    assert result.code == ExitStatus.OK, result
+    assert "✓ the command succeeded (no login flow seen)" in result.stderr, result
+    assert "logged in" not in result.stderr
+    parsed = events(result)
+    assert parsed[-1]["event"] == "succeeded" and parsed[-1]["login"] == "none"
+    assert parsed[-1]["message"] == "the command succeeded (no login flow seen)"
+    assert any(e["event"] == "remote_line" and e["text"] == "hello" for e in parsed)
+
+
+def test_json_names_the_device_flow_it_saw(fresh: Bed, tmp_path: Path) -> None:
+    result = tunnelauth(fresh, "xai", "remote", "--json", tmp=tmp_path)
+    assert result.code == ExitStatus.OK, result
+    final = events(result)[-1]
+    assert final["event"] == "succeeded" and final["login"] == "device", final
+    assert final["message"] == "logged in"
+
+
+def test_the_anthropic_authorize_url_event_is_the_url_to_open(fresh: Bed, tmp_path: Path) -> None:
+    # Its code=true is a flag, not a code: redacting it made the event unusable. (A batch run
+    # then stops at the code prompt; the URL event comes before it.)
+    result = tunnelauth(fresh, "anthropic", "remote", "--json", tmp=tmp_path, browser=False)
+    assert result.code == ExitStatus.LOGIN_FAILED, result
+    parsed = events(result)
+    (url,) = [e["url"] for e in parsed if e["event"] == "authorize_url"]
+    assert url.startswith(f"{fresh.idp_url}/oauth/authorize?code=true&client_id="), url
+    assert "…" not in url and "code_challenge=" in url
+    assert "code=…" not in result.stderr
+
+
 def test_batch_run_needing_a_prompt_fails_fast_with_exit_6(fresh: Bed, tmp_path: Path) -> None:
     fresh.set_fake(spotify_client_id=None)  # hermes then asks "Spotify Client ID: " first
     result = tunnelauth(

@@ -42,7 +42,7 @@ def drive(reporter: JsonReporter) -> None:
     reporter.warn("a warning with access_token=SECRET123")
     reporter.replaced(True, 2, 1, "removed 2")
     reporter.verified(True, "spotify: logged in")
-    reporter.finish(True, "logged in", None, [], exit_status=0)
+    reporter.finish(True, "logged in", None, [], exit_status=0, login="callback")
 
 
 def test_every_event_is_one_valid_json_line() -> None:
@@ -73,6 +73,28 @@ def test_failure_carries_exit_status_reason_and_last_lines() -> None:
     (event,) = lines(out)
     assert event["event"] == "failed" and event["exit_status"] == 6
     assert event["reason"] == "the remote login failed" and event["last_lines"] == ["one", "two"]
+
+
+def test_success_says_which_login_flow_was_seen() -> None:
+    out = io.StringIO()
+    message = "the command succeeded (no login flow seen)"
+    JsonReporter(stream=out).finish(True, message, None, [], exit_status=0, login="none")
+    (event,) = lines(out)
+    assert validate(event) == []
+    assert event["event"] == "succeeded" and event["login"] == "none"
+    assert event["message"] == message
+
+
+def test_the_anthropic_authorize_url_event_is_usable() -> None:
+    # claude.ai's authorize URL carries code=true: a flag, not a code, so it is kept.
+    url = (
+        "https://claude.ai/oauth/authorize?code=true&client_id=9d1c&response_type=code"
+        "&redirect_uri=https%3A%2F%2Fconsole.anthropic.com%2Foauth%2Fcode%2Fcallback"
+        "&code_challenge=Hc8Lr2Vq&code_challenge_method=S256&state=anth-7c1f0e"
+    )
+    out = io.StringIO()
+    JsonReporter(stream=out).open_url(url, "claude.ai", "command", unusual_host=False)
+    assert [e["url"] for e in lines(out)] == [url, url]
 
 
 def test_printed_url_has_no_browser_opened_event() -> None:

@@ -7,12 +7,21 @@ import os
 import pty
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tunnelauth.providers import hermes_args
-from tunnelauth.remote import NO_TTY_MARKER, NO_TTY_STATUS, NOT_FOUND_MARKER, remote_command
+from tunnelauth.remote import (
+    NO_BASE64_MARKER,
+    NO_TTY_MARKER,
+    NO_TTY_STATUS,
+    NOT_DECODED_MARKER,
+    NOT_DECODED_STATUS,
+    NOT_FOUND_MARKER,
+    remote_command,
+)
 
 # The remote login shell runs the command line: every one a user may have must read it alike.
 SHELLS = [s for s in ("sh", "bash", "dash", "zsh", "fish") if shutil.which(s)]
@@ -197,3 +206,67 @@ def test_commands_without_a_pty_need_no_terminal(home: Path, tmp_path: Path) -> 
     result = _run("sh", remote_command("hermes", ["--version"]), home, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "argv.json").read_text())["argv"] == ["--version"]
+
+
+def _as_svc_without(
+    shell: str, home: Path, tmp_path: Path, base64: str | None
+) -> subprocess.CompletedProcess[str]:
+    """``--as svc`` under the sudo stand-in on a PATH whose only base64 is ``base64``."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    # The stand-in's interpreter by its real path: a python3 found on PATH may be a shim.
+    python = os.path.realpath(sys.executable)
+    (bindir / "sudo").write_text(SUDO_I.replace("/usr/bin/env python3", python, 1))
+    (bindir / "sudo").chmod(0o755)
+    (bindir / "python3").symlink_to(python)  # hermes' stand-in runs with /usr/bin/env python3
+    for tool in sorted({"env", "sh", "stty", shell}):
+        found = shutil.which(tool)
+        assert found is not None
+        (bindir / tool).symlink_to(found)
+    if base64 is not None:
+        (bindir / "base64").write_text(base64)
+        (bindir / "base64").chmod(0o755)
+    command = remote_command("hermes", ["auth", "add", "nous"], run_as="svc", interactive=True)
+    env = {
+        "HOME": str(home),
+        "PATH": str(bindir),  # no /usr/bin: the real base64 is out of reach
+        "ARGV_OUT": str(tmp_path / "argv.json"),
+        "LOGIN_SHELL": str(bindir / shell),
+    }
+    return subprocess.run(
+        [shell, "-c", command], env=env, capture_output=True, text=True, timeout=20, check=False
+    )
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_as_without_base64_says_so_instead_of_exiting_0(
+    shell: str, home: Path, tmp_path: Path
+) -> None:
+    # Before: `eval ""` ran nothing and exited 0, and the run was reported as logged in.
+    result = _as_svc_without(shell, home, tmp_path, base64=None)
+    assert result.returncode == 127, result
+    assert result.stdout.strip() == NO_BASE64_MARKER
+    assert not (tmp_path / "argv.json").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_as_with_a_base64_that_decodes_nothing_says_so(
+    shell: str, home: Path, tmp_path: Path
+) -> None:
+    # A base64 without -d (or a broken one) prints nothing and exits 0.
+    result = _as_svc_without(shell, home, tmp_path, base64="#!/bin/sh\nexit 0\n")
+    assert result.returncode == NOT_DECODED_STATUS, result
+    assert result.stdout.strip() == NOT_DECODED_MARKER
+    assert not (tmp_path / "argv.json").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_as_with_base64_runs_the_login_and_never_reaches_the_markers(
+    shell: str, home: Path, tmp_path: Path
+) -> None:
+    real = shutil.which("base64")
+    assert real is not None
+    result = _as_svc_without(shell, home, tmp_path, base64=f'#!/bin/sh\nexec {real} "$@"\n')
+    assert result.returncode == 0, result
+    assert json.loads((tmp_path / "argv.json").read_text())["argv"] == ["auth", "add", "nous"]
+    assert result.stdout == ""

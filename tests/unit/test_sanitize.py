@@ -226,6 +226,45 @@ def test_redact_keeps_everything_else(kept: str) -> None:
     assert redact(kept) == kept
 
 
+ANTHROPIC_AUTHORIZE = (
+    "https://claude.ai/oauth/authorize?code=true&client_id=9d1c250a&response_type=code"
+    "&redirect_uri=https%3A%2F%2Fconsole.anthropic.com%2Foauth%2Fcode%2Fcallback"
+    "&code_challenge=Hc8Lr2Vq6Yt0&code_challenge_method=S256&state=anth-7c1f0e"
+)
+
+
+def test_code_true_on_an_authorize_url_is_not_a_secret() -> None:
+    # The anthropic authorize URL must survive redaction whole: --json consumers open it.
+    assert redact(ANTHROPIC_AUTHORIZE) == ANTHROPIC_AUTHORIZE
+    assert (
+        redact(f"Open this link: {ANTHROPIC_AUTHORIZE}.")
+        == f"Open this link: {ANTHROPIC_AUTHORIZE}."
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "redacted"),
+    [
+        # a callback or pasted redirect next to an authorize URL keeps its own code hidden
+        (
+            f"{ANTHROPIC_AUTHORIZE} then http://127.0.0.1:5/cb?code=SECRET&state=s",
+            f"{ANTHROPIC_AUTHORIZE} then http://127.0.0.1:5/cb?code=…&state=s",
+        ),
+        (
+            "Paste: https://console.anthropic.com/cb?code=SECRET#st",
+            "Paste: https://console.anthropic.com/cb?code=…#st",
+        ),
+        # other secrets on an authorize URL are still hidden
+        (
+            "https://x/a?response_type=code&code=true&client_secret=s3",
+            "https://x/a?response_type=code&code=true&client_secret=…",
+        ),
+    ],
+)
+def test_codes_off_the_authorize_url_stay_hidden(raw: str, redacted: str) -> None:
+    assert redact(raw) == redacted
+
+
 @given(st.text(max_size=200))
 def test_redact_is_idempotent(text: str) -> None:
     assert redact(redact(text)) == redact(text)

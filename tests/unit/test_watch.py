@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tunnelauth.browser import is_safe_browser_url
 from tunnelauth.events import (
     AuthorizeUrl,
     Callback,
@@ -20,10 +21,19 @@ from tunnelauth.events import (
     Outcome,
     Prompt,
     PromptKind,
+    RejectedUrl,
     RemoteLine,
     Status,
 )
-from tunnelauth.watch import MAX_LINE, Watcher, known_prompt, parse_url, prompt_kind, status_of
+from tunnelauth.watch import (
+    MAX_LINE,
+    Watcher,
+    known_prompt,
+    parse_url,
+    prompt_kind,
+    status_of,
+    url_problem,
+)
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 
@@ -49,6 +59,15 @@ def feed_text(text: str) -> list[Event]:
 def signals(events: Sequence[Event]) -> list[Event]:
     """Every event except plain remote lines."""
     return [e for e in events if not isinstance(e, RemoteLine)]
+
+
+def actions(events: Sequence[Event]) -> list[Event]:
+    """The events the orchestrator acts on: a page to open, a port to listen on."""
+    return [e for e in events if isinstance(e, (AuthorizeUrl, DeviceCode, Callback))]
+
+
+def rejected(events: Sequence[Event]) -> list[RejectedUrl]:
+    return [e for e in events if isinstance(e, RejectedUrl)]
 
 
 def lines_of(events: Sequence[Event]) -> list[str]:
@@ -424,7 +443,10 @@ def test_overlong_line_is_truncated_and_the_rest_dropped() -> None:
 def test_truncated_url_is_never_emitted() -> None:
     url = "https://example.com/authorize?client_id=x&response_type=code&pad="
     text = "Open: " + url + "a" * MAX_LINE + "\r\n"
-    assert signals(feed_text(text)) == []
+    events = feed_text(text)
+    assert actions(events) == []
+    (bad,) = rejected(events)
+    assert bad.reason == "longer than 8192 characters" and len(bad.url) <= 201
 
 
 def test_fifty_megabytes_without_newline_keep_memory_flat() -> None:
@@ -508,6 +530,10 @@ def test_parse_url_normalizes_host() -> None:
         ('Open "https://example.com/activate"', "https://example.com/activate"),
         ("Open <https://example.com/activate>", "https://example.com/activate"),
         ("Open `https://example.com/activate`!", "https://example.com/activate"),
+        ("Open this: url='https://example.com/activate'", "https://example.com/activate"),
+        ('Open: {"url": "https://example.com/activate"}', "https://example.com/activate"),
+        ('Open https://example.com/activate".', "https://example.com/activate"),
+        ("Open [link](https://example.com/activate)", "https://example.com/activate"),
         ("Open **https://example.com/activate**", "https://example.com/activate"),
         ("Open 'https://example.com/a?b=c;'", "https://example.com/a?b=c"),
     ],
@@ -543,13 +569,99 @@ def test_same_authorize_url_twice_is_reported_once() -> None:
     ],
 )
 def test_dangerous_urls_are_never_emitted(line: str) -> None:
+    assert actions(feed_text(line + "\r\n")) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("Open this URL: https://user:secret@example.com/a?client_id=x", "user name"),
+        ("Open this URL: http://example.com/authorize?client_id=x", "plain http"),
+        ("Open this URL: https://exämple.com/authorize", "host or port is not valid"),
+        ("  https://idp.example/auth?client_id=c&scope=café", "characters a URL cannot carry"),
+        ("Open: https://idp.example/auth?x=%zz", "a % that starts no escape"),
+        ("Open: https://idp.example{x}/auth", "host or port is not valid"),
+        ("Waiting for callback on http://127.0.0.1:22/callback", "port 1024-65535"),
+        ("  https://idp.example/auth?redirect_uri=a&redirect_uri=b", "repeated"),
+    ],
+)
+def test_a_login_url_that_is_refused_says_why(line: str, reason: str) -> None:
+    # Never silent: the user learns at once why nothing opens, instead of at the timeout.
+    events = feed_text(line + "\r\n")
+    assert actions(events) == []
+    (bad,) = rejected(events)
+    assert reason in bad.reason and bad.url in line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Docs: http://example.com/guide",  # not a login URL: plain http docs links stay quiet
+        "see https://exämple.com/about",
+        "Open this URL: javascript:alert(1)",  # not an http(s) URL at all: nothing to open
+    ],
+)
+def test_other_unusable_urls_are_not_reported(line: str) -> None:
     assert signals(feed_text(line + "\r\n")) == []
+
+
+@pytest.mark.parametrize(
+    ("printed", "opened"),
+    [
+        (
+            "https://idp.example/authorize?client_id=c&response_type=code&claims={}",
+            "https://idp.example/authorize?client_id=c&response_type=code&claims=%7B%7D",
+        ),
+        (
+            'https://idp.example/authorize?client_id=c&q={"a":[1]}|x^y\\z',
+            "https://idp.example/authorize?client_id=c&q=%7B%22a%22:[1]%7D%7Cx%5Ey%5Cz",
+        ),
+        (
+            "https://idp.example/authorize?client_id=c&tpl=`id`&it's=1",
+            "https://idp.example/authorize?client_id=c&tpl=%60id%60&it's=1",
+        ),
+    ],
+)
+def test_a_url_is_percent_encoded_as_a_browser_would(printed: str, opened: str) -> None:
+    (event,) = actions(feed_text(f"Open this URL: {printed}\r\n"))
+    assert event == AuthorizeUrl(opened, "idp.example")
+    assert is_safe_browser_url(opened)
+
+
+def test_encoding_judges_the_host_as_printed() -> None:
+    # Encoding only ever touches what follows the host: it never makes a bad host look good.
+    for url in (
+        "https://good.example{}/x",
+        "https://good.example\\@evil.example/x",
+        "https://good.example|evil.example/x",
+        "http://evil.example/cb?x={}",
+        "http://127.0.0.1:80/cb?x={}",
+    ):
+        assert parse_url(url) is None, url
+        assert url_problem(url) is not None
 
 
 def test_shell_metacharacters_in_a_valid_url_stay_data() -> None:
     url = "https://example.com/cb?x=$(touch%20/tmp/p);y=`id`"
     events = signals(feed_text(f"Open this URL: {url}\r\n"))
-    assert events == [AuthorizeUrl("https://example.com/cb?x=$(touch%20/tmp/p);y=", "example.com")]
+    opened = "https://example.com/cb?x=$(touch%20/tmp/p);y=%60id%60"
+    assert events == [AuthorizeUrl(opened, "example.com")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.sampled_from(["idp.example", "127.0.0.1:5000", "[::1]:8080", "a{b}.c", "x.y:0"]),
+    scheme=st.sampled_from(["https", "http"]),
+    rest=st.text(alphabet="/?#&=%abc{}|^\\\"'`[]()$;:@!é.", max_size=30),
+)
+def test_an_accepted_url_is_openable_and_keeps_its_host(host: str, scheme: str, rest: str) -> None:
+    printed = f"{scheme}://{host}/{rest}"
+    parsed = parse_url(printed)
+    if parsed is None:
+        return
+    assert is_safe_browser_url(parsed.url), parsed
+    assert parsed.url.startswith(f"{scheme}://{host}/")
+    assert all(c.isascii() and c not in '{}|^\\"`' for c in parsed.url)
 
 
 def test_osc8_hyperlink_target_is_not_a_url() -> None:
