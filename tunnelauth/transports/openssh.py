@@ -24,15 +24,24 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tunnelauth.askpass import Asker, AskpassServer
-from tunnelauth.errors import CommandNotFoundError, HostKeyError, SSHError, UsageError
+from tunnelauth.errors import (
+    CommandNotFoundError,
+    HostKeyError,
+    SSHError,
+    UsageError,
+    hop_label,
+)
 from tunnelauth.remote import PTY_COLUMNS
+from tunnelauth.sanitize import strip
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import sshargs
 from tunnelauth.transports.base import ExecResult
 from tunnelauth.transports.early import MasterStart, short_tmp
 from tunnelauth.transports.early import take as take_early
+from tunnelauth.transports.resolve import jump_chain, split_hop, unreachable_from
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
+MAX_HOPS = 10  # a longer ProxyJump chain is taken for a loop
 PTY_ROWS = 50
 
 
@@ -368,9 +377,14 @@ class OpenSSHTransport:
         # ssh -f exits 0 only once the master listens on its socket: no `-O check` needed.
         if code != 0 or not os.path.exists(socket):
             await self._discard_master()
-            if self._through_proxy() and sshargs.proxy_failure_hidden(stderr):
-                stderr = await self._diagnose() or stderr
-            error = _connect_error(self.target.host, stderr, batch=self.batch, asked=asked)
+            chain: list[str] = []
+            if self._through_proxy():
+                chain = await self._jump_chain()
+                if sshargs.proxy_failure_hidden(stderr) and not sshargs.proxied_failure(stderr)[0]:
+                    stderr = await self._diagnose() or stderr
+            error = _connect_error(
+                self.target.host, stderr, batch=self.batch, asked=asked, chain=chain
+            )
             if isinstance(error, HostKeyError) and "SHA256:" not in error.message:
                 # ssh names the offered key only when it asks; a -v repeat logs it.
                 offered = sshargs.server_host_key(await self._diagnose(verbose=True))
@@ -401,6 +415,26 @@ class OpenSSHTransport:
         jump = self.config.get("proxyjump", "none")
         proxy = self.config.get("proxycommand", "none")
         return bool(self.target.jump) or jump.lower() != "none" or proxy.lower() != "none"
+
+    async def _jump_chain(self) -> list[str]:
+        """The jump hosts in order, the first hop's own ProxyJump included (failure path only).
+
+        ssh applies the config's ProxyJump of the first hop alone (later hops are reached
+        through the earlier ones), so only that one is followed.
+        """
+        hops = list(self.target.jump) or list(jump_chain(self.config.get("proxyjump")))
+        while hops and len(hops) < MAX_HOPS:
+            try:
+                first = SSHTarget(host=split_hop(hops[0])[1], ssh_config=self.target.ssh_config)
+                result = await _run(sshargs.config_query_argv(self.ssh, first), timeout=5.0)
+            except (UsageError, asyncio.TimeoutError, OSError):
+                break
+            config = sshargs.parse_config_dump(result.stdout.decode("utf-8", "replace"))
+            before = [h for h in jump_chain(config.get("proxyjump")) if h not in hops]
+            if result.exit_status != 0 or not before:
+                break
+            hops = before + hops
+        return hops
 
     async def _diagnose(self, *, verbose: bool = False) -> str:
         """Repeat a failed connect without ControlPersist to read the jump host's own error.
@@ -487,24 +521,54 @@ class OpenSSHTransport:
 
 
 def _connect_error(
-    host: str, stderr: str, *, batch: bool = False, asked: Sequence[str] = ()
+    host: str,
+    stderr: str,
+    *,
+    batch: bool = False,
+    asked: Sequence[str] = (),
+    chain: Sequence[str] = (),
 ) -> SSHError:
-    """Turn ssh's stderr after a failed connect into the matching error."""
+    """Turn ssh's stderr after a failed connect into the matching error.
+
+    Through jump hosts (``chain``, first hop first), the error names the hop whose ssh failed
+    and keeps that ssh's own reason; ``error.hop`` is set to it.
+    """
+    stderr = strip(stderr, keep_newlines=True)  # ssh relays server-chosen text (banners)
+    depth, lines = sshargs.proxied_failure(stderr)
+    hop = sshargs.failed_hop(chain, depth)
+    if hop is None:
+        return _failure(host, host, "\n".join(lines), batch=batch, asked=asked)
+    if sshargs.channel_failed(lines):
+        # The hop was reached, but it could not open the channel onward.
+        onward = sshargs.next_after(chain, hop, host)
+        why = sshargs.reason_line(lines).removeprefix("channel 0: ").removeprefix("open failed: ")
+        who = host if onward == host else hop_label(onward, host)
+        error = SSHError(
+            f"cannot connect to {who}: {unreachable_from(hop, why)}",
+            host=onward,
+            stderr_tail="\n".join(lines[-6:]),
+        )
+        error.hop = None if onward == host else onward
+        return error
+    error = _failure(hop_label(hop, host), hop, "\n".join(lines), batch=batch, asked=asked)
+    error.hop = hop
+    return error
+
+
+def _failure(
+    who: str, host: str, stderr: str, *, batch: bool = False, asked: Sequence[str] = ()
+) -> SSHError:
+    """The error for one ssh process's failure; ``who`` names the host in the message."""
     kind, detail = sshargs.classify_connect_failure(stderr)
     wanted = sshargs.auth_methods_offered(stderr) if kind == "auth" else []
     needs_prompt = [m for m in wanted if m in sshargs.PROMPTING_METHODS]
-    if batch and needs_prompt and not any(m in wanted for m in ("publickey", "hostbased")):
-        message, hint = sshargs.batch_prompt_refusal(host, needs_prompt)
-        return SSHError(
-            message,
-            host=host,
-            stderr_tail="\n".join(stderr.strip().splitlines()[-6:]),
-            hint=hint,
-        )
     tail = "\n".join(stderr.strip().splitlines()[-6:])
+    if batch and needs_prompt and not any(m in wanted for m in ("publickey", "hostbased")):
+        message, hint = sshargs.batch_prompt_refusal(who, needs_prompt)
+        return SSHError(message, host=host, stderr_tail=tail, hint=hint)
     if kind == "hostkey":
         return HostKeyError(
-            f"host key for {host} could not be verified: {detail}",
+            f"host key for {who} could not be verified: {detail}",
             host=host,
             stderr_tail=tail,
             hint="check the key with the host's owner, then add it to known_hosts "
@@ -512,7 +576,7 @@ def _connect_error(
         )
     if kind == "auth" and batch and needs_prompt:
         return SSHError(
-            f"SSH authentication to {host} failed: no key was accepted, and the "
+            f"SSH authentication to {who} failed: no key was accepted, and the "
             f"{sshargs.method_prompt(needs_prompt)} it also offers needs a terminal",
             host=host,
             stderr_tail=tail,
@@ -521,10 +585,10 @@ def _connect_error(
     if kind == "auth":
         said = f" (after: {'; '.join(p.strip() for p in asked)})" if asked else ""
         return SSHError(
-            f"SSH authentication to {host} failed{said}",
+            f"SSH authentication to {who} failed{said}",
             host=host,
             stderr_tail=tail,
             hint="check `ssh HOST true` works with the same options",
         )
-    last = tail.splitlines()[-1] if tail else "ssh exited with an error"
-    return SSHError(f"cannot connect to {host}: {last}", host=host, stderr_tail=tail)
+    reason = sshargs.reason_line(sshargs.meaningful_lines(stderr))
+    return SSHError(f"cannot connect to {who}: {reason}", host=host, stderr_tail=tail)
