@@ -50,12 +50,7 @@ def test_a_jump_host_refusing_the_connection_is_named(
 
 
 def test_a_jump_host_refusing_the_key_is_named(fresh: Bed, tmp_path: Path, backend: str) -> None:
-    key = tmp_path / "other_key"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=20
-    )
-    config = tmp_path / "cfg"
-    config.write_text(fresh.ssh_config.read_text().replace(str(fresh.identity), str(key)))
+    config = _refused_key_config(fresh, tmp_path)
     result = tunnelauth(
         fresh, "spotify", "remote", tmp=tmp_path, backend=backend, ssh_config=config
     )
@@ -122,3 +117,53 @@ def test_doctor_names_the_jump_host_whose_key_is_unknown(
     assert checks["host key"]["status"] == "fail"
     assert detail.startswith("host key for jump host bastion (for remote)"), detail
     assert fingerprint in detail, detail
+
+
+# What each backend's own debug output says about the server's version.
+SERVER_VERSION_LINE = {
+    "openssh": "debug1: Remote protocol version 2.0, remote software version OpenSSH_",
+    "asyncssh": "asyncssh: [conn=0] Received version SSH-2.0-OpenSSH_",
+    "paramiko": "paramiko.transport: Remote version/idstring: SSH-2.0-OpenSSH_",
+}
+
+
+def _refused_key_config(bed: Bed, tmp: Path) -> Path:
+    key = tmp / "other_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=20
+    )
+    config = tmp / "cfg"
+    config.write_text(bed.ssh_config.read_text().replace(str(bed.identity), str(key)))
+    return config
+
+
+def test_vv_shows_ssh_s_own_debug_output_and_v_does_not(
+    fresh: Bed, tmp_path: Path, backend: str
+) -> None:
+    config = _refused_key_config(fresh, tmp_path)
+    verdict = "✗ SSH authentication to jump host bastion (for remote) failed"
+    once = tunnelauth(
+        fresh, "-v", "spotify", "remote", tmp=tmp_path, backend=backend, ssh_config=config
+    )
+    assert once.code == ExitStatus.SSH_FAILED, once
+    assert SERVER_VERSION_LINE[backend] not in once.stderr, once
+    assert "debug1:" not in once.stderr
+    twice = tunnelauth(
+        fresh, "-vv", "spotify", "remote", tmp=tmp_path, backend=backend, ssh_config=config
+    )
+    assert twice.code == ExitStatus.SSH_FAILED, twice
+    assert SERVER_VERSION_LINE[backend] in twice.stderr, twice
+    if backend == "openssh":  # the jump host's ssh (a child of the master) speaks too
+        assert "Permission denied (publickey)" in twice.stderr
+    failed = [line for line in twice.stderr.splitlines() if line.startswith("✗")]
+    assert failed and failed[0].startswith(verdict), twice
+
+
+def test_vv_on_a_login_that_works_shows_the_debug_output(
+    fresh: Bed, tmp_path: Path, backend: str
+) -> None:
+    # A device-code login: no laptop port shared with other runs on this machine.
+    result = tunnelauth(fresh, "-vv", "xai", "remote", tmp=tmp_path, backend=backend)
+    assert result.code == ExitStatus.OK, result
+    assert "Device approved" in result.dom
+    assert SERVER_VERSION_LINE[backend] in result.stderr, result

@@ -113,3 +113,13 @@ def test_connect_failures_are_classified() -> None:
     assert sshargs.classify_connect_failure("ssh: connect to host h port 22: No route")[0] == (
         "connect"
     )
+
+
+def test_only_vv_makes_the_master_verbose() -> None:
+    plain = sshargs.master_argv("ssh", SSHTarget("h"), "/s", batch=True, keepalive=False)
+    loud = sshargs.master_argv(
+        "ssh", SSHTarget("h"), "/s", batch=True, keepalive=False, verbose=True
+    )
+    assert "-v" not in plain
+    at = plain.index("-e")
+    assert loud == [*plain[:at], "-v", *plain[at:]]

@@ -28,6 +28,7 @@ from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
 from tunnelauth.transports.asyncssh_pty import pty_in_one_flight
 from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.resolve import (
     jump_chain,
@@ -313,6 +314,12 @@ class AsyncSSHTransport:
         self._tempdir: str | None = None
         self._hop_names: dict[int, str] = {}  # id(connection to a jump host) → its spec
         self.prompter = Prompter()
+        self._library_log: LibraryLog | None = None
+
+    def set_debug_log(self, sink: Callable[[str], None]) -> None:
+        """``-vv``: asyncssh's own debug log goes to ``sink`` until ``close``."""
+        asyncssh.set_debug_level(1)  # never the packet dumps of level 3
+        self._library_log = LibraryLog("asyncssh", sink)
 
     def set_asker(self, ask: Asker) -> None:
         """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
@@ -575,6 +582,9 @@ class AsyncSSHTransport:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(conn.wait_closed(), CLOSE_GRACE)
         self._remove_overrides()
+        if self._library_log is not None:
+            self._library_log.stop()
+            self._library_log = None
 
 
 def _password_tries(value: str | None) -> int:

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import termios
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +42,7 @@ from tunnelauth.transports.resolve import jump_chain, split_hop, unreachable_fro
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
 MAX_HOPS = 10  # a longer ProxyJump chain is taken for a loop
+LOG_POLL = 0.1  # seconds between looks at the master's log at -vv
 PTY_ROWS = 50
 
 
@@ -234,6 +235,49 @@ class OpenSSHChannel:
         self._stderr.cancel()
 
 
+class _LogFollower:
+    """Hands the lines ssh writes to its log files to a sink as they are written (``-vv``)."""
+
+    def __init__(self, paths: Sequence[str], sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._read: dict[str, int] = {path: 0 for path in paths}
+        self._partial: dict[str, bytes] = {path: b"" for path in paths}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Follow the files until ``stop``."""
+        self._task = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            self.drain()
+            await asyncio.sleep(LOG_POLL)
+
+    def drain(self, *, final: bool = False) -> None:
+        """Pass on every complete line written since the last call (``final``: also the rest)."""
+        for path, offset in self._read.items():
+            with contextlib.suppress(OSError), open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+                self._read[path] = offset + len(data)
+                data = self._partial[path] + data
+                *lines, self._partial[path] = data.split(b"\n")
+                if final and self._partial[path]:
+                    lines.append(self._partial[path])
+                    self._partial[path] = b""
+                for line in lines:
+                    text = line.decode("utf-8", "replace").rstrip("\r")
+                    if text.strip():
+                        self._sink(text)
+
+    def stop(self) -> None:
+        """Stop following, after passing on what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.drain(final=True)
+
+
 @dataclass
 class _Master:
     socket: str
@@ -262,6 +306,12 @@ class OpenSSHTransport:
         self._master: _Master | None = None
         self.reused_master = False
         self._asker: Asker | None = None
+        self._debug_sink: Callable[[str], None] | None = None
+        self._follower: _LogFollower | None = None
+
+    def set_debug_log(self, sink: Callable[[str], None]) -> None:
+        """``-vv``: the master runs with ssh's ``-v``; its log lines go to ``sink``."""
+        self._debug_sink = sink
 
     def set_asker(self, ask: Asker) -> None:
         """Who answers ssh's prompts (passwords, codes, passphrases) in interactive runs."""
@@ -326,6 +376,7 @@ class OpenSSHTransport:
             batch=self.batch,
             keepalive=keepalive,
             log=os.path.join(tempdir, "master.log"),
+            verbose=self._debug_sink is not None,
         )
         # The master runs in its own session, without the terminal: the terminal's Ctrl-C
         # reaches tunnelauth alone, which then ends the remote login in order. ssh asks for
@@ -339,6 +390,11 @@ class OpenSSHTransport:
             askpass = AskpassServer(tempdir, self._asker)
             env = {**os.environ, **await askpass.start()}
         log_path = os.path.join(tempdir, "connect.log")
+        if self._debug_sink is not None:
+            # connect.log has the jump hosts' ssh (their stderr), master.log the master's own.
+            paths = (log_path, os.path.join(tempdir, "master.log"))
+            self._follower = _LogFollower(paths, self._debug_sink)
+            self._follower.start()
         proc: _Child
         try:
             if started is not None:
@@ -459,6 +515,9 @@ class OpenSSHTransport:
         return os.path.join(master.tempdir, "master.log")
 
     async def _discard_master(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.stop()
         master, self._master = self._master, None
         if master is None or not master.owned:
             return

@@ -31,6 +31,7 @@ from tunnelauth.errors import HostKeyError, SSHError, UsageError, at_hop, no_ter
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
 from tunnelauth.transports.base import ExecResult
+from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.resolve import (
     jump_chain,
@@ -274,6 +275,11 @@ class ParamikoTransport:
         self._pipes: list[_Pipe] = []
         self._stop = threading.Event()
         self.prompter = Prompter()
+        self._library_log: LibraryLog | None = None
+
+    def set_debug_log(self, sink: Callable[[str], None]) -> None:
+        """``-vv``: paramiko's own debug log goes to ``sink`` until ``close``."""
+        self._library_log = LibraryLog("paramiko", sink)
 
     def set_asker(self, ask: Asker) -> None:
         """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
@@ -585,6 +591,9 @@ class ParamikoTransport:
             conn = self._transports.pop()
             await self._threads.call(conn.close, "close")
         await self._threads.join()
+        if self._library_log is not None:
+            self._library_log.stop()
+            self._library_log = None
 
 
 class _Effective:

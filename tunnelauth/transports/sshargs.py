@@ -78,12 +78,14 @@ def master_argv(
     batch: bool,
     keepalive: bool,
     log: str | None = None,
+    verbose: bool = False,
 ) -> list[str]:
     """Start a private ControlMaster that backgrounds itself once authenticated.
 
     ``log`` (``-E``) keeps the master's messages: a multiplexing client only hears "Session
     open refused by peer", while the master logs why (forwarding prohibited or nothing
-    listening).
+    listening). ``verbose`` adds ``-v`` (tunnelauth's ``-vv``); ssh passes it on to the jump
+    hosts' ssh, and then keeps their stderr instead of sending it to /dev/null.
     """
     extra = [*MASTER_OVERRIDES, f"ControlPath={socket}"]
     if batch:
@@ -91,11 +93,13 @@ def master_argv(
     if keepalive:
         extra += ["ServerAliveInterval=5", "ServerAliveCountMax=3"]
     logging = ["-E", log] if log else []
+    loud = ["-v"] if verbose else []
     return [
         ssh,
         *target_args(target),
         *_o(extra),
         *logging,
+        *loud,
         "-e",
         "none",
         "-f",
