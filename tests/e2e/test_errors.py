@@ -167,3 +167,49 @@ def test_vv_on_a_login_that_works_shows_the_debug_output(
     assert result.code == ExitStatus.OK, result
     assert "Device approved" in result.dom
     assert SERVER_VERSION_LINE[backend] in result.stderr, result
+
+
+def _with_user_master(bed: Bed, tmp: Path, host: str) -> Path:
+    """A config with a ControlPath for ``host``, and the user's master running for it."""
+    config = derived_ssh_config(bed, tmp / "cfg", [f"Host {host}", f"  ControlPath {tmp}/cm"])
+    master = ["ssh", "-F", str(config), "-o", "ControlMaster=yes", "-o", "ControlPersist=60"]
+    subprocess.run([*master, "-fN", host], check=True, timeout=30)
+    return config
+
+
+def _end_user_master(config: Path, host: str) -> None:
+    subprocess.run(
+        ["ssh", "-F", str(config), "-O", "exit", host], capture_output=True, timeout=10, check=False
+    )
+
+
+def test_doctor_judges_forwarding_through_a_live_user_master(fresh: Bed, tmp_path: Path) -> None:
+    config = _with_user_master(fresh, tmp_path, "remote")
+    try:
+        before = fresh.auth_counts()
+        result = tunnelauth(fresh, "doctor", "remote", "--json", tmp=tmp_path, ssh_config=config)
+        assert fresh.auth_counts() == before, "the live master was used: no new login"
+    finally:
+        _end_user_master(config, "remote")
+    assert result.code == ExitStatus.OK, result
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert "reusing your live master" in checks["controlmaster"]["detail"]
+    assert checks["forwarding"]["status"] == "ok", checks["forwarding"]
+
+
+def test_doctor_shows_the_fix_when_forwarding_through_a_user_master_is_refused(
+    fresh: Bed, tmp_path: Path
+) -> None:
+    config = _with_user_master(fresh, tmp_path, "remote-nofwd")
+    try:
+        result = tunnelauth(
+            fresh, "doctor", "remote-nofwd", "--json", tmp=tmp_path, ssh_config=config
+        )
+    finally:
+        _end_user_master(config, "remote-nofwd")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert "reusing your live master" in checks["controlmaster"]["detail"]
+    forwarding = checks["forwarding"]
+    assert forwarding["status"] == "warn" and "refused" in forwarding["detail"], forwarding
+    assert "AllowTcpForwarding" in forwarding["fix"]
+    assert result.code == ExitStatus.OK, "the callback is relayed: a login can still work"
