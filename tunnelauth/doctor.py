@@ -382,7 +382,7 @@ async def remote_checks(settings: Settings, transport: Transport) -> list[Check]
     except TunnelauthError as exc:
         tail = getattr(exc, "stderr_tail", "").strip().splitlines()[-1:]
         detail = exc.message
-        if tail and tail[0] not in detail:
+        if tail and tail[0].removeprefix("ssh: ") not in detail:
             detail += f" [{tail[0]}]"
         fix = exc.hint or "check `ssh HOST true` works with the same options"
         return [

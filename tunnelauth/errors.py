@@ -84,7 +84,14 @@ def at_hop(error: SSHError, hop: str, target: str) -> SSHError:
     error.args = (error.message,)
     error.hop = hop
     error.host = hop
+    if not isinstance(error, HostKeyError):
+        error.hint = hop_hint(hop, target)
     return error
+
+
+def hop_hint(hop: str, target: str) -> str:
+    """What to try when a jump host failed."""
+    return f"the jump host failed, not {target}: check that `ssh {hop} true` works"
 
 
 class PortUnavailableError(TunnelauthError):

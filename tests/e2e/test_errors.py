@@ -58,6 +58,7 @@ def test_a_jump_host_refusing_the_key_is_named(fresh: Bed, tmp_path: Path, backe
     assert first_line(result).startswith(
         "✗ SSH authentication to jump host bastion (for remote) failed"
     ), result
+    assert "check that `ssh bastion true` works" in result.stderr, result
 
 
 def test_a_jump_host_that_cannot_reach_the_target_is_named(

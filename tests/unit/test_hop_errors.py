@@ -63,6 +63,7 @@ def test_unknown_jump_host_key_and_refused_key_name_the_hop() -> None:
     error = _connect_error("remote", denied + GONE, chain=["bastion"])
     assert not isinstance(error, HostKeyError)
     assert error.message == "SSH authentication to jump host bastion (for remote) failed"
+    assert error.hint is not None and "`ssh bastion true`" in error.hint
 
 
 def test_the_target_s_own_failure_is_unchanged_and_debug_lines_are_ignored() -> None:

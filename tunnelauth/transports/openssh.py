@@ -29,6 +29,7 @@ from tunnelauth.errors import (
     HostKeyError,
     SSHError,
     UsageError,
+    hop_hint,
     hop_label,
 )
 from tunnelauth.remote import PTY_COLUMNS
@@ -611,6 +612,8 @@ def _connect_error(
         return error
     error = _failure(hop_label(hop, host), hop, "\n".join(lines), batch=batch, asked=asked)
     error.hop = hop
+    if not isinstance(error, HostKeyError):
+        error.hint = hop_hint(hop, host)
     return error
 
 
