@@ -6,6 +6,7 @@ The stderr texts are what OpenSSH 9.2 prints (captured on the test bed) for a fa
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from tunnelauth.errors import HostKeyError, SSHError, at_hop
 from tunnelauth.transports.openssh import _connect_error
@@ -101,3 +102,21 @@ def test_socket_errors_are_worded_like_openssh() -> None:
     assert os_error_reason(refused, "10.0.0.2", 2) == (
         "connect to host 10.0.0.2 port 2: Connection refused"
     )
+
+
+def test_the_master_log_is_passed_on_line_by_line_as_it_is_written(tmp_path: Path) -> None:
+    from tunnelauth.transports.openssh import _LogFollower
+
+    connect, master = tmp_path / "connect.log", tmp_path / "master.log"
+    connect.write_bytes(b"ssh: Could not resolve hostname j.invalid\r\n")
+    seen: list[str] = []
+    follower = _LogFollower([str(connect), str(master)], seen.append)
+    follower.drain()
+    assert seen == ["ssh: Could not resolve hostname j.invalid"]
+    master.write_bytes(b"debug1: one\ndebug1: tw")  # the master is mid-line
+    follower.drain()
+    assert seen[1:] == ["debug1: one"]
+    with master.open("ab") as fh:
+        fh.write(b"o\nConnection closed")
+    follower.stop()  # the rest, even without its newline
+    assert seen[2:] == ["debug1: two", "Connection closed"]
