@@ -153,7 +153,7 @@ def start_ahead(name: str, options: dict[str, Any], run_command: Sequence[str]) 
     from tunnelauth.transports import early
 
     with contextlib.suppress(OSError):
-        early.start(settings.target)
+        early.start(settings.target, verbose=settings.verbosity >= 2)
 
 
 def build_settings(

@@ -64,6 +64,18 @@ elif command -v netstat >/dev/null 2>&1; then
 else echo unknown; fi
 """
 
+# The port sshd accepted this session on ($SSH_CONNECTION), and whether sshd listens on it on
+# the remote's loopback (127.0.0.1, any IPv4 address, or any IPv6 address in dual stack).
+_SSHD_PORT = r"""
+set -- ${SSH_CONNECTION:-}; p=${4:-}
+case $p in ''|*[!0-9]*) echo unknown; exit 0;; esac
+hex=$(printf '%04X' "$p")
+if [ -r /proc/net/tcp ] && cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v h="$hex" '
+  { split($2, a, ":"); if (a[2] == h && $4 == "0A" &&
+    (a[1] == "0100007F" || a[1] ~ /^0+$/)) f = 1 } END { exit !f }'
+then echo "listening $p"; else echo "unknown $p"; fi
+"""
+
 # $1 = the program; the rest = its arguments. Finds it like a login does, says where, runs it.
 _LOCATE = """\
 want=$1; shift
@@ -231,16 +243,63 @@ async def check_forwarding(settings: Settings, transport: Transport) -> Check:
         await channel.close()
     said = (refusal or "").lower()
     if "administratively prohibited" in said:
-        return Check(
-            name,
-            WARN,
-            f"refused ({refusal}): the server forbids port forwarding; a loopback callback "
-            "cannot use a direct channel and is relayed through an SSH session instead",
-            "allow it in the server's sshd_config: AllowTcpForwarding local (or yes)",
-        )
+        return _forwarding_refused(refusal or "")
     if data or "connect failed" in said or "connection refused" in said:
         return Check(name, OK, f"allowed (probe to closed remote port {port}: connect failed)")
-    return Check(name, WARN, f"inconclusive ({refusal or 'no answer'})")
+    if "refused by peer" in said:
+        # Through a master that is not ours (the user's live ControlMaster), ssh reports every
+        # refusal alike; only a channel to a port known to listen can tell the two apart.
+        return await _probe_sshd(settings, transport, refusal or "")
+    return Check(name, WARN, f"inconclusive ({refusal or 'no answer'})", _INCONCLUSIVE_FIX)
+
+
+_INCONCLUSIVE_FIX = (
+    "see the server's own answer without your ControlMaster: "
+    "tunnelauth doctor HOST -o ControlPath=none"
+)
+
+
+def _forwarding_refused(refusal: str) -> Check:
+    """The server forbids direct-tcpip channels: the callback is relayed instead."""
+    return Check(
+        "forwarding",
+        WARN,
+        f"refused ({refusal}): the server forbids port forwarding; a loopback callback "
+        "cannot use a direct channel and is relayed through an SSH session instead",
+        "allow it in the server's sshd_config: AllowTcpForwarding local (or yes)",
+    )
+
+
+async def _probe_sshd(settings: Settings, transport: Transport, refusal: str) -> Check:
+    """Open a channel to the remote's own sshd on loopback: its banner proves forwarding works.
+
+    sshd answers a connection that sends nothing with its version line and nothing else
+    happens; no other listener is touched (a one-shot login listener must not be).
+    """
+    _, out = await _sh(settings, transport, _SSHD_PORT)
+    state, _, port = out.strip().partition(" ")
+    if state != "listening" or not port.isdigit():
+        return Check("forwarding", WARN, f"inconclusive ({refusal})", _INCONCLUSIVE_FIX)
+    channel = await transport.open_channel("127.0.0.1", int(port))
+    try:
+        banner = await asyncio.wait_for(channel.reader.read(64), PROBE_DEADLINE)
+    except asyncio.TimeoutError:
+        banner = b"?"
+    finally:
+        await channel.close()
+    if banner.startswith(b"SSH-"):
+        return Check(
+            "forwarding",
+            OK,
+            f"allowed (through your live master: a channel to the remote's sshd on "
+            f"127.0.0.1:{port} opened)",
+        )
+    if not banner:
+        return _forwarding_refused(
+            f"{refusal}; a channel to the remote's sshd on 127.0.0.1:{port}, which listens, "
+            "was refused too"
+        )
+    return Check("forwarding", WARN, f"inconclusive ({refusal})", _INCONCLUSIVE_FIX)
 
 
 async def check_hermes(settings: Settings, transport: Transport) -> Check:
@@ -333,7 +392,7 @@ async def remote_checks(settings: Settings, transport: Transport) -> list[Check]
     except TunnelauthError as exc:
         tail = getattr(exc, "stderr_tail", "").strip().splitlines()[-1:]
         detail = exc.message
-        if tail and tail[0] not in detail:
+        if tail and tail[0].removeprefix("ssh: ") not in detail:
             detail += f" [{tail[0]}]"
         fix = exc.hint or "check `ssh HOST true` works with the same options"
         return [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from tunnelauth.sanitize import untrusted
@@ -49,6 +50,7 @@ class SSHError(TunnelauthError):
         super().__init__(message, hint=hint)
         self.host = host
         self.stderr_tail = _shown(stderr_tail)
+        self.hop: str | None = None  # the jump host that failed (None: the target itself)
 
 
 def no_terminal_error(host: str) -> SSHError:
@@ -67,6 +69,42 @@ class HostKeyError(SSHError):
     """The server's host key is unknown, changed or was refused."""
 
     status = ExitStatus.HOST_KEY
+
+
+def hop_label(hop: str, target: str) -> str:
+    """How messages name a jump host: ``jump host HOP (for TARGET)``."""
+    return f"jump host {hop} (for {target})"
+
+
+def at_hop(error: SSHError, hop: str, target: str) -> SSHError:
+    """``error`` (raised while connecting to ``hop``) reworded to name the hop as a jump host.
+
+    Every backend's messages name the host they were connecting to; the first mention of it
+    becomes ``jump host HOP (for TARGET)``, so the three backends read alike. An error that
+    already names its hop (from a deeper hop) is left as it is.
+    """
+    if getattr(error, "hop", None) is not None:
+        return error
+    label = hop_label(hop, target)
+    names = [n for n in (error.host, hop) if n]
+    for name in names:
+        found = re.search(rf"(?<![\w.@-]){re.escape(name)}(?![\w.-])", error.message)
+        if found:
+            error.message = error.message[: found.start()] + label + error.message[found.end() :]
+            break
+    else:
+        error.message = f"{label}: {error.message}"
+    error.args = (error.message,)
+    error.hop = hop
+    error.host = hop
+    if not isinstance(error, HostKeyError):
+        error.hint = hop_hint(hop, target)
+    return error
+
+
+def hop_hint(hop: str, target: str) -> str:
+    """What to try when a jump host failed."""
+    return f"the jump host failed, not {target}: check that `ssh {hop} true` works"
 
 
 class PortUnavailableError(TunnelauthError):

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -652,6 +653,10 @@ async def login(
         reason = getattr(transport, "choice_reason", None)
         if reason:
             reporter.debug(f"backend {transport.name}: {reason}")
+        if settings.verbosity >= 2:
+            set_debug_log = getattr(transport, "set_debug_log", None)
+            if callable(set_debug_log):
+                set_debug_log(partial(_ssh_debug, reporter))
         reporter.stage(Stage.CONNECTING, settings.target.host)
         terminal = None if settings.batch else Terminal.open()
         if terminal is not None:
@@ -689,6 +694,15 @@ async def login(
                 hint="raise --timeout if the provider needs longer",
             ) from None
     return success
+
+
+def _ssh_debug(reporter: Reporter, line: str) -> None:
+    """A line of ssh's (or the SSH library's) debug output, shown at ``-vv``.
+
+    It carries server-chosen text (banners, names): control sequences are stripped and
+    secrets redacted like any remote line.
+    """
+    reporter.debug(redact(strip(line)))
 
 
 def run(

@@ -163,6 +163,27 @@ def test_password_and_one_time_code(
     assert record is not None and record["outcome"] == "ok" and record["env_ssh_client"]
 
 
+def test_vv_never_shows_the_password_or_the_code(
+    fresh: interactive.Interactive, tmp_path: Path, backend: str
+) -> None:
+    run = _at_terminal(fresh, tmp_path, "-vv", "--backend", backend, "xai", "remote-otp")
+    run.shell.expect("ssh asks: .*Password:")
+    run.shell.sendline(fresh.otp_password)
+    run.shell.expect("ssh asks: .*One-time code:")
+    run.shell.sendline(fresh.otp_code)
+    code, _ = run.finish()
+    assert code == ExitStatus.OK, run.transcript
+    shown = {
+        "openssh": "debug1: ",
+        "asyncssh": "asyncssh: [conn=0]",
+        "paramiko": "paramiko.transport: ",
+    }
+    assert shown[backend] in run.transcript, "-vv shows the SSH client's own debug output"
+    for secret in (fresh.otp_password, fresh.otp_code):
+        assert secret not in run.transcript
+    assert run.terminal_unchanged()
+
+
 def test_wrong_password_fails_with_the_terminal_intact(
     fresh: interactive.Interactive, tmp_path: Path, backend: str
 ) -> None:

@@ -86,7 +86,7 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
     started: list[object] = []
     dialled: list[object] = []
-    monkeypatch.setattr(early, "start", started.append)
+    monkeypatch.setattr(early, "start", lambda target, **_: started.append(target))
     monkeypatch.setattr(early_dial, "start", dialled.append)  # a TCP connect asks nothing
     monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
     monkeypatch.delenv("CI", raising=False)

@@ -137,3 +137,13 @@ def test_a_jump_hosts_own_line_is_the_connect_failure_reason() -> None:
         "Connection closed by UNKNOWN port 65535"
     )
     assert sshargs.connect_failure_reason("") is None
+
+
+def test_only_vv_makes_the_master_verbose() -> None:
+    plain = sshargs.master_argv("ssh", SSHTarget("h"), "/s", batch=True, keepalive=False)
+    loud = sshargs.master_argv(
+        "ssh", SSHTarget("h"), "/s", batch=True, keepalive=False, verbose=True
+    )
+    assert "-v" not in plain
+    at = plain.index("-e")
+    assert loud == [*plain[:at], "-v", *plain[at:]]

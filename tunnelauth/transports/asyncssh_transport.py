@@ -22,13 +22,20 @@ import asyncssh
 
 from tunnelauth import hostkeys, knownhosts, tempdirs
 from tunnelauth.askpass import Asker
-from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
+from tunnelauth.errors import HostKeyError, SSHError, UsageError, at_hop, no_terminal_error
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
 from tunnelauth.transports.asyncssh_pty import pty_in_one_flight
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
+from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
-from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
+from tunnelauth.transports.resolve import (
+    jump_chain,
+    os_error_reason,
+    refusal_message,
+    split_hop,
+    unreachable_from,
+)
 from tunnelauth.transports.sshargs import PROMPTING_METHODS, batch_prompt_refusal
 
 MAX_HOPS = 8  # a ProxyJump loop in the config must not recurse forever
@@ -341,7 +348,14 @@ class AsyncSSHTransport:
         self._conns: list[Any] = []  # hops first, the target last
         self._passphrases: dict[str, str | None] = {}
         self._tempdir: str | None = None
+        self._hop_names: dict[int, str] = {}  # id(connection to a jump host) → its spec
         self.prompter = Prompter()
+        self._library_log: LibraryLog | None = None
+
+    def set_debug_log(self, sink: Callable[[str], None]) -> None:
+        """``-vv``: asyncssh's own debug log goes to ``sink`` until ``close``."""
+        asyncssh.set_debug_level(1)  # never the packet dumps of level 3
+        self._library_log = LibraryLog("asyncssh", sink)
 
     def set_asker(self, ask: Asker) -> None:
         """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
@@ -440,7 +454,11 @@ class AsyncSSHTransport:
         tunnel = None
         for spec in hops:
             user, host, port = split_hop(spec)
-            tunnel = await self._open(host, port, user, tunnel, final=False, depth=depth)
+            try:
+                tunnel = await self._open(host, port, user, tunnel, final=False, depth=depth)
+            except SSHError as exc:
+                raise at_hop(exc, spec, self.target.host) from None
+            self._hop_names[id(tunnel)] = spec
         return tunnel
 
     async def _open(
@@ -522,8 +540,14 @@ class AsyncSSHTransport:
             raise _host_key_error(host, exc, client) from None
         except asyncssh.PermissionDenied as exc:
             raise _auth_error(host, exc, client, self.batch) from None
+        except asyncssh.ChannelOpenError as exc:
+            via = self._hop_names.get(id(kwargs.get("tunnel")))
+            reason = refusal_message(exc.code, exc.reason)
+            message = f"cannot connect to {host}: {unreachable_from(via, reason)}"
+            raise SSHError(message, host=host) from None
         except (asyncssh.Error, OSError) as exc:
-            raise SSHError(f"cannot connect to {host}: {exc}", host=host) from None
+            reason = os_error_reason(exc, host, kwargs.get("port") or None)
+            raise SSHError(f"cannot connect to {host}: {reason}", host=host) from None
         finally:
             if not task.done():
                 task.cancel()
@@ -615,6 +639,9 @@ class AsyncSSHTransport:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(conn.wait_closed(), CLOSE_GRACE)
         self._remove_overrides()
+        if self._library_log is not None:
+            self._library_log.stop()
+            self._library_log = None
 
 
 def _password_tries(value: str | None) -> int:

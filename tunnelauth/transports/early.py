@@ -30,6 +30,7 @@ class MasterStart(NamedTuple):
     log_path: str
     master_log: str
     proc: subprocess.Popen[bytes]
+    verbose: bool = False  # started with ssh's -v (tunnelauth -vv)
 
 
 class Early(NamedTuple):
@@ -48,7 +49,9 @@ def short_tmp() -> str | None:
     return "/tmp" if os.path.isdir("/tmp") and os.access("/tmp", os.W_OK) else None
 
 
-def spawn_master(ssh: str, target: SSHTarget, config: dict[str, str]) -> MasterStart:
+def spawn_master(
+    ssh: str, target: SSHTarget, config: dict[str, str], *, verbose: bool = False
+) -> MasterStart:
     """Start a private ControlMaster for a batch run (it backgrounds once authenticated).
 
     As the transport's own: its own session (the terminal's signals reach tunnelauth alone),
@@ -59,7 +62,9 @@ def spawn_master(ssh: str, target: SSHTarget, config: dict[str, str]) -> MasterS
     socket = os.path.join(tempdir, "m")
     master_log = os.path.join(tempdir, "master.log")
     keepalive = sshargs.keepalive_unset(config)
-    argv = sshargs.master_argv(ssh, target, socket, batch=True, keepalive=keepalive, log=master_log)
+    argv = sshargs.master_argv(
+        ssh, target, socket, batch=True, keepalive=keepalive, log=master_log, verbose=verbose
+    )
     log_path = os.path.join(tempdir, "connect.log")
     try:
         with open(log_path, "wb") as log:
@@ -73,7 +78,7 @@ def spawn_master(ssh: str, target: SSHTarget, config: dict[str, str]) -> MasterS
     except BaseException:
         shutil.rmtree(tempdir, ignore_errors=True)
         raise
-    return MasterStart(tempdir, socket, log_path, master_log, proc)
+    return MasterStart(tempdir, socket, log_path, master_log, proc, verbose)
 
 
 def query_config(ssh: str, target: SSHTarget) -> dict[str, str] | None:
@@ -93,8 +98,10 @@ def query_config(ssh: str, target: SSHTarget) -> dict[str, str] | None:
     return sshargs.parse_config_dump(result.stdout.decode("utf-8", "replace"))
 
 
-def start(target: SSHTarget) -> None:
+def start(target: SSHTarget, *, verbose: bool = False) -> None:
     """Ask ssh for the target's config and start the master, unless a user's master may serve.
+
+    ``verbose``: the master runs with ssh's ``-v`` (tunnelauth's ``-vv``), as the transport's.
 
     Every failure is left for the transport's ``connect`` to meet again and report.
     """
@@ -107,7 +114,7 @@ def start(target: SSHTarget) -> None:
     master = None
     path = sshargs.existing_control_path(config)
     if target.has_connection_flags or not (path and os.path.exists(path)):
-        master = spawn_master(ssh, target, config)
+        master = spawn_master(ssh, target, config, verbose=verbose)
     _pending.append(Early(target, config, master))
     if len(_pending) == 1:
         atexit.register(discard_unclaimed)

@@ -18,21 +18,32 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from tunnelauth import tempdirs
 from tunnelauth.askpass import Asker, AskpassServer
-from tunnelauth.errors import CommandNotFoundError, HostKeyError, SSHError, UsageError
+from tunnelauth.errors import (
+    CommandNotFoundError,
+    HostKeyError,
+    SSHError,
+    UsageError,
+    hop_hint,
+    hop_label,
+)
 from tunnelauth.remote import PTY_COLUMNS
+from tunnelauth.sanitize import strip
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import sshargs
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
 from tunnelauth.transports.early import MasterStart, short_tmp
 from tunnelauth.transports.early import take as take_early
+from tunnelauth.transports.resolve import jump_chain, split_hop, unreachable_from
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
+MAX_HOPS = 10  # a longer ProxyJump chain is taken for a loop
+LOG_POLL = 0.1  # seconds between looks at the master's log at -vv
 PTY_ROWS = 50
 
 
@@ -247,6 +258,49 @@ class OpenSSHChannel:
         self._stderr.cancel()
 
 
+class _LogFollower:
+    """Hands the lines ssh writes to its log files to a sink as they are written (``-vv``)."""
+
+    def __init__(self, paths: Sequence[str], sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._read: dict[str, int] = {path: 0 for path in paths}
+        self._partial: dict[str, bytes] = {path: b"" for path in paths}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Follow the files until ``stop``."""
+        self._task = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            self.drain()
+            await asyncio.sleep(LOG_POLL)
+
+    def drain(self, *, final: bool = False) -> None:
+        """Pass on every complete line written since the last call (``final``: also the rest)."""
+        for path, offset in self._read.items():
+            with contextlib.suppress(OSError), open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+                self._read[path] = offset + len(data)
+                data = self._partial[path] + data
+                *lines, self._partial[path] = data.split(b"\n")
+                if final and self._partial[path]:
+                    lines.append(self._partial[path])
+                    self._partial[path] = b""
+                for line in lines:
+                    text = line.decode("utf-8", "replace").rstrip("\r")
+                    if text.strip():
+                        self._sink(text)
+
+    def stop(self) -> None:
+        """Stop following, after passing on what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.drain(final=True)
+
+
 @dataclass
 class _Master:
     socket: str
@@ -275,6 +329,12 @@ class OpenSSHTransport:
         self._master: _Master | None = None
         self.reused_master = False
         self._asker: Asker | None = None
+        self._debug_sink: Callable[[str], None] | None = None
+        self._follower: _LogFollower | None = None
+
+    def set_debug_log(self, sink: Callable[[str], None]) -> None:
+        """``-vv``: the master runs with ssh's ``-v``; its log lines go to ``sink``."""
+        self._debug_sink = sink
 
     def set_asker(self, ask: Asker) -> None:
         """Who answers ssh's prompts (passwords, codes, passphrases) in interactive runs."""
@@ -339,6 +399,7 @@ class OpenSSHTransport:
             batch=self.batch,
             keepalive=keepalive,
             log=os.path.join(tempdir, "master.log"),
+            verbose=self._debug_sink is not None,
         )
         # The master runs in its own session, without the terminal: the terminal's Ctrl-C
         # reaches tunnelauth alone, which then ends the remote login in order. ssh asks for
@@ -352,6 +413,11 @@ class OpenSSHTransport:
             askpass = AskpassServer(tempdir, self._asker)
             env = {**os.environ, **await askpass.start()}
         log_path = os.path.join(tempdir, "connect.log")
+        if self._debug_sink is not None:
+            # connect.log has the jump hosts' ssh (their stderr), master.log the master's own.
+            paths = (log_path, os.path.join(tempdir, "master.log"))
+            self._follower = _LogFollower(paths, self._debug_sink)
+            self._follower.start()
         proc: _Child
         try:
             if started is not None:
@@ -390,9 +456,14 @@ class OpenSSHTransport:
         # ssh -f exits 0 only once the master listens on its socket: no `-O check` needed.
         if code != 0 or not os.path.exists(socket):
             await self._discard_master()
-            if self._through_proxy() and sshargs.proxy_failure_hidden(stderr):
-                stderr = await self._diagnose() or stderr
-            error = _connect_error(self.target.host, stderr, batch=self.batch, asked=asked)
+            chain: list[str] = []
+            if self._through_proxy():
+                chain = await self._jump_chain()
+                if sshargs.proxy_failure_hidden(stderr) and not sshargs.proxied_failure(stderr)[0]:
+                    stderr = await self._diagnose() or stderr
+            error = _connect_error(
+                self.target.host, stderr, batch=self.batch, asked=asked, chain=chain
+            )
             if isinstance(error, HostKeyError) and "SHA256:" not in error.message:
                 # ssh names the offered key only when it asks; a -v repeat logs it.
                 offered = sshargs.server_host_key(await self._diagnose(verbose=True))
@@ -424,6 +495,26 @@ class OpenSSHTransport:
         proxy = self.config.get("proxycommand", "none")
         return bool(self.target.jump) or jump.lower() != "none" or proxy.lower() != "none"
 
+    async def _jump_chain(self) -> list[str]:
+        """The jump hosts in order, the first hop's own ProxyJump included (failure path only).
+
+        ssh applies the config's ProxyJump of the first hop alone (later hops are reached
+        through the earlier ones), so only that one is followed.
+        """
+        hops = list(self.target.jump) or list(jump_chain(self.config.get("proxyjump")))
+        while hops and len(hops) < MAX_HOPS:
+            try:
+                first = SSHTarget(host=split_hop(hops[0])[1], ssh_config=self.target.ssh_config)
+                result = await _run(sshargs.config_query_argv(self.ssh, first), timeout=5.0)
+            except (UsageError, asyncio.TimeoutError, OSError):
+                break
+            config = sshargs.parse_config_dump(result.stdout.decode("utf-8", "replace"))
+            before = [h for h in jump_chain(config.get("proxyjump")) if h not in hops]
+            if result.exit_status != 0 or not before:
+                break
+            hops = before + hops
+        return hops
+
     async def _diagnose(self, *, verbose: bool = False) -> str:
         """Repeat a failed connect without ControlPersist to read the jump host's own error.
 
@@ -447,6 +538,9 @@ class OpenSSHTransport:
         return os.path.join(master.tempdir, "master.log")
 
     async def _discard_master(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.stop()
         master, self._master = self._master, None
         if master is None or not master.owned:
             return
@@ -511,24 +605,56 @@ class OpenSSHTransport:
 
 
 def _connect_error(
-    host: str, stderr: str, *, batch: bool = False, asked: Sequence[str] = ()
+    host: str,
+    stderr: str,
+    *,
+    batch: bool = False,
+    asked: Sequence[str] = (),
+    chain: Sequence[str] = (),
 ) -> SSHError:
-    """Turn ssh's stderr after a failed connect into the matching error."""
+    """Turn ssh's stderr after a failed connect into the matching error.
+
+    Through jump hosts (``chain``, first hop first), the error names the hop whose ssh failed
+    and keeps that ssh's own reason; ``error.hop`` is set to it.
+    """
+    stderr = strip(stderr, keep_newlines=True)  # ssh relays server-chosen text (banners)
+    depth, lines = sshargs.proxied_failure(stderr)
+    hop = sshargs.failed_hop(chain, depth)
+    if hop is None:
+        return _failure(host, host, "\n".join(lines), batch=batch, asked=asked)
+    if sshargs.channel_failed(lines):
+        # The hop was reached, but it could not open the channel onward.
+        onward = sshargs.next_after(chain, hop, host)
+        why = sshargs.reason_line(lines).removeprefix("channel 0: ").removeprefix("open failed: ")
+        who = host if onward == host else hop_label(onward, host)
+        error = SSHError(
+            f"cannot connect to {who}: {unreachable_from(hop, why)}",
+            host=onward,
+            stderr_tail="\n".join(lines[-6:]),
+        )
+        error.hop = None if onward == host else onward
+        return error
+    error = _failure(hop_label(hop, host), hop, "\n".join(lines), batch=batch, asked=asked)
+    error.hop = hop
+    if not isinstance(error, HostKeyError):
+        error.hint = hop_hint(hop, host)
+    return error
+
+
+def _failure(
+    who: str, host: str, stderr: str, *, batch: bool = False, asked: Sequence[str] = ()
+) -> SSHError:
+    """The error for one ssh process's failure; ``who`` names the host in the message."""
     kind, detail = sshargs.classify_connect_failure(stderr)
     wanted = sshargs.auth_methods_offered(stderr) if kind == "auth" else []
     needs_prompt = [m for m in wanted if m in sshargs.PROMPTING_METHODS]
-    if batch and needs_prompt and not any(m in wanted for m in ("publickey", "hostbased")):
-        message, hint = sshargs.batch_prompt_refusal(host, needs_prompt)
-        return SSHError(
-            message,
-            host=host,
-            stderr_tail="\n".join(stderr.strip().splitlines()[-6:]),
-            hint=hint,
-        )
     tail = "\n".join(stderr.strip().splitlines()[-6:])
+    if batch and needs_prompt and not any(m in wanted for m in ("publickey", "hostbased")):
+        message, hint = sshargs.batch_prompt_refusal(who, needs_prompt)
+        return SSHError(message, host=host, stderr_tail=tail, hint=hint)
     if kind == "hostkey":
         return HostKeyError(
-            f"host key for {host} could not be verified: {detail}",
+            f"host key for {who} could not be verified: {detail}",
             host=host,
             stderr_tail=tail,
             hint="check the key with the host's owner, then add it to known_hosts "
@@ -536,7 +662,7 @@ def _connect_error(
         )
     if kind == "auth" and batch and needs_prompt:
         return SSHError(
-            f"SSH authentication to {host} failed: no key was accepted, and the "
+            f"SSH authentication to {who} failed: no key was accepted, and the "
             f"{sshargs.method_prompt(needs_prompt)} it also offers needs a terminal",
             host=host,
             stderr_tail=tail,
@@ -545,10 +671,10 @@ def _connect_error(
     if kind == "auth":
         said = f" (after: {'; '.join(p.strip() for p in asked)})" if asked else ""
         return SSHError(
-            f"SSH authentication to {host} failed{said}",
+            f"SSH authentication to {who} failed{said}",
             host=host,
             stderr_tail=tail,
             hint="check `ssh HOST true` works with the same options",
         )
-    reason = sshargs.connect_failure_reason(tail) or "ssh exited with an error"
-    return SSHError(f"cannot connect to {host}: {reason}", host=host, stderr_tail=tail)
+    reason = sshargs.reason_line(sshargs.meaningful_lines(stderr))
+    return SSHError(f"cannot connect to {who}: {reason}", host=host, stderr_tail=tail)

@@ -25,13 +25,20 @@ import paramiko
 
 from tunnelauth import hostkeys, knownhosts
 from tunnelauth.askpass import Asker
-from tunnelauth.errors import HostKeyError, SSHError, UsageError, no_terminal_error
+from tunnelauth.errors import HostKeyError, SSHError, UsageError, at_hop, no_terminal_error
 from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
+from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
-from tunnelauth.transports.resolve import jump_chain, refusal_message, split_hop
+from tunnelauth.transports.resolve import (
+    jump_chain,
+    os_error_reason,
+    refusal_message,
+    split_hop,
+    unreachable_from,
+)
 from tunnelauth.transports.sshargs import batch_prompt_refusal
 
 # paramiko logs a refused channel (our forwarding probe) at ERROR; with no handler configured,
@@ -263,9 +270,15 @@ class ParamikoTransport:
         self.keepalive_interval = keepalive_interval
         self._threads = _Threads()
         self._transports: list[Any] = []
+        self._hop_specs: list[str] = []  # the chain's names, as _transports
         self._pipes: list[_Pipe] = []
         self._stop = threading.Event()
         self.prompter = Prompter()
+        self._library_log: LibraryLog | None = None
+
+    def set_debug_log(self, sink: Callable[[str], None]) -> None:
+        """``-vv``: paramiko's own debug log goes to ``sink`` until ``close``."""
+        self._library_log = LibraryLog("paramiko", sink)
 
     def set_asker(self, ask: Asker) -> None:
         """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
@@ -332,12 +345,22 @@ class ParamikoTransport:
                         [(h, hop_config, None, None) for h in hops], False, hop_config, depth + 1
                     )
             tunnel = self._transports[-1] if (index > 0 or self._transports) else None
+            via = self._hop_specs[-1] if tunnel is not None and self._hop_specs else None
             settings = _Effective(looked, host, port or spec_port, login or user)
-            conn = await self._threads.call(partial(self._open, settings, tunnel), "connect")
+            try:
+                conn = await self._threads.call(
+                    partial(self._open, settings, tunnel, via), "connect"
+                )
+            except SSHError as exc:
+                if config is hop_config:
+                    raise at_hop(exc, spec, self.target.host) from None
+                raise
             self._transports.append(conn)
+            self._hop_specs.append(spec)
 
-    def _open(self, eff: _Effective, tunnel: Any) -> Any:
-        """Blocking: socket, key exchange, host-key check, then authentication."""
+    def _open(self, eff: _Effective, tunnel: Any, via: str | None = None) -> Any:
+        """Blocking: socket, key exchange, host-key check, then authentication (``via``: the
+        jump host ``tunnel`` leads to, for messages)."""
         _refuse_unsupported(eff)
         known = _KnownHosts(eff, self.target.ssh_config is None)
         if tunnel is not None:
@@ -349,11 +372,8 @@ class ParamikoTransport:
                     timeout=self.connect_timeout,
                 )
             except paramiko.ChannelException as exc:
-                raise SSHError(
-                    f"the jump host refused a channel to {eff.hostname}:{eff.port}: "
-                    f"{refusal_message(exc.code, exc.text)}",
-                    host=eff.alias,
-                ) from None
+                reason = unreachable_from(via, refusal_message(exc.code, exc.text))
+                raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
         else:
             try:
                 sock = early_dial.take(eff.hostname, eff.port, self.connect_timeout)
@@ -364,7 +384,8 @@ class ParamikoTransport:
                 # server's delayed ACK, ~40 ms each time during the handshake.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as exc:
-                raise SSHError(f"cannot connect to {eff.alias}: {exc}", host=eff.alias) from None
+                reason = os_error_reason(exc, eff.hostname, eff.port)
+                raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
         conn = paramiko.Transport(sock)
         self._threads.threads.append(conn)  # paramiko's own thread: close() joins it too
         try:
@@ -574,6 +595,9 @@ class ParamikoTransport:
             conn = self._transports.pop()
             await self._threads.call(conn.close, "close")
         await self._threads.join()
+        if self._library_log is not None:
+            self._library_log.stop()
+            self._library_log = None
 
 
 class _Effective:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 from typing import TYPE_CHECKING
 
 from tunnelauth.errors import UsageError
@@ -152,3 +153,19 @@ def refusal_message(code: int, reason: str) -> str:
     kind = _OPEN_FAILURES.get(code, f"open failed (code {code})")
     reason = untrusted(reason, limit=REASON_LIMIT)
     return f"{kind}: {reason}" if reason else kind
+
+
+def os_error_reason(exc: BaseException, host: str, port: int | None) -> str:
+    """A socket error worded as OpenSSH words it, so the backends' messages agree."""
+    if isinstance(exc, socket.gaierror):
+        return f"Could not resolve hostname {host}: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
+        # os.strerror: asyncio's own text is "Connect call failed (address)".
+        return f"connect to host {host} port {port or 22}: {os.strerror(exc.errno)}"
+    return str(exc)
+
+
+def unreachable_from(via: str | None, reason: str) -> str:
+    """Why a jump host could not open the channel onward (every backend words it so)."""
+    who = f"jump host {via}" if via else "the jump host"
+    return f"{who} could not reach it ({reason})"

@@ -79,12 +79,14 @@ def master_argv(
     batch: bool,
     keepalive: bool,
     log: str | None = None,
+    verbose: bool = False,
 ) -> list[str]:
     """Start a private ControlMaster that backgrounds itself once authenticated.
 
     ``log`` (``-E``) keeps the master's messages: a multiplexing client only hears "Session
     open refused by peer", while the master logs why (forwarding prohibited or nothing
-    listening).
+    listening). ``verbose`` adds ``-v`` (tunnelauth's ``-vv``); ssh passes it on to the jump
+    hosts' ssh, and then keeps their stderr instead of sending it to /dev/null.
     """
     extra = [*MASTER_OVERRIDES, f"ControlPath={socket}"]
     if batch:
@@ -92,11 +94,13 @@ def master_argv(
     if keepalive:
         extra += ["ServerAliveInterval=5", "ServerAliveCountMax=3"]
     logging = ["-E", log] if log else []
+    loud = ["-v"] if verbose else []
     return [
         ssh,
         *target_args(target),
         *_o(extra),
         *logging,
+        *loud,
         "-e",
         "none",
         "-f",
@@ -271,3 +275,78 @@ def classify_connect_failure(stderr: str) -> tuple[str, str | None]:
     if "Permission denied" in stderr or "Too many authentication failures" in stderr:
         return "auth", "authentication failed"
     return "connect", None
+
+
+# What an ssh process prints when its proxy (a jump host's ``ssh -W``) went away: one fatal
+# line per process (older ssh: ``ssh_exchange_identification: …`` alone), so their count says
+# how many ssh processes stood between the failing one and the master.
+_PROXY_GONE = re.compile(
+    r"^(?:Connection closed by UNKNOWN port 65535"
+    r"|banner exchange: Connection to UNKNOWN port 65535"
+    r"|ssh_exchange_identification: )"
+)
+_PROXY_GONE_NOTE = re.compile(r"^kex_exchange_identification: ")
+# ssh's chatter that is never the reason (-v lines, a successful hop's notes).
+_NOISE = re.compile(
+    r"^(?:debug\d|Authenticated to |Transferred: |Bytes per second|Warning: Permanently added"
+    r"|Pseudo-terminal will not|OpenSSH_)"
+)
+_REASON = re.compile(
+    r"Could not resolve hostname|connect to host|open failed|Permission denied"
+    r"|Host key verification failed|host key is known|HOST IDENTIFICATION|Too many authentication"
+    r"|timed out|Connection refused|No route to host|Network is unreachable",
+)
+
+
+def meaningful_lines(stderr: str) -> list[str]:
+    """ssh's stderr lines without -v debug lines and notes (carriage returns dropped)."""
+    lines = (line.replace("\r", "").strip() for line in stderr.splitlines())
+    return [line for line in lines if line and not _NOISE.match(line)]
+
+
+def proxied_failure(stderr: str) -> tuple[int, list[str]]:
+    """Which ssh process of a jump chain failed, and what it said.
+
+    The jump hosts' ``ssh -W`` processes are the master's proxy (and each other's), and their
+    stderr comes first; every process whose proxy died then adds one fatal "UNKNOWN port 65535"
+    line. Returns (n, lines): n = 0 when the master itself failed (lines = all of them);
+    otherwise the failing process is n proxies away from the master and ``lines`` are its own.
+    """
+    lines = meaningful_lines(stderr)
+    first = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if _PROXY_GONE.match(line) or _PROXY_GONE_NOTE.match(line)
+        ),
+        None,
+    )
+    if first is None or first == 0:
+        return 0, lines  # no proxy died first, or it died silently: read it as the target's
+    depth = sum(1 for line in lines[first:] if _PROXY_GONE.match(line))
+    return depth, lines[:first]
+
+
+def reason_line(lines: Sequence[str]) -> str:
+    """The line that says why (the first that looks like an ssh error, else the last)."""
+    found = next((line for line in lines if _REASON.search(line)), None)
+    line = found or (lines[-1] if lines else "ssh exited with an error")
+    return line.removeprefix("ssh: ")
+
+
+def failed_hop(chain: Sequence[str], depth: int) -> str | None:
+    """The jump host the ssh process ``depth`` proxies away from the master connects to."""
+    if depth < 1 or not chain:
+        return None
+    return chain[max(len(chain) - depth, 0)]
+
+
+def next_after(chain: Sequence[str], hop: str, target: str) -> str:
+    """What comes after ``hop`` in the chain (another hop, or the target)."""
+    index = list(chain).index(hop) if hop in chain else len(chain) - 1
+    return chain[index + 1] if index + 1 < len(chain) else target
+
+
+def channel_failed(lines: Sequence[str]) -> bool:
+    """Whether a jump host's ``ssh -W`` failed to reach the next host (not its own connect)."""
+    return any("open failed" in line or "stdio forwarding failed" in line for line in lines)
