@@ -115,30 +115,6 @@ def test_connect_failures_are_classified() -> None:
     )
 
 
-def test_a_jump_hosts_own_line_is_the_connect_failure_reason() -> None:
-    refused_at_jump = (
-        "ssh: connect to host 10.0.0.1 port 22: Connection refused\n"
-        "kex_exchange_identification: Connection closed by remote host\n"
-        "Connection closed by UNKNOWN port 65535\n"
-    )
-    assert sshargs.connect_failure_reason(refused_at_jump) == (
-        "ssh: connect to host 10.0.0.1 port 22: Connection refused"
-    )
-    target_refused = (
-        "channel 0: open failed: connect failed: Connection refused\n"
-        "stdio forwarding failed\n"
-        "kex_exchange_identification: Connection closed by remote host\n"
-        "Connection closed by UNKNOWN port 65535\n"
-    )
-    assert sshargs.connect_failure_reason(target_refused) == (
-        "channel 0: open failed: connect failed: Connection refused"
-    )
-    assert sshargs.connect_failure_reason("Connection closed by UNKNOWN port 65535\n") == (
-        "Connection closed by UNKNOWN port 65535"
-    )
-    assert sshargs.connect_failure_reason("") is None
-
-
 def test_only_vv_makes_the_master_verbose() -> None:
     plain = sshargs.master_argv("ssh", SSHTarget("h"), "/s", batch=True, keepalive=False)
     loud = sshargs.master_argv(

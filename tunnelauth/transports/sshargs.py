@@ -150,14 +150,6 @@ def proxy_failure_hidden(stderr: str) -> bool:
 _PROXY_CLOSED = ("kex_exchange_identification", "UNKNOWN port 65535", "stdio forwarding failed")
 
 
-def connect_failure_reason(stderr: str) -> str | None:
-    """The line of ssh's stderr that says why it could not connect (a jump host's own line)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    telling = [line for line in lines if not any(mark in line for mark in _PROXY_CLOSED)]
-    found = telling or lines
-    return found[-1] if found else None
-
-
 def mux_argv(ssh: str, target: SSHTarget, socket: str, *rest: str) -> list[str]:
     """A client that only talks through the control socket (``rest`` = mode flags)."""
     config = ["-F", str(target.ssh_config)] if target.ssh_config is not None else []
