@@ -9,6 +9,7 @@ What reached the remote comes from the fake hermes' record.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,14 @@ def login_beside(
     return result, seen
 
 
+def private_spotify_port(bed: Bed) -> None:
+    """Move the fake Spotify login off 43827, which other test runs on this laptop may use."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    bed.set_fake(spotify_port=port)
+
+
 def last_issued_code(bed: Bed) -> str:
     issued = bed.provider_issued()
     assert issued, "the browser never reached the provider"
@@ -59,6 +68,7 @@ def test_a_request_for_another_host_is_refused_and_the_login_succeeds(
 def test_laptop_cookies_and_authorization_never_reach_the_remote(
     fresh: Bed, tmp_path: Path, backend: str
 ) -> None:
+    private_spotify_port(fresh)
     result, seen = login_beside(
         fresh, "credentials", "spotify", "remote", tmp=tmp_path, backend=backend
     )
@@ -90,6 +100,7 @@ def test_a_flood_of_idle_connections_does_not_stop_the_login(
 def test_a_flood_of_requests_gets_a_bounded_number_of_channels(
     fresh: Bed, tmp_path: Path, backend: str
 ) -> None:
+    private_spotify_port(fresh)
     result, seen = login_beside(
         fresh, "request-flood", "spotify", "remote", tmp=tmp_path, backend=backend
     )
