@@ -431,6 +431,12 @@ class Login:
         self.reporter.debug(f"browser: {event.kind} {event.path} {event.detail}".rstrip())
         if event.kind == "request_carried":
             self.reporter.info("the callback reached the remote over a direct SSH channel")
+        elif event.kind == "request_local" and event.status == 421:
+            # The Host it named is the sender's text: not shown.
+            self.reporter.warn(
+                "refused a request to the callback port that named another host "
+                "(a web page trying DNS rebinding?); it never reached the remote"
+            )
 
     async def _close_listener(self) -> None:
         listener, self.listener = self.listener, None

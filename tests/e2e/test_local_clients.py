@@ -63,6 +63,7 @@ def test_a_request_for_another_host_is_refused_and_the_login_succeeds(
     assert record is not None and record["code"] == last_issued_code(fresh)
     assert record["connections"] == 1, "the single-request listener served the browser only"
     assert "Authorization Successful" in result.dom
+    assert "named another host" in result.stderr and "evil.example" not in result.stderr
 
 
 def test_laptop_cookies_and_authorization_never_reach_the_remote(

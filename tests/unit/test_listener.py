@@ -22,6 +22,7 @@ from tunnelauth.listener import MAX_CHANNELS, MAX_CONNECTIONS, CallbackListener,
 from tunnelauth.transports.base import Channel
 
 SECRET = "s3cr3t-one-time-code"
+_CHUNK = 65536
 DEADLINE = 30.0
 # The image makes a real browser send a second request to the port after the callback.
 HERMES_PAGE = (
@@ -100,7 +101,7 @@ class Remote:
 
     def __init__(
         self,
-        mode: Literal["once", "many", "silent", "mute"],
+        mode: Literal["once", "many", "silent", "mute", "endless"],
         *,
         set_cookie: bytes = b"",
         gate: asyncio.Event | None = None,
@@ -149,6 +150,12 @@ class Remote:
                     await writer.drain()
                     if b"\r\nconnection: close\r\n" in request.lower():
                         break
+            elif self.mode == "endless":  # an answer that never ends
+                self.requests.append(await read_head_and_body(reader))
+                writer.write(b"HTTP/1.0 200 OK\r\n\r\n")
+                while True:
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
             elif self.mode == "silent":
                 self.requests.append(await read_head_and_body(reader))
                 await reader.read()  # never answers; waits for the listener to give up
@@ -1033,5 +1040,35 @@ def test_a_trickling_request_is_closed_at_the_deadline() -> None:
                 writer.close()
         assert closed and sent < len(raw), "the listener waited for the whole trickle"
         assert remote.connections == 0
+
+    run(main())
+
+
+def test_an_answer_that_never_ends_is_cut_at_the_exchange_deadline() -> None:
+    async def main() -> None:
+        remote = await Remote("endless").start()
+        counter = ChannelCounter(remote)
+        events: list[ListenerEvent] = []
+        port = free_port()
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=counter.open_channel,
+            on_event=events.append,
+            response_timeout=1.0,
+        ):
+            # The browser reads as fast as it can: every single write completes at once, so
+            # only a deadline on the whole exchange ends it.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get(port, CALLBACK))
+            first = await reader.readexactly(24)
+            while await asyncio.wait_for(reader.read(_CHUNK), DEADLINE):
+                pass  # read and dropped: memory stays flat however long it streams
+            writer.close()
+            assert counter.live == 0, "the channel was closed"
+        assert first == b"HTTP/1.0 200 OK\r\n\r\nxxxxx"
+        assert [e.kind for e in events] == ["bound", "request_carried", "carry_failed"]
+        assert events[-1].detail == "timed out"
 
     run(main())
