@@ -335,12 +335,12 @@ class CallbackListener:
 
     def _evict_oldest_waiting(self) -> bool:
         """Close the oldest connection that has not sent a whole request yet; False if none."""
-        for task, writer in self._waiting.items():
-            del self._waiting[task]
-            self._evicted.add(task)
-            writer.transport.abort()
-            return True
-        return False
+        if not self._waiting:
+            return False
+        task = next(iter(self._waiting))  # insertion order: the oldest first
+        self._evicted.add(task)
+        self._waiting.pop(task).transport.abort()
+        return True
 
     async def _handle(self, conn: socket.socket) -> None:
         """Serve one browser connection; never lets an error escape."""
