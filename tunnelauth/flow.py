@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from tunnelauth import clipboard, ports, relay, verdict
+from tunnelauth import clipboard, httpreq, ports, relay, verdict
 from tunnelauth.browser import BrowserLauncher, is_safe_browser_url
 from tunnelauth.errors import (
     ChannelRefusedError,
@@ -44,8 +44,9 @@ from tunnelauth.events import (
     Status,
 )
 from tunnelauth.hints import HintFilter
+from tunnelauth.httpreq import local_response
 from tunnelauth.launchpad import LaunchPad
-from tunnelauth.listener import CallbackListener, ListenerEvent, local_response
+from tunnelauth.listener import CallbackListener, ListenerEvent
 from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.remote import settings_command
@@ -387,11 +388,13 @@ class Login:
     async def _paste(self, request: bytes) -> bytes:
         """Type the captured redirect URL into the remote's paste prompt; page = the result."""
         assert self.remote_port is not None and self.process is not None
-        target = relay.parse_request(request).target
-        url = relay.redirect_url(self.remote_host, self.remote_port, target)
-        if len(url) >= PTY_LINE_LIMIT:
-            self.reporter.warn("the redirect URL is too long for the remote terminal's line")
-            return local_response(502, "Redirect too long", "See the tunnelauth terminal.")
+        target = httpreq.request_target(request)
+        url = httpreq.paste_url(self.remote_host, self.remote_port, target)
+        if url is None or len(url) >= PTY_LINE_LIMIT:
+            # Only a well-formed callback URL is ever typed: a control byte (CR, Ctrl-C) in
+            # the target would become keystrokes in the remote's terminal.
+            self.reporter.warn("the browser's request is not a callback URL; nothing was pasted")
+            return local_response(400, "Not a callback", "See the tunnelauth terminal.")
         self.reporter.info("passing the redirect to the remote's paste prompt")
         self.process.write(url.encode() + b"\r")
         self.watcher.input_sent()
@@ -418,6 +421,12 @@ class Login:
             else:
                 # A page of the remote's own login (its start page), not the callback.
                 self.reporter.debug(f"carried the browser's request for {event.path} to the remote")
+        elif event.kind == "request_local" and event.status == 421:
+            # The Host it named is the sender's text: not shown.
+            self.reporter.warn(
+                "refused a request to the callback port that named another host "
+                "(a web page trying DNS rebinding?); it never reached the remote"
+            )
 
     def listener_path(self) -> str | None:
         """The path the laptop listener carries (None: every path of the remote's origin)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import html
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -13,9 +12,28 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from tunnelauth import ports
+from tunnelauth import httpreq, ports
 from tunnelauth.errors import ChannelRefusedError, PortUnavailableError, UsageError
+from tunnelauth.httpreq import (
+    LocalAnswer,
+    Request,
+    local_response,
+    read_request,
+    redact_target,
+    response_status,
+)
 from tunnelauth.transports.base import Channel
+
+__all__ = [
+    "CallbackListener",
+    "ListenerEvent",
+    "LocalAnswer",
+    "Request",
+    "local_response",
+    "read_request",
+    "redact_target",
+    "response_status",
+]
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +41,25 @@ EventKind = Literal["bound", "request_carried", "request_local", "carry_failed",
 OpenChannel = Callable[[], Awaitable[Channel]]
 OnRefused = Callable[[bytes, str], Awaitable["bytes | None"]]
 
+# Bounds. A login needs one browser connection and one channel; a browser adds a few
+# connections of its own (preconnects, the favicon). Anything beyond these limits is a flood
+# from some local program, which must neither exhaust this process nor reach the remote.
+MAX_CONNECTIONS = 32  # browser connections at once; at the limit the oldest idle one goes
+MAX_CHANNELS = 4  # channels (or relay sessions) carrying requests at once; more requests wait
+REQUEST_DEADLINE = 30.0  # a connection's whole request must arrive within this, or it is closed
+RESPONSE_DEADLINE = 120.0  # one carried exchange: opening the channel to the answer's last byte
+
 _CHUNK = 65536
 _LINGER = 2.0  # how long to drain a browser's leftovers after our FIN, so close() sends no RST
 _LINGER_BYTES = 1 << 20
 _CLOSE_DEADLINE = 5.0
+
+
+@dataclass
+class _Progress:
+    """How far one carried exchange got: whether the browser already has an answer."""
+
+    answered: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +86,10 @@ _TUNNEL_FAILED_PAGE = (
     "tunnelauth could not carry this callback to the remote host. "
     "Look at the tunnelauth terminal for what happened.",
 )
+_BUSY_PAGE = (
+    "Busy",
+    "tunnelauth is already carrying other requests to the remote host. Try again.",
+)
 _NO_ANSWER_PAGE = (
     "Remote listener did not answer",
     "The callback reached the remote host, but its login listener closed without answering. "
@@ -72,11 +109,13 @@ class CallbackListener:
         open_channel: OpenChannel,
         on_event: Callable[[ListenerEvent], None] | None = None,
         on_refused: OnRefused | None = None,
-        request_timeout: float = 30.0,
-        response_timeout: float = 120.0,
+        request_timeout: float = REQUEST_DEADLINE,
+        response_timeout: float = RESPONSE_DEADLINE,
         write_eof: bool = False,
-        max_head: int = 32 * 1024,
-        max_body: int = 1024 * 1024,
+        max_head: int = httpreq.MAX_HEAD,
+        max_body: int = httpreq.MAX_BODY,
+        max_connections: int = MAX_CONNECTIONS,
+        max_channels: int = MAX_CHANNELS,
     ) -> None:
         if not 0 < port < 65536:
             raise UsageError(f"callback port {port} is out of range")
@@ -93,6 +132,14 @@ class CallbackListener:
         self._write_eof = write_eof
         self._max_head = max_head
         self._max_body = max_body
+        self._max_connections = max_connections
+        self._channel_slots = asyncio.Semaphore(max_channels)
+        # Connections still reading their request, oldest first: the ones a flood may evict.
+        self._waiting: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._evicted: set[asyncio.Task[None]] = set()
+        # Cookies the remote set in an answer carried back during this run: only these may
+        # go back to it (the laptop's other cookies for 127.0.0.1 belong to other local apps).
+        self._remote_cookies: set[str] = set()
         self._sockets: list[socket.socket] = []
         self._accepting: set[asyncio.Task[None]] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -116,8 +163,8 @@ class CallbackListener:
         open_channel: OpenChannel,
         on_event: Callable[[ListenerEvent], None] | None = None,
         on_refused: OnRefused | None = None,
-        request_timeout: float = 30.0,
-        response_timeout: float = 120.0,
+        request_timeout: float = REQUEST_DEADLINE,
+        response_timeout: float = RESPONSE_DEADLINE,
         write_eof: bool = False,
     ) -> CallbackListener:
         """Create, bind and start listening; it accepts connections when this returns."""
@@ -272,9 +319,28 @@ class CallbackListener:
                 self._emit(ListenerEvent("carry_failed", detail=f"accept failed: {exc}"))
                 await asyncio.sleep(0.5)
                 continue
+            full = len(self._handlers) - len(self._evicted) >= self._max_connections
+            if full and not self._evict_oldest_waiting():
+                conn.close()  # every slot is answering a whole request: no room
+                continue
             task = asyncio.create_task(self._handle(conn), name=f"callback conn {self.port}")
             self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        """A connection's handler ended: drop it from every bookkeeping set."""
+        self._handlers.discard(task)
+        self._evicted.discard(task)
+        self._waiting.pop(task, None)
+
+    def _evict_oldest_waiting(self) -> bool:
+        """Close the oldest connection that has not sent a whole request yet; False if none."""
+        if not self._waiting:
+            return False
+        task = next(iter(self._waiting))  # insertion order: the oldest first
+        self._evicted.add(task)
+        self._waiting.pop(task).transport.abort()
+        return True
 
     async def _handle(self, conn: socket.socket) -> None:
         """Serve one browser connection; never lets an error escape."""
@@ -295,28 +361,43 @@ class CallbackListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read one request, then answer it locally or carry it to the remote."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting[task] = writer
         try:
-            request = await asyncio.wait_for(
-                read_request(reader, max_head=self._max_head, max_body=self._max_body),
-                self._request_timeout,
-            )
+            try:
+                # One deadline for the whole request: a trickle of bytes does not extend it.
+                request = await asyncio.wait_for(
+                    read_request(reader, max_head=self._max_head, max_body=self._max_body),
+                    self._request_timeout,
+                )
+            finally:
+                if task is not None:
+                    self._waiting.pop(task, None)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             # A preconnect that never sent anything, or a browser that went away mid-request:
             # nothing was carried, so there is nothing to report.
             await self._finish(reader, writer)
             return
         except LocalAnswer as answer:
-            await self._answer(reader, writer, answer.status, answer.title, answer.text, "")
+            if not writer.transport.is_closing():
+                await self._answer(reader, writer, answer.status, answer.title, answer.text, "")
             return
-        if request is None:
+        if request is None or writer.transport.is_closing():
             await self._finish(reader, writer)
             return
-        task = asyncio.current_task()
         if task is not None:
             self._busy.add(task)
             task.add_done_callback(self._busy.discard)
         redacted = redact_target(request.target)
         belongs = self.path is None or request.path == self.path
+        try:
+            httpreq.check_origin(request, self.port)
+        except LocalAnswer as answer:
+            # A DNS-rebinding page (or any other name for this port) never reaches the remote.
+            text = answer.text
+            await self._answer(reader, writer, answer.status, answer.title, text, redacted)
+            return
         if not belongs:
             title, text = "Not Found", "This address is not part of the login."
             await self._answer(reader, writer, 404, title, text, redacted, request.method)
@@ -333,53 +414,87 @@ class CallbackListener:
         writer: asyncio.StreamWriter,
     ) -> None:
         """Send the one request over a fresh channel and pipe the answer back until it closes."""
-        data = request.forward_bytes()
-        channel: Channel | None = None
-        answered = False
         try:
-            try:
-                channel = await asyncio.wait_for(self._open_channel(), self._response_timeout)
-            except ChannelRefusedError as exc:
-                answered = True
-                await self._refused(data, exc.message, redacted, writer)
-            if channel is not None:
-                channel.write(data)
-                await asyncio.wait_for(channel.drain(), self._response_timeout)
-                if self._write_eof:
-                    channel.write_eof()
-                chunk = await asyncio.wait_for(channel.reader.read(_CHUNK), self._response_timeout)
-                if chunk:
-                    # Counted at the first answer byte: the remote has the request and answered.
-                    self.carried += 1
-                    self._emit(ListenerEvent("request_carried", redacted, response_status(chunk)))
-                    answered = True
-                    await self._pipe(channel, chunk, writer)
-                else:
-                    message = await asyncio.wait_for(channel.refusal(), _CLOSE_DEADLINE)
-                    answered = True
-                    if message:
-                        await self._refused(data, message, redacted, writer)
-                    else:
-                        self._emit(ListenerEvent("carry_failed", redacted, 502, "no answer"))
-                        writer.write(local_response(502, *_NO_ANSWER_PAGE, request.method))
+            await asyncio.wait_for(self._channel_slots.acquire(), self._request_timeout)
+        except asyncio.TimeoutError:
+            self._emit(ListenerEvent("carry_failed", redacted, 503, "every channel is busy"))
+            await self._answer(reader, writer, 503, *_BUSY_PAGE, redacted, request.method)
+            return
+        progress = _Progress()
+        try:
+            # One deadline for the whole exchange: a browser reading the answer a byte at a
+            # time cannot hold a channel open for longer.
+            await asyncio.wait_for(
+                self._exchange(request, redacted, writer, progress), self._response_timeout
+            )
         except Exception as exc:  # a transport error must not crash the listener
             why = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
             self._emit(ListenerEvent("carry_failed", redacted, None, why or type(exc).__name__))
-            if not answered:
+            if not progress.answered:
                 writer.write(local_response(502, *_TUNNEL_FAILED_PAGE, request.method))
+        finally:
+            self._channel_slots.release()
+        # Pass the remote's close on: an HTTP/1.0 page without Content-Length ends only here.
+        await self._finish(reader, writer)
+
+    async def _exchange(
+        self, request: Request, redacted: str, writer: asyncio.StreamWriter, progress: _Progress
+    ) -> None:
+        """Open a channel, send the request, copy the answer back; the channel always closes."""
+        data = request.forward_bytes(self._remote_cookies)
+        channel: Channel | None = None
+        try:
+            try:
+                channel = await self._open_channel()
+            except ChannelRefusedError as exc:
+                progress.answered = True
+                await self._refused(data, exc.message, redacted, writer)
+                return
+            channel.write(data)
+            await channel.drain()
+            if self._write_eof:
+                channel.write_eof()
+            chunk = await channel.reader.read(_CHUNK)
+            if chunk:
+                # Counted at the first answer byte: the remote has the request and answered.
+                self.carried += 1
+                self._emit(ListenerEvent("request_carried", redacted, response_status(chunk)))
+                progress.answered = True
+                await self._pipe(channel, chunk, writer)
+                return
+            message = await asyncio.wait_for(channel.refusal(), _CLOSE_DEADLINE)
+            progress.answered = True
+            if message:
+                await self._refused(data, message, redacted, writer)
+            else:
+                self._emit(ListenerEvent("carry_failed", redacted, 502, "no answer"))
+                writer.write(local_response(502, *_NO_ANSWER_PAGE, request.method))
         finally:
             if channel is not None:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):
                     await asyncio.wait_for(channel.close(), _CLOSE_DEADLINE)
-        # Pass the remote's close on: an HTTP/1.0 page without Content-Length ends only here.
-        await self._finish(reader, writer)
 
     async def _pipe(self, channel: Channel, chunk: bytes, writer: asyncio.StreamWriter) -> None:
         """Copy the remote's answer to the browser until the channel reaches EOF."""
+        head: bytes | None = b""
         while chunk:
+            if head is not None:
+                head += chunk
+                if httpreq.response_head_done(head):
+                    self._learn_cookies(head)
+                    head = None
             writer.write(chunk)
-            await asyncio.wait_for(writer.drain(), self._response_timeout)
-            chunk = await asyncio.wait_for(channel.reader.read(_CHUNK), self._response_timeout)
+            await writer.drain()
+            chunk = await channel.reader.read(_CHUNK)
+        if head:
+            self._learn_cookies(head)
+
+    def _learn_cookies(self, response: bytes) -> None:
+        """Remember the names of cookies the remote set (bounded): they may go back to it."""
+        for name in sorted(httpreq.set_cookie_names(response)):
+            if len(self._remote_cookies) >= httpreq.MAX_COOKIE_NAMES:
+                return
+            self._remote_cookies.add(name)
 
     async def _refused(
         self, data: bytes, message: str, redacted: str, writer: asyncio.StreamWriter
@@ -393,8 +508,10 @@ class CallbackListener:
                 answer = await self._on_refused(data, message)
             except Exception as exc:
                 self._emit(ListenerEvent("carry_failed", redacted, None, f"fallback: {exc}"))
+        if answer:
+            self._learn_cookies(answer)  # a relayed answer is the remote's own
         writer.write(answer if answer else local_response(502, *_REFUSED_PAGE))
-        await asyncio.wait_for(writer.drain(), self._response_timeout)
+        await writer.drain()
 
     async def _answer(
         self,
@@ -450,179 +567,3 @@ async def _discard(reader: asyncio.StreamReader, limit: int) -> None:
 def _show(address: str, port: int) -> str:
     """``127.0.0.1:P`` or ``[::1]:P``."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-# --- the little HTTP/1.x the listener needs: one request head in, a whole response out ---
-
-_METHODS = ("GET", "POST", "HEAD")
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    502: "Bad Gateway",
-}
-
-
-class LocalAnswer(Exception):
-    """A request that is answered locally with an error status instead of being carried."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.title = _REASONS.get(status, "Error")
-        self.text = text
-
-
-@dataclass(frozen=True)
-class Request:
-    """One parsed request: the raw head (terminator included) and its body."""
-
-    method: str
-    target: str
-    head: bytes
-    body: bytes
-
-    @property
-    def path(self) -> str:
-        """The target's path, without query (absolute-form targets reduced to their path)."""
-        return _split_target(self.target)[0]
-
-    def forward_bytes(self) -> bytes:
-        """The head with ``Connection: close`` instead of any keep-alive, then the body."""
-        # Only the blank line goes: every header line keeps its own line ending.
-        blank = b"\r\n" if self.head.endswith(b"\r\n\r\n") else b"\n"
-        lines = self.head[: -len(blank)].split(b"\n")[:-1]
-        cr = b"\r" if lines[0].endswith(b"\r") else b""
-        kept = [lines[0]]
-        dropping = False
-        for line in lines[1:]:
-            if line[:1] in (b" ", b"\t"):  # an obsolete folded continuation of the last header
-                if not dropping:
-                    kept.append(line)
-                continue
-            dropping = line.split(b":", 1)[0].strip().lower() in _HOP_BY_HOP
-            if not dropping:
-                kept.append(line)
-        kept.append(b"Connection: close" + cr)
-        return b"".join(line + b"\n" for line in kept) + blank + self.body
-
-
-async def read_request(
-    reader: asyncio.StreamReader, *, max_head: int, max_body: int
-) -> Request | None:
-    """Read one request head (bounded) and its Content-Length body; ``None`` if nothing came."""
-    buf = b""
-    while True:
-        buf = buf.lstrip(b"\r\n")  # stray empty lines before a request line are allowed
-        end = _head_end(buf)
-        if end >= 0:
-            break
-        if len(buf) > max_head:
-            raise LocalAnswer(431, "The request head is too large.")
-        chunk = await reader.read(_CHUNK)
-        if not chunk:
-            if buf:
-                raise LocalAnswer(400, "The request ended early.")
-            return None
-        buf += chunk
-    head, rest = buf[:end], buf[end:]
-    if len(head) > max_head:
-        raise LocalAnswer(431, "The request head is too large.")
-    method, target = _request_line(head)
-    length = _content_length(head)
-    if length > max_body:
-        raise LocalAnswer(413, "The request body is too large.")
-    if len(rest) < length:
-        rest += await reader.readexactly(length - len(rest))
-    # Anything after the body (a pipelined second request) is deliberately dropped.
-    return Request(method, target, head, rest[:length])
-
-
-def _head_end(buf: bytes) -> int:
-    """Index just past the blank line ending the head, or -1."""
-    ends = [i + 4 for i in (buf.find(b"\r\n\r\n"),) if i >= 0]
-    ends += [i + 2 for i in (buf.find(b"\n\n"),) if i >= 0]
-    return min(ends) if ends else -1
-
-
-def _request_line(head: bytes) -> tuple[str, str]:
-    """Method and target of the request line; rejects what the listener does not serve."""
-    parts = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        raise LocalAnswer(400, "That is not an HTTP/1 request.")
-    method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
-    if method not in _METHODS:
-        raise LocalAnswer(405, "Only GET, POST and HEAD are served here.")
-    if not target.startswith("/") and not target.lower().startswith("http://"):
-        raise LocalAnswer(400, "The request target is not a path.")
-    return method, target
-
-
-def _content_length(head: bytes) -> int:
-    """The body length the head declares (0 without Content-Length); chunked is refused."""
-    lengths: set[bytes] = set()
-    for line in head.split(b"\n")[1:]:
-        name, sep, value = line.partition(b":")
-        key = name.strip().lower()
-        if key == b"transfer-encoding":
-            raise LocalAnswer(411, "Send the body with a Content-Length.")
-        if sep and key == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
-    if not lengths:
-        return 0
-    if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-        raise LocalAnswer(400, "The Content-Length header is invalid.")
-    return int(next(iter(lengths)))
-
-
-def _split_target(target: str) -> tuple[str, str]:
-    """(path, query) of a request target; absolute-form targets lose scheme and authority."""
-    if not target.startswith("/"):
-        after_scheme = target.split("://", 1)[-1]
-        slash = after_scheme.find("/")
-        target = after_scheme[slash:] if slash >= 0 else "/"
-    path, _, query = target.partition("?")
-    return path.split("#", 1)[0], query
-
-
-def redact_target(target: str) -> str:
-    """The path plus query parameter NAMES only: ``/callback?code=…&state=…``."""
-    path, query = _split_target(target)
-    names = [part.split("=", 1)[0] for part in query.split("&") if part]
-    shown = path + ("?" + "&".join(f"{name}=…" for name in names) if names else "")
-    text = "".join(ch if ch.isprintable() else "?" for ch in shown)
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
-def response_status(first: bytes) -> int | None:
-    """The status code of a response's first line, if it is one."""
-    parts = first.split(b"\n", 1)[0].split(b" ", 2)
-    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def local_response(status: int, title: str, text: str, method: str = "GET") -> bytes:
-    """A complete small HTML response that closes the connection."""
-    title, text = html.escape(title), html.escape(text)
-    body = (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
-        f"<body><h1>{title}</h1><p>{text}</p></body></html>\n"
-    ).encode()
-    reason = _REASONS.get(status, "Error")
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
-        "Content-Type: text/html; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Cache-Control: no-store\r\n"
-        "Connection: close\r\n"
-    )
-    if status == 405:
-        head += "Allow: GET, POST, HEAD\r\n"
-    return (head + "\r\n").encode() + (b"" if method == "HEAD" else body)

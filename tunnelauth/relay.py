@@ -146,12 +146,6 @@ def relay_input(request: bytes, host: str, port: int) -> bytes:
     return conf.encode("latin-1") + b"\n" + request
 
 
-def redirect_url(host: str, port: int, target: str) -> str:
-    """The full redirect URL a paste prompt expects, rebuilt from the captured request."""
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"http://{authority}{target}"
-
-
 def stderr_detail(stderr: bytes) -> str:
     """The end of a failed relay's stderr as plain text (it is the remote's, so untrusted)."""
     return untrusted(stderr[-STDERR_SHOWN * 4 :], limit=STDERR_SHOWN * 4)[-STDERR_SHOWN:]

@@ -17,10 +17,12 @@ import psutil
 import pytest
 
 from tunnelauth.errors import ChannelRefusedError, PortUnavailableError, SSHError, UsageError
-from tunnelauth.listener import CallbackListener, ListenerEvent, Request, redact_target
+from tunnelauth.httpreq import Request, redact_target
+from tunnelauth.listener import MAX_CHANNELS, MAX_CONNECTIONS, CallbackListener, ListenerEvent
 from tunnelauth.transports.base import Channel
 
 SECRET = "s3cr3t-one-time-code"
+_CHUNK = 65536
 DEADLINE = 30.0
 # The image makes a real browser send a second request to the port after the callback.
 HERMES_PAGE = (
@@ -97,10 +99,18 @@ async def read_head_and_body(reader: asyncio.StreamReader) -> bytes:
 class Remote:
     """Stand-in for the remote's 127.0.0.1:P: hermes MCP (once) or Spotify (many)."""
 
-    def __init__(self, mode: Literal["once", "many", "silent", "mute"]) -> None:
+    def __init__(
+        self,
+        mode: Literal["once", "many", "silent", "mute", "endless"],
+        *,
+        set_cookie: bytes = b"",
+        gate: asyncio.Event | None = None,
+    ) -> None:
         self.mode = mode
         self.requests: list[bytes] = []
         self.connections = 0
+        self.set_cookie = set_cookie  # "many": a Set-Cookie value in every answer
+        self.gate = gate  # "many": answers wait until it is set
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -129,13 +139,23 @@ class Remote:
                 while True:
                     request = await read_head_and_body(reader)
                     self.requests.append(request)
+                    if self.gate is not None:
+                        await self.gate.wait()
                     body = b"spotify ok " + str(len(self.requests)).encode()
+                    cookie = b"Set-Cookie: %s\r\n" % self.set_cookie if self.set_cookie else b""
                     writer.write(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                        b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s"
+                        % (cookie, len(body), body)
                     )
                     await writer.drain()
                     if b"\r\nconnection: close\r\n" in request.lower():
                         break
+            elif self.mode == "endless":  # an answer that never ends
+                self.requests.append(await read_head_and_body(reader))
+                writer.write(b"HTTP/1.0 200 OK\r\n\r\n")
+                while True:
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
             elif self.mode == "silent":
                 self.requests.append(await read_head_and_body(reader))
                 await reader.read()  # never answers; waits for the listener to give up
@@ -160,6 +180,7 @@ class TcpChannel:
         self._writer = writer
         self._refusal = refusal
         self.closed = False
+        self.on_close: Callable[[], None] | None = None
 
     @classmethod
     async def connect(cls, port: int) -> TcpChannel:
@@ -188,6 +209,8 @@ class TcpChannel:
             self._writer.write_eof()
 
     async def close(self) -> None:
+        if not self.closed and self.on_close is not None:
+            self.on_close()
         self.closed = True
         if self._writer is not None:
             self._writer.close()
@@ -212,6 +235,27 @@ def opener(
     return open_channel
 
 
+class ChannelCounter:
+    """open_channel that counts the channels it opens and the most open at once."""
+
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self.opened = 0
+        self.live = 0
+        self.most = 0
+
+    async def open_channel(self) -> Channel:
+        channel = await TcpChannel.connect(self.remote.port)
+        self.opened += 1
+        self.live += 1
+        self.most = max(self.most, self.live)
+        channel.on_close = self._closed
+        return channel
+
+    def _closed(self) -> None:
+        self.live -= 1
+
+
 async def fetch(port: int, raw: bytes, host: str = "127.0.0.1") -> bytes:
     """Send raw bytes, read the whole answer until the server closes."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), DEADLINE)
@@ -223,9 +267,9 @@ async def fetch(port: int, raw: bytes, host: str = "127.0.0.1") -> bytes:
         writer.close()
 
 
-def get(path: str, *extra: bytes) -> bytes:
-    """A browser-like GET head."""
-    lines = [b"GET " + path.encode() + b" HTTP/1.1", b"Host: 127.0.0.1", *extra]
+def get(port: int, path: str, *extra: bytes, host: str = "127.0.0.1") -> bytes:
+    """A browser-like GET head, addressed to ``host:port``."""
+    lines = [b"GET " + path.encode() + b" HTTP/1.1", f"Host: {host}:{port}".encode(), *extra]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -248,9 +292,9 @@ def test_callback_reaches_single_request_listener_once_favicon_stays_local() -> 
             open_channel=opener(remote),
             on_event=events.append,
         ) as listener:
-            before = await fetch(port, get("/favicon.ico"))
-            answer = await fetch(port, get(CALLBACK, b"Connection: keep-alive"))
-            after = await fetch(port, get("/favicon.ico"))
+            before = await fetch(port, get(port, "/favicon.ico"))
+            answer = await fetch(port, get(port, CALLBACK, b"Connection: keep-alive"))
+            after = await fetch(port, get(port, "/favicon.ico"))
             assert listener.carried == 1
             assert listener.answered_locally == 2
         assert before.startswith(b"HTTP/1.1 404 ") and b"Connection: close" in before
@@ -259,7 +303,8 @@ def test_callback_reaches_single_request_listener_once_favicon_stays_local() -> 
         assert answer == b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n" + HERMES_PAGE
         assert remote.connections == 1
         assert remote.requests == [
-            f"GET {CALLBACK} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+            f"GET {CALLBACK} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Connection: close\r\n\r\n".encode()
         ]
         assert SECRET not in repr(events)
         carried = [e for e in events if e.kind == "request_carried"]
@@ -275,11 +320,11 @@ def test_many_request_server_gets_exact_head_and_body_but_no_pipelined_extra() -
         port = free_port()
         body = b"code=" + SECRET.encode() + b"&state=1"
         head = (
-            b"POST /cb?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Folded: a\r\n  b\r\n"
+            b"POST /cb?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Extra: a  b\r\n"
             b"Proxy-Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n"
-            b"  more-connection-tokens\r\nContent-Length: %d\r\nCookie: k=v\r\n\r\n" % len(body)
+            b"Content-Length: %d\r\n\r\n" % (port, len(body))
         )
-        pipelined = get("/cb?second=1")
+        pipelined = get(port, "/cb?second=1")
         async with await CallbackListener.open(
             host="127.0.0.1", port=port, path="/cb", open_channel=opener(remote)
         ) as listener:
@@ -287,8 +332,8 @@ def test_many_request_server_gets_exact_head_and_body_but_no_pipelined_extra() -
             assert listener.carried == 1
         assert answer == b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nspotify ok 1"
         assert remote.requests == [
-            b"POST /cb?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Folded: a\r\n  b\r\n"
-            b"Content-Length: %d\r\nCookie: k=v\r\nConnection: close\r\n\r\n" % len(body) + body
+            b"POST /cb?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Extra: a  b\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (port, len(body)) + body
         ]
 
     run(main())
@@ -388,9 +433,9 @@ def test_refused_channel_keeps_the_request_for_the_fallback(fallback: bool) -> N
             on_refused=on_refused,
             on_event=events.append,
         ) as listener:
-            answer = await fetch(port, get(CALLBACK))
+            answer = await fetch(port, get(port, CALLBACK))
             assert listener.refused == 1 and listener.carried == 0
-        request = f"GET {CALLBACK} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        request = f"GET {CALLBACK} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
         assert seen == [(request.encode(), "administratively prohibited: open failed")]
         if fallback:
             assert answer == b"HTTP/1.0 200 OK\r\n\r\nrelayed"
@@ -418,9 +463,9 @@ def test_refusal_raised_by_open_channel_and_connect_failed_after_single_use() ->
         async with await CallbackListener.open(
             host="127.0.0.1", port=port, path="/callback", open_channel=open_channel
         ) as listener:
-            first = await fetch(port, get(CALLBACK))
-            second = await fetch(port, get(CALLBACK))
-            third = await fetch(port, get(CALLBACK))  # the remote stopped listening: refused
+            first = await fetch(port, get(port, CALLBACK))
+            second = await fetch(port, get(port, CALLBACK))
+            third = await fetch(port, get(port, CALLBACK))  # the remote stopped listening: refused
             assert (listener.refused, listener.carried) == (2, 1)
         assert first.startswith(b"HTTP/1.1 502 ")
         assert second.endswith(b"Authenticated</p></body></html>")
@@ -441,7 +486,7 @@ def test_remote_closing_without_a_byte_gives_502_and_an_event() -> None:
             open_channel=opener(remote),
             on_event=events.append,
         ):
-            answer = await fetch(port, get(CALLBACK))
+            answer = await fetch(port, get(port, CALLBACK))
         assert answer.startswith(b"HTTP/1.1 502 ")
         assert [e.kind for e in events] == ["bound", "carry_failed"]
 
@@ -469,8 +514,8 @@ def test_a_broken_transport_gives_502_and_the_listener_keeps_serving() -> None:
             open_channel=flaky,
             on_event=events.append,
         ) as listener:
-            failed = await fetch(port, get(CALLBACK))
-            ok = await fetch(port, get(CALLBACK))
+            failed = await fetch(port, get(port, CALLBACK))
+            ok = await fetch(port, get(port, CALLBACK))
             assert listener.carried == 1
         assert failed.startswith(b"HTTP/1.1 502 ") and b"Tunnel failed" in failed
         assert ok.endswith(b"spotify ok 1")
@@ -488,8 +533,8 @@ def test_stop_carrying_answers_locally() -> None:
             host="127.0.0.1", port=port, path="/callback", open_channel=opener(remote)
         ) as listener:
             listener.stop_carrying()
-            answer = await fetch(port, get(CALLBACK))
-            head_only = await fetch(port, get(CALLBACK).replace(b"GET", b"HEAD", 1))
+            answer = await fetch(port, get(port, CALLBACK))
+            head_only = await fetch(port, get(port, CALLBACK).replace(b"GET", b"HEAD", 1))
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"close this tab" in answer
         assert head_only.endswith(b"\r\n\r\n")
         assert remote.connections == 0 and listener.answered_locally == 2
@@ -506,6 +551,12 @@ def test_stop_carrying_answers_locally() -> None:
         (b"PUT /callback HTTP/1.1\r\n\r\n", b"405"),
         (b"GET /callback\r\n\r\n", b"400"),
         (b"GET /callback HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"400"),
+        (b"GET /callback?code=" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"GET /callback?code=x\rLINE\x03 HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /callback?code=\xff HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /callback HTTP/1.1\r\nX-A: b\r\n Cookie: folded\r\n\r\n", b"400"),
+        (b"GET /callback HTTP/1.1\r\nCookie : spaced\r\n\r\n", b"400"),
+        (b"GET /callback HTTP/1.1\r\nX-A: b\rCookie: c=1\r\n\r\n", b"400"),
     ],
 )
 def test_bad_requests_are_answered_locally(raw: bytes, status: bytes) -> None:
@@ -600,11 +651,11 @@ def test_localhost_binds_both_families() -> None:
             open_channel=opener(remote),
             on_event=events.append,
         ) as listener:
-            v4 = await fetch(port, get(CALLBACK), "127.0.0.1")
+            v4 = await fetch(port, get(port, CALLBACK), "127.0.0.1")
             assert v4.endswith(b"spotify ok 1")
             if ipv6_available():
                 assert listener.bound == (f"127.0.0.1:{port}", f"[::1]:{port}")
-                v6 = await fetch(port, get(CALLBACK), "::1")
+                v6 = await fetch(port, get(port, CALLBACK), "::1")
                 assert v6.endswith(b"spotify ok 2")
             else:
                 assert "IPv4 only" in events[0].detail
@@ -625,8 +676,8 @@ def test_v6_only_host_binds_only_v6() -> None:
         ) as listener:
             assert listener.bound == (f"[::1]:{port}",)
             with pytest.raises(OSError):
-                await fetch(port, get(CALLBACK), "127.0.0.1")
-            assert (await fetch(port, get(CALLBACK), "::1")).endswith(b"spotify ok 1")
+                await fetch(port, get(port, CALLBACK), "127.0.0.1")
+            assert (await fetch(port, get(port, CALLBACK), "::1")).endswith(b"spotify ok 1")
 
     run(main())
 
@@ -642,14 +693,14 @@ def test_port_in_time_wait_binds_again() -> None:
             "open_channel": opener(remote),
         }
         async with await CallbackListener.open(**args):
-            await fetch(port, get(CALLBACK))
+            await fetch(port, get(port, CALLBACK))
         # The listener closed first, so its side of that connection now sits in TIME_WAIT.
         states = {
             c.status for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
         }
         assert psutil.CONN_TIME_WAIT in states
         async with await CallbackListener.open(**args) as again:
-            assert (await fetch(port, get(CALLBACK))).endswith(b"spotify ok 2")
+            assert (await fetch(port, get(port, CALLBACK))).endswith(b"spotify ok 2")
             assert again.carried == 1
 
     run(main())
@@ -665,7 +716,7 @@ def test_close_ends_everything_frees_the_port_and_leaves_no_tasks() -> None:
         )
         idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
         busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
-        busy_writer.write(get(CALLBACK))
+        busy_writer.write(get(port, CALLBACK))
         await busy_writer.drain()
         while not remote.requests:  # the carried request reached the never-answering remote
             await asyncio.sleep(0.01)
@@ -715,3 +766,309 @@ def test_redaction_keeps_only_parameter_names() -> None:
 def test_forward_bytes_keeps_lf_only_heads_consistent() -> None:
     request = Request("GET", "/", b"GET / HTTP/1.0\nConnection: keep-alive\nA: b\n\n", b"")
     assert request.forward_bytes() == b"GET / HTTP/1.0\nA: b\nConnection: close\n\n"
+
+
+# --- the listener serves the browser, and nothing else ---
+
+LAPTOP_SECRET = "laptop-session-of-another-local-app"
+
+
+def other_port(port: int) -> int:
+    """A port number that is not ``port``."""
+    return port + 1 if port < 65535 else port - 1
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        ("GET {cb} HTTP/1.1\r\nHost: evil.example:{port}\r\n\r\n", b"421"),
+        ("GET {cb} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"421"),
+        ("GET {cb} HTTP/1.1\r\nHost: 127.0.0.1:{other}\r\n\r\n", b"421"),
+        ("GET {cb} HTTP/1.1\r\nHost: localhost.:{port}\r\n\r\n", b"421"),
+        ("GET {cb} HTTP/1.1\r\nHost: 127.0.0.1.evil.example:{port}\r\n\r\n", b"421"),
+        ("GET http://evil.example:{port}{cb} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n", b"421"),
+        ("GET {cb} HTTP/1.1\r\n\r\n", b"400"),
+        ("GET {cb} HTTP/1.0\r\n\r\n", b"400"),
+        ("GET {cb} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n\r\n", b"400"),
+    ],
+)
+def test_a_request_for_another_host_is_refused_and_the_real_callback_still_gets_through(
+    head: str, status: bytes
+) -> None:
+    async def main() -> None:
+        remote = await Remote("once").start()
+        events: list[ListenerEvent] = []
+        port = free_port()
+        # A rebinding page would bring its own code: it must never use up the one request.
+        hostile = "/callback?code=attacker&state=attacker"
+        raw = head.format(cb=hostile, port=port, other=other_port(port)).encode()
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=opener(remote),
+            on_event=events.append,
+        ) as listener:
+            refused = await fetch(port, raw)
+            assert remote.connections == 0
+            real = await fetch(port, get(port, CALLBACK))
+            assert (listener.carried, listener.answered_locally) == (1, 1)
+        assert refused.startswith(b"HTTP/1.1 " + status + b" ")
+        assert real.endswith(b"Authenticated</p></body></html>")
+        assert remote.requests == [
+            f"GET {CALLBACK} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        ]
+        assert ListenerEvent("request_local", "/callback?code=…&state=…", int(status)) in events
+
+    run(main())
+
+
+@pytest.mark.parametrize("host", ["localhost", "LocalHost", "[::1]", "127.0.0.1"])
+def test_every_loopback_name_of_the_port_is_served(host: str) -> None:
+    async def main() -> None:
+        remote = await Remote("many").start()
+        port = free_port()
+        async with await CallbackListener.open(
+            host="127.0.0.1", port=port, path="/callback", open_channel=opener(remote)
+        ) as listener:
+            answer = await fetch(port, get(port, CALLBACK, host=host))
+            assert listener.carried == 1
+        assert answer.endswith(b"spotify ok 1")
+
+    run(main())
+
+
+def test_laptop_cookies_and_authorization_never_reach_the_remote_but_its_own_cookies_do() -> None:
+    async def main() -> None:
+        remote = await Remote("many", set_cookie=b"remote_sid=r1; Path=/; HttpOnly").start()
+        port = free_port()
+        credentials = (
+            f"Cookie: laptop_app={LAPTOP_SECRET}; remote_sid=r1".encode(),
+            f"Authorization: Bearer {LAPTOP_SECRET}".encode(),
+            f"Proxy-Authorization: Basic {LAPTOP_SECRET}".encode(),
+            f"cookie: second_line={LAPTOP_SECRET}".encode(),
+        )
+        args: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": port,
+            "path": "/callback",
+            "open_channel": opener(remote),
+        }
+        async with await CallbackListener.open(**args):
+            # The first answer sets remote_sid: from then on (this run only) it may go back.
+            first = await fetch(port, get(port, CALLBACK, *credentials))
+            second = await fetch(port, get(port, CALLBACK, *credentials))
+        async with await CallbackListener.open(**args):
+            third = await fetch(port, get(port, CALLBACK, *credentials))
+        assert (first, second, third) == tuple(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: remote_sid=r1; Path=/; HttpOnly\r\n"
+            b"Content-Length: 12\r\n\r\nspotify ok %d" % n
+            for n in (1, 2, 3)
+        )
+        bare = f"GET {CALLBACK} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        assert remote.requests == [
+            f"{bare}Connection: close\r\n\r\n".encode(),
+            f"{bare}Cookie: remote_sid=r1\r\nConnection: close\r\n\r\n".encode(),
+            f"{bare}Connection: close\r\n\r\n".encode(),
+        ]
+        assert all(LAPTOP_SECRET.encode() not in request for request in remote.requests)
+
+    run(main())
+
+
+def test_a_cookie_set_in_a_relayed_answer_may_go_back_too() -> None:
+    async def main() -> None:
+        seen: list[bytes] = []
+        calls = 0
+
+        async def on_refused(request: bytes, message: str) -> bytes | None:
+            seen.append(request)
+            return b"HTTP/1.0 200 OK\r\nSet-Cookie: relayed=1\r\n\r\nok"
+
+        async def refusing() -> Channel:
+            nonlocal calls
+            calls += 1
+            return TcpChannel.refused("administratively prohibited: open failed")
+
+        port = free_port()
+        cookie = f"Cookie: relayed=1; laptop_app={LAPTOP_SECRET}".encode()
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=refusing,
+            on_refused=on_refused,
+        ):
+            await fetch(port, get(port, CALLBACK, cookie))
+            await fetch(port, get(port, CALLBACK, cookie))
+        assert calls == 2
+        assert b"Cookie" not in seen[0]
+        assert b"\r\nCookie: relayed=1\r\n" in seen[1] and LAPTOP_SECRET.encode() not in seen[1]
+
+    run(main())
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> None:
+    """Return once the other end has closed (or reset) the connection."""
+    with contextlib.suppress(ConnectionError):
+        await reader.read()
+
+
+def test_a_flood_of_idle_connections_is_bounded_and_the_callback_still_gets_through() -> None:
+    async def main() -> None:
+        remote = await Remote("once").start()
+        counter = ChannelCounter(remote)
+        port = free_port()
+        flood = 200
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=counter.open_channel,
+            # Far beyond the test's deadline: only the connection limit can close them.
+            request_timeout=DEADLINE * 10,
+        ) as listener:
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(flood)]
+            watchers = [asyncio.create_task(closed_by_peer(reader)) for reader, _ in idle]
+            try:
+                # Every connection beyond the limit makes the listener close an older idle one.
+                while sum(w.done() for w in watchers) < flood - MAX_CONNECTIONS:
+                    pending = [w for w in watchers if not w.done()]
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                assert sum(w.done() for w in watchers) == flood - MAX_CONNECTIONS
+                assert counter.opened == 0, "an idle connection never gets a channel"
+                answer = await fetch(port, get(port, CALLBACK))
+                assert listener.carried == 1
+            finally:
+                for watcher in watchers:
+                    watcher.cancel()
+                for _, writer in idle:
+                    writer.close()
+        assert answer.endswith(b"Authenticated</p></body></html>")
+        assert counter.opened == 1 and remote.connections == 1
+
+    run(main())
+
+
+def test_channels_are_bounded_and_a_request_beyond_them_waits_its_turn() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        remote = await Remote("many", gate=gate).start()
+        counter = ChannelCounter(remote)
+        port = free_port()
+        async with await CallbackListener.open(
+            host="127.0.0.1", port=port, path="/callback", open_channel=counter.open_channel
+        ) as listener:
+            fetches = [
+                asyncio.create_task(fetch(port, get(port, CALLBACK)))
+                for _ in range(MAX_CHANNELS + 1)
+            ]
+            while len(remote.requests) < MAX_CHANNELS:  # every channel holds a request
+                await asyncio.sleep(0.01)
+            gate.set()
+            answers = await asyncio.gather(*fetches)
+            assert listener.carried == MAX_CHANNELS + 1
+        assert all(answer.startswith(b"HTTP/1.1 200 OK") for answer in answers)
+        assert counter.most == MAX_CHANNELS and counter.opened == MAX_CHANNELS + 1
+
+    run(main())
+
+
+def test_a_flood_of_callback_requests_opens_no_more_channels_than_the_limit() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+        remote = await Remote("many", gate=gate).start()
+        counter = ChannelCounter(remote)
+        events: list[ListenerEvent] = []
+        port = free_port()
+        flood = MAX_CONNECTIONS  # all accepted: only the channel limit is at work here
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=counter.open_channel,
+            on_event=events.append,
+            request_timeout=2.0,  # also how long a request waits for a free channel
+        ):
+            fetches = [asyncio.create_task(fetch(port, get(port, CALLBACK))) for _ in range(flood)]
+            busy: list[bytes] = []
+            # The remote holds every answer; requests beyond the channels get a local 503.
+            for done in asyncio.as_completed(fetches):
+                busy.append(await done)
+                if len(busy) == flood - MAX_CHANNELS:
+                    break
+            gate.set()
+            carried = await asyncio.gather(*fetches)
+        assert all(answer.startswith(b"HTTP/1.1 503 ") for answer in busy), busy
+        assert sum(answer.startswith(b"HTTP/1.1 200 OK") for answer in carried) == MAX_CHANNELS
+        assert counter.opened == counter.most == MAX_CHANNELS
+        assert len(remote.requests) == MAX_CHANNELS
+        assert sum(e.status == 503 for e in events if e.kind == "carry_failed") == len(busy)
+
+    run(main())
+
+
+def test_a_trickling_request_is_closed_at_the_deadline() -> None:
+    async def main() -> None:
+        remote = await Remote("once").start()
+        port = free_port()
+        raw = get(port, CALLBACK)
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=opener(remote),
+            request_timeout=0.5,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            sent, closed = 0, False
+            try:
+                for byte in raw:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    sent += 1
+                    try:  # one byte at most every 50 ms: the whole request takes seconds
+                        await asyncio.wait_for(closed_by_peer(reader), 0.05)
+                    except asyncio.TimeoutError:
+                        continue
+                    closed = True
+                    break
+            except ConnectionError:
+                closed = True
+            finally:
+                writer.close()
+        assert closed and sent < len(raw), "the listener waited for the whole trickle"
+        assert remote.connections == 0
+
+    run(main())
+
+
+def test_an_answer_that_never_ends_is_cut_at_the_exchange_deadline() -> None:
+    async def main() -> None:
+        remote = await Remote("endless").start()
+        counter = ChannelCounter(remote)
+        events: list[ListenerEvent] = []
+        port = free_port()
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=counter.open_channel,
+            on_event=events.append,
+            response_timeout=1.0,
+        ):
+            # The browser reads as fast as it can: every single write completes at once, so
+            # only a deadline on the whole exchange ends it.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get(port, CALLBACK))
+            first = await reader.readexactly(24)
+            while await asyncio.wait_for(reader.read(_CHUNK), DEADLINE):
+                pass  # read and dropped: memory stays flat however long it streams
+            writer.close()
+            assert counter.live == 0, "the channel was closed"
+        assert first == b"HTTP/1.0 200 OK\r\n\r\nxxxxx"
+        assert [e.kind for e in events] == ["bound", "request_carried", "carry_failed"]
+        assert events[-1].detail == "timed out"
+
+    run(main())
