@@ -26,6 +26,11 @@ from tests.installed import installed  # noqa: E402, F401  (a session fixture)
 
 IN_CI = bool(os.environ.get("CI"))
 
+# Tests type `tunnelauth` as a user would: the command of the environment running the tests.
+_BIN = os.path.dirname(sys.executable)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+
 
 def missing_prerequisites() -> list[str]:
     """What this machine lacks for building the bed (empty when it can be built)."""

@@ -178,7 +178,7 @@ def test_a_login_url_that_cannot_be_opened_is_named_at_once(fresh: Bed, tmp_path
     # The reason must show while the run is still waiting, not only at the timeout.
     url = "https://idp.test/authorize?client_id=c&response_type=code&scope=café"
     script = f"echo 'Open this URL:'; echo '{url}'; exec sleep 300"
-    env = {**os.environ, "TUNNELAUTH_CONFIG": str(tmp_path / "none.toml"), "CI": "1"}
+    env = {**os.environ, "TUNNELAUTH_CONFIG": os.devnull, "CI": "1"}
     argv = [sys.executable, "-m", "tunnelauth", "-F", str(fresh.ssh_config), "--timeout", "250"]
     proc = subprocess.Popen(
         [*argv, "run", "remote", "--", "sh", "-c", script],
