@@ -61,3 +61,14 @@ def test_performance_doc_is_a_short_reference() -> None:
 def test_no_doc_denies_the_port_lock(doc: Path) -> None:
     text = " ".join(doc.read_text().split()).lower()
     assert "no per-port lock" not in text
+
+
+def test_every_test_the_threat_model_names_exists() -> None:
+    text = (ROOT / "docs" / "security.md").read_text()
+    named = set(re.findall(r"`(unit|e2e)/(test_\w+\.py)", text))
+    assert len(named) > 15
+    for folder, module in named:
+        assert (ROOT / "tests" / folder / module).is_file(), f"{folder}/{module}"
+    sources = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    missing = [n for n in set(re.findall(r"::(test_\w+)", text)) if f"def {n}(" not in sources]
+    assert missing == []
