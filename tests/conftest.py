@@ -108,3 +108,16 @@ def no_leftovers(bed: netbed.Bed) -> Iterator[leftovers.Snapshot]:
     before = leftovers.snapshot(bed)
     yield before
     leftovers.assert_nothing_left(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Runs under test keep their cache (remembered MCP server names) out of the real home."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before

@@ -16,7 +16,7 @@ from typer.core import TyperCommand
 
 from tunnelauth import __version__
 from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, build_settings, normalize_argv
-from tunnelauth.completion import complete_choice, complete_host
+from tunnelauth.completion import complete_choice, complete_host, complete_mcp_server
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
@@ -143,7 +143,12 @@ for _name, _spec in PROVIDERS.items():
             "server",
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
             annotation=Annotated[
-                str, typer.Argument(help="MCP server name from hermes config.", metavar="NAME")
+                str,
+                typer.Argument(
+                    help="MCP server name from hermes config.",
+                    metavar="NAME",
+                    autocompletion=complete_mcp_server,
+                ),
             ],
         )
         _register("mcp", "Log in an MCP server: hermes mcp login NAME.", [_server, _host_param()])
@@ -269,6 +274,9 @@ def _status(name: str, options: dict[str, Any]) -> None:
         status = loginstatus.run(settings)
     except asyncio.TimeoutError:
         raise TimedOutError("status did not finish in time") from None
+    from tunnelauth.completion import remember_mcp_servers
+
+    remember_mcp_servers(status.host, status.mcp_servers)
     if options.get("json"):
         typer.echo(json.dumps(status.to_json(), ensure_ascii=False))
     else:

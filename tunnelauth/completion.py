@@ -6,9 +6,11 @@ Read only when the shell asks; nothing here runs during a login.
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 MAX_FILES = 64  # an Include loop or a huge tree must not hang the shell
@@ -79,3 +81,52 @@ def complete_choice(choices: tuple[str, ...]) -> object:
         return [c for c in choices if c.startswith(incomplete)]
 
     return complete
+
+
+# MCP server names live in the remote's hermes config, out of reach of a completion (which never
+# connects): tunnelauth remembers the names it saw, per host, from `status` and from logins.
+MCP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_REMEMBERED = 200
+
+
+def _mcp_file() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("tunnelauth")) / "mcp-servers.json"
+
+
+def _remembered() -> dict[str, list[str]]:
+    try:
+        data = json.loads(_mcp_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(host): [n for n in names if isinstance(n, str) and MCP_NAME.fullmatch(n)]
+        for host, names in data.items()
+        if isinstance(names, list)
+    }
+
+
+def remember_mcp_servers(host: str, names: Iterable[str]) -> None:
+    """Add ``names`` (plain names only) to what completion offers; never fails a run."""
+    try:
+        data = _remembered()
+        known = dict.fromkeys([*data.get(host, []), *(n for n in names if MCP_NAME.fullmatch(n))])
+        data[host] = list(known)[-MAX_REMEMBERED:]
+        path = _mcp_file()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(dict(list(data.items())[-MAX_REMEMBERED:]), fh)
+        os.replace(temp, path)
+    except OSError:
+        pass
+
+
+def complete_mcp_server(incomplete: str) -> list[str]:
+    """MCP server names seen before on any host."""
+    names = dict.fromkeys(n for names in _remembered().values() for n in names)
+    return [n for n in names if n.startswith(incomplete)]

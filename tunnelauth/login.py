@@ -68,6 +68,10 @@ def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> No
         raise
     finally:
         reporter.close()
+    if settings.provider == "mcp" and settings.server:
+        from tunnelauth.completion import remember_mcp_servers
+
+        remember_mcp_servers(settings.target.host, [settings.server])
     reporter.finish(
         True, success.message, None, [], exit_status=ExitStatus.OK, login=success.login.value
     )

@@ -81,3 +81,33 @@ def test_backend_and_via_values_complete(tmp_path: Path) -> None:
         "paramiko",
     ]
     assert complete_with_home("tunnelauth xai h --via re", str(tmp_path)) == ["relay"]
+
+
+def test_mcp_server_names_complete_from_what_tunnelauth_saw(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    code = (
+        "import sys; from tunnelauth.completion import remember_mcp_servers as r; "
+        "r('box', ['linear', 'github', '$(evil)', 'x' * 100]); r('other', ['linkedin'])"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)
+    words = "tunnelauth mcp li"
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from tunnelauth.cli import main; sys.exit(main([]))"],
+        env={
+            **env,
+            "HOME": str(tmp_path),
+            "TUNNELAUTH_CONFIG": os.devnull,
+            "_TUNNELAUTH_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": "2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.stdout.split() == ["linear", "linkedin"]
+    stored = (cache / "tunnelauth" / "mcp-servers.json").read_text()
+    assert "evil" not in stored and "x" * 100 not in stored
+    assert oct((cache / "tunnelauth" / "mcp-servers.json").stat().st_mode & 0o777) == "0o600"
