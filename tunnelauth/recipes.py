@@ -48,21 +48,11 @@ RECIPES: dict[str, Recipe] = {
             "databricks",
             ("auth", "login"),
             (("BROWSER", "none"),),
-            "loopback on localhost (Databricks SDK); add -- --host URL or a profile",
+            "loopback on localhost:8020; add -- --host URL --profile NAME",
             (),
             3600.0,
             "BROWSER=none: print the link instead of opening a browser on the host",
             "Profile NAME was successfully saved",
-        ),
-        Recipe(
-            "codex",
-            "codex",
-            ("login",),
-            (),
-            "loopback on localhost:1455 (1457 if taken), /auth/callback",
-            ("auth.openai.com",),
-            600.0,
-            "plain codex login: its loopback flow needs no flag (it ignores a failed browser)",
         ),
     )
 }

@@ -23,7 +23,6 @@ SHELLS = [s for s in ("sh", "bash", "dash", "zsh", "fish") if shutil.which(s)]
 EXPECTED: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "wrangler": ("wrangler", ["login", "--browser=false"], {}),
     "databricks": ("databricks", ["auth", "login"], {"BROWSER": "none"}),
-    "codex": ("codex", ["login"], {}),
 }
 
 # Records its argv and the variables a recipe may set, wherever it is installed as.
@@ -117,7 +116,7 @@ def test_a_value_with_quotes_and_dollars_arrives_unchanged(
     shell: str, home: Path, tmp_path: Path
 ) -> None:
     value = "a b'$(touch pwned)\"\\`id`"
-    command = remote_command("codex", ["login"], env=[("ODD_VALUE", value)])
+    command = remote_command("wrangler", ["login"], env=[("ODD_VALUE", value)])
     assert _run(shell, command, home, tmp_path)["odd"] == value
 
 
@@ -129,7 +128,7 @@ def test_unsafe_names_and_values_are_refused(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=r"invalid environment|control character"):
         env_assignments([(name, value)])
     with pytest.raises(ValueError):
-        remote_command("codex", ["login"], env=[(name, value)])
+        remote_command("wrangler", ["login"], env=[(name, value)])
 
 
 def test_no_recipe_sets_a_secret_or_a_security_switch() -> None:
@@ -158,8 +157,12 @@ def test_the_command_line_reads_recipe_name_host_and_extra_arguments() -> None:
     [
         (["recipe", "nosuch", "box"], "unknown recipe 'nosuch'"),
         (["recipe", "wrangler", "box", "--verify"], "--verify belongs to hermes providers"),
-        (["recipe", "codex", "box", "--replace"], "--replace belongs to hermes providers"),
-        (["recipe", "codex", "box", "--profile", "p"], "--profile belongs to hermes providers"),
+        (["recipe", "wrangler", "box", "--replace"], "--replace belongs to hermes providers"),
+        (
+            ["recipe", "databricks", "box", "--profile", "p"],
+            "--profile belongs to hermes providers",
+        ),
+        (["recipe", "codex", "box"], "unknown recipe 'codex'"),  # codex is a hermes provider
     ],
 )
 def test_misuse_is_a_usage_error(
@@ -177,7 +180,7 @@ def test_providers_lists_the_recipes_marked_as_recipes(capsys: pytest.CaptureFix
     assert tail, out
     assert "wrangler login --browser=false" in tail and "wrangler" not in head
     assert "BROWSER=none databricks auth login" in tail
-    assert "codex login" in tail and "hermes auth add openai-codex" in head
+    assert "codex" not in tail and "hermes auth add openai-codex" in head
     assert main(["providers", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     recipes = {r["name"]: r for r in doc["recipes"]}
