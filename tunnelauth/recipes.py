@@ -54,6 +54,18 @@ RECIPES: dict[str, Recipe] = {
             "BROWSER=none: print the link instead of opening a browser on the host",
             "Profile NAME was successfully saved",
         ),
+        Recipe(
+            "aws",
+            "aws",
+            ("sso", "login", "--no-browser"),
+            (),
+            "loopback on 127.0.0.1, port picked per run, /oauth/callback (sso-session "
+            "profiles; legacy ones use a device code); add -- --profile NAME",
+            (),
+            600.0,
+            "--no-browser: print the link instead of opening a browser on the host",
+            "Successfully logged into Start URL: URL",
+        ),
     )
 }
 

@@ -23,6 +23,7 @@ SHELLS = [s for s in ("sh", "bash", "dash", "zsh", "fish") if shutil.which(s)]
 EXPECTED: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "wrangler": ("wrangler", ["login", "--browser=false"], {}),
     "databricks": ("databricks", ["auth", "login"], {"BROWSER": "none"}),
+    "aws": ("aws", ["sso", "login", "--no-browser"], {}),
 }
 
 # Records its argv and the variables a recipe may set, wherever it is installed as.
