@@ -13,7 +13,7 @@ import pytest
 
 from tunnelauth.cli import main
 from tunnelauth.cmdline import OPTION_SPECS, build_settings, parse_login
-from tunnelauth.recipes import RECIPES, env_assignments
+from tunnelauth.recipes import RECIPES, display, env_assignments
 from tunnelauth.remote import remote_command, settings_command
 from tunnelauth.status import ExitStatus
 
@@ -190,3 +190,13 @@ def test_providers_lists_the_recipes_marked_as_recipes(capsys: pytest.CaptureFix
     assert recipes["databricks"]["command"] == "BROWSER=none databricks auth login"
     assert recipes["wrangler"]["run"] == "tunnelauth recipe wrangler HOST"
     assert "codex" in {p["name"] for p in doc["providers"]}  # the hermes provider stays
+
+
+def test_the_docs_show_what_each_recipe_runs() -> None:
+    root = Path(__file__).resolve().parents[2]
+    recipes_doc = (root / "docs" / "recipes.md").read_text()
+    readme = (root / "README.md").read_text()
+    assert "docs/recipes.md" in readme
+    for recipe in RECIPES.values():
+        assert f"| `{recipe.name}` | `{display(recipe)}` |" in recipes_doc, recipe.name
+        assert f"recipe `{recipe.name}`" in readme, recipe.name
