@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.test_remote_command import SUDO_I
 from tunnelauth.cli import main
 from tunnelauth.cmdline import OPTION_SPECS, build_settings, parse_login
 from tunnelauth.recipes import RECIPES, display, env_assignments
@@ -200,3 +201,31 @@ def test_the_docs_show_what_each_recipe_runs() -> None:
     for recipe in RECIPES.values():
         assert f"| `{recipe.name}` | `{display(recipe)}` |" in recipes_doc, recipe.name
         assert f"recipe `{recipe.name}`" in readme, recipe.name
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_with_as_the_variables_survive_sudo_i(shell: str, home: Path, tmp_path: Path) -> None:
+    # sudo -i resets the environment and quotes the command for the target's login shell:
+    # the variable must come from the decoded command itself, as the user's value.
+    standin = tmp_path / "sbin"
+    standin.mkdir()
+    (standin / "sudo").write_text(SUDO_I)
+    (standin / "sudo").chmod(0o755)
+    settings = build_settings(
+        "recipe", _options(recipe="databricks", host="box", run_as="svc"), run_command=HOSTILE
+    )
+    command = settings_command(settings, settings.args)
+    assert command.startswith("exec sudo -n -u svc -i -- env ")
+    env = {
+        "HOME": str(home),
+        "PATH": f"{standin}:/usr/bin:/bin",
+        "ARGV_OUT": str(tmp_path / "argv.json"),
+        "LOGIN_SHELL": shutil.which(shell) or shell,
+    }
+    done = subprocess.run(
+        [shell, "-c", command], env=env, capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == 0, done
+    seen = json.loads((tmp_path / "argv.json").read_text())
+    assert seen["argv"] == ["auth", "login", *HOSTILE]
+    assert seen["browser"] == "none"
