@@ -229,3 +229,11 @@ def test_with_as_the_variables_survive_sudo_i(shell: str, home: Path, tmp_path: 
     seen = json.loads((tmp_path / "argv.json").read_text())
     assert seen["argv"] == ["auth", "login", *HOSTILE]
     assert seen["browser"] == "none"
+
+
+def test_hermes_settings_do_not_reach_a_recipe() -> None:
+    settings = build_settings(
+        "recipe", _options(recipe="wrangler", host="box", hermes_home="~/.h", hermes="/opt/h")
+    )
+    assert settings.hermes_home is None and settings.program == "wrangler"
+    assert "HERMES_HOME" not in settings_command(settings, settings.args)
