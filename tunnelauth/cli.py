@@ -20,6 +20,7 @@ from tunnelauth.completion import complete_choice, complete_host, complete_mcp_s
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
+from tunnelauth.recipes import RECIPES, display
 from tunnelauth.settings import BACKENDS, VIAS
 from tunnelauth.status import ExitStatus
 
@@ -164,6 +165,25 @@ _register(
     "Run any loopback-login command on the host: tunnelauth run [HOST] -- CMD ARGS...",
     [_host_param()],
 )
+_RECIPE_COMPLETER: Any = complete_choice(tuple(RECIPES))
+_recipe = inspect.Parameter(
+    "recipe",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[
+        str,
+        typer.Argument(
+            help="Recipe name: " + ", ".join(RECIPES) + " (tunnelauth providers).",
+            metavar="NAME",
+            autocompletion=_RECIPE_COMPLETER,
+        ),
+    ],
+)
+_register(
+    "recipe",
+    "Log in another CLI with the flags it needs over SSH: tunnelauth recipe NAME [HOST] "
+    "[-- EXTRA ARGS]. " + "; ".join(f"{n}: {display(r)}" for n, r in RECIPES.items()) + ".",
+    [_recipe, _host_param()],
+)
 _register(
     "doctor",
     "Check that a login can work: ssh, host key, forwarding, hermes, ports, browser.",
@@ -194,17 +214,33 @@ def _providers(
         bool, typer.Option("--json", help="One JSON document on stdout (docs/ci.md).")
     ] = False,
 ) -> None:
-    """List the providers and the remote command each runs."""
+    """List the providers and recipes, and the remote command each runs."""
     rows = []
     for name, spec in PROVIDERS.items():
         args = " ".join(spec.args).replace("{name}", "NAME")
         rows.append((name, f"hermes {args}", spec.flow))
     if as_json:
         providers = [{"name": n, "command": c, "usual_flow": f} for n, c, f in rows]
-        typer.echo(json.dumps({"v": 1, "kind": "providers", "providers": providers}))
+        recipes = [
+            {
+                "name": r.name,
+                "command": display(r),
+                "env": dict(r.env),
+                "usual_flow": r.flow,
+                "why": r.why,
+                "run": f"tunnelauth recipe {r.name} HOST",
+            }
+            for r in RECIPES.values()
+        ]
+        doc = {"v": 1, "kind": "providers", "providers": providers, "recipes": recipes}
+        typer.echo(json.dumps(doc))
         return
     for name, command, flow in rows:
         typer.echo(f"{name:<10} {command:<49} {flow}")
+    typer.echo("\nrecipes (other CLIs: tunnelauth recipe NAME HOST [-- EXTRA ARGS]):")
+    for recipe in RECIPES.values():
+        typer.echo(f"{recipe.name:<10} {display(recipe):<49} {recipe.flow}")
+        typer.echo(f"{'':<10} {recipe.why}")
 
 
 @app.command("demo")

@@ -20,6 +20,7 @@ from tunnelauth import preflight
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS, hermes_args, validate_name
+from tunnelauth.recipes import RECIPES, recipe_command
 from tunnelauth.settings import BACKENDS, VIAS, Settings, SSHTarget, validate_host
 
 # Options shared by every login command: (parameter name, flags, type, help, takes a value).
@@ -58,7 +59,9 @@ BOOL_FLAGS = {flag for _, flags, _, _, takes in OPTION_SPECS if not takes for fl
 
 
 # Commands that log in (and so may start their SSH master before the heavy imports).
-LOGIN_COMMANDS = frozenset({*PROVIDERS, "run"})
+LOGIN_COMMANDS = frozenset({*PROVIDERS, "run", "recipe"})
+# Commands whose own command line follows `--`: run's command, a recipe's extra arguments.
+DASH_COMMANDS = frozenset({"run", "recipe"})
 _SPEC_BY_FLAG = {flag: spec for spec in OPTION_SPECS for flag in spec[1]}
 _COUNT_FLAG = re.compile(r"-v+")
 
@@ -109,8 +112,8 @@ def parse_login(argv: Sequence[str]) -> tuple[str, dict[str, Any], list[str]] | 
             options[key] = (options[key] or []) + converted
         else:
             options[key] = converted
-    wanted = ["server", "host"] if name == "mcp" else ["host"]
-    if len(positionals) > len(wanted) or (name == "mcp" and not positionals):
+    wanted = {"mcp": ["server", "host"], "recipe": ["recipe", "host"]}.get(name, ["host"])
+    if len(positionals) > len(wanted) or (len(wanted) == 2 and not positionals):
         return None
     options.update({key: None for key in wanted}, **dict(zip(wanted, positionals, strict=False)))
     return name, options, run_command
@@ -201,6 +204,7 @@ def build_settings(
     if run_as is not None:
         validate_name(str(run_as), "run-as user")
     hermes_home, _ = pick("hermes_home")
+    env: tuple[tuple[str, str], ...] = ()
     if name in ("doctor", "config", "status"):
         program, provider, server = str(hermes), None, None
         args: tuple[str, ...] = (
@@ -214,6 +218,15 @@ def build_settings(
         provider, default_timeout, server = None, 600.0, None
         if options.get("verify") or options.get("replace"):
             raise UsageError("--verify and --replace need a provider (not `run`)")
+    elif name == "recipe":
+        recipe = str(options.get("recipe") or "")
+        program, args, env = recipe_command(recipe, run_command)
+        provider, server, hermes_home = None, None, None  # HERMES_HOME is hermes' alone
+        default_timeout = RECIPES[recipe].timeout + 30.0
+        hermes_only = (("--verify", "verify"), ("--replace", "replace"), ("--profile", "profile"))
+        for flag, key in hermes_only:
+            if options.get(key):
+                raise UsageError(f"{flag} belongs to hermes providers, not to recipe {recipe}")
     else:
         program = str(hermes)
         provider = name
@@ -264,6 +277,7 @@ def build_settings(
         reap=bool(options.get("reap")),
         accept_new=bool(options.get("accept_new")),
         notices=preflight.identity_notices(identities),
+        env=env,
     )
 
 
@@ -300,7 +314,7 @@ def normalize_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         return [*leading, *rest], []
     command, tail = rest[0], rest[1:]
     run_command: list[str] = []
-    if command == "run" and "--" in tail:
+    if command in DASH_COMMANDS and "--" in tail:
         cut = tail.index("--")
         tail, run_command = tail[:cut], tail[cut + 1 :]
     return [command, *tail, *leading], run_command

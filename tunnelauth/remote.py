@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tunnelauth.recipes import env_assignments
+
 if TYPE_CHECKING:
     from tunnelauth.settings import Settings
 
@@ -126,18 +128,23 @@ def remote_command(
     run_as: str | None = None,
     interactive: bool = False,
     need_tty: bool = False,
+    env: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The command line given to ssh: ``exec sh -c SCRIPT tunnelauth PROGRAM ARGS...``, quoted.
 
-    ``hermes_home`` sets ``HERMES_HOME`` first. ``run_as`` runs all of it as that user with
-    ``sudo -u USER -i`` (``-n`` unless ``interactive``: only a PTY can answer a password
-    prompt), so it gets the user's login environment (PATH from the profile, HOME, the home
-    directory as working directory) and its tokens land in that user's ``~/.hermes``.
+    ``env`` runs the wrapper under ``env NAME=VALUE...`` (each assignment one quoted word, so
+    no shell reads the value). ``hermes_home`` sets ``HERMES_HOME`` first. ``run_as`` runs all
+    of it as that user with ``sudo -u USER -i`` (``-n`` unless ``interactive``: only a PTY can
+    answer a password prompt), so it gets the user's login environment (PATH from the profile,
+    HOME, the home directory as working directory) and its tokens land in that user's
+    ``~/.hermes``.
     ``need_tty``: start nothing unless the session has a terminal (see ``wrapper_script``).
     """
     if not program or "\0" in program or any("\0" in a for a in args):
         raise ValueError("empty program or NUL byte in the remote command")
     words = ["sh", "-c", wrapper_script(need_tty=need_tty), "tunnelauth", program, *args]
+    if env:
+        words = ["env", *env_assignments(env), *words]
     if hermes_home is not None:
         if not hermes_home or "\0" in hermes_home:
             raise ValueError("empty hermes home or NUL byte in it")
@@ -208,4 +215,5 @@ def settings_command(
         run_as=settings.run_as,
         interactive=pty and not settings.batch,
         need_tty=pty,
+        env=settings.env if program is None else (),
     )

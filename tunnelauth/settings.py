@@ -58,6 +58,7 @@ class Settings(NamedTuple):
     reap: bool = False  # end a stale tunnelauth run for the same host that holds the port
     accept_new: bool = False  # StrictHostKeyChecking=accept-new: add an unknown host key
     notices: tuple[str, ...] = ()  # warnings about the options, shown when the run starts
+    env: tuple[tuple[str, str], ...] = ()  # variables set for the program on the remote (recipes)
 
 
 def config_path(explicit: Path | None = None) -> Path:

@@ -908,3 +908,29 @@ def test_loopback_cli_rclone(spawn: Any, provider: Provider) -> None:
     s.expect_exact("NOTICE: Got code")
     s.expect_exact("Login successful!")
     assert s.finish() == 0
+
+
+def test_loopback_cli_as_aws_sso_login(
+    spawn: Any, home: Path, provider: Provider, tmp_path: Path
+) -> None:
+    """Installed as ``aws``: ``sso login --no-browser`` prints the AWS CLI's wording."""
+    aws = tmp_path / "aws"
+    aws.symlink_to(LOOPBACK_CLI)
+    s = spawn(["sso", "login", "--no-browser", "--profile", "dev"], None, env_for(home), aws)
+    s.expect_exact("Browser will not be automatically opened.")
+    s.expect_exact("Please visit the following URL:")
+    url = s.expect(URL_RE)
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/oauth/callback", redirect), redirect
+    loopback_get(authorize(provider, url))
+    s.expect_exact("Successfully logged into Start URL: https://start.idp.test/start")
+    assert s.finish() == 0
+
+
+def test_loopback_cli_as_wrangler_refuses_other_commands(tmp_path: Path) -> None:
+    wrangler = tmp_path / "wrangler"
+    wrangler.symlink_to(LOOPBACK_CLI)
+    done = subprocess.run(
+        [str(wrangler), "whoami"], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    assert done.returncode == 1 and "unknown command 'whoami'" in done.stderr
