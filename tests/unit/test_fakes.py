@@ -1027,7 +1027,7 @@ def test_spotify_manual_paste_021_races_the_listener(
     s.expect_exact("Spotify login successful!")
     assert s.finish() == 0
     rec = record(home, "spotify")
-    assert rec["state_ok"] and rec["exchanged"]
+    assert rec["state_ok"] and rec["exchanged"] and rec["paste_prompt"]
     assert rec["requests"] == ([] if answer == "paste" else ["/spotify/callback"])
 
 
