@@ -1040,3 +1040,78 @@ def test_nous_021_device_timeout(spawn: Any, home: Path, provider: Provider) -> 
     s.expect_exact("Waiting for you to approve the login in your browser...")
     s.expect_exact("Timed out waiting for device authorization.\r\n  Portal sign-in is required…")
     assert s.finish() == 1
+
+
+# The golden 0.21 transcripts (tests/unit/transcripts) and the fake must print the same lines,
+# up to what differs per run: URLs, device codes, user@host, pool labels.
+GOLDEN = Path(__file__).resolve().parent / "transcripts"
+
+
+def normalized(text: str) -> list[str]:
+    """Lines with the per-run parts replaced by placeholders."""
+    text = text.replace("\r\n", "\n")
+    text = re.sub(r"https?://[^\s\x1b]+", "URL", text)
+    text = re.sub(r"(?<![A-Z0-9])[A-Z0-9]{4}-[A-Z0-9]{4}(?![A-Z0-9])", "CODE", text)
+    text = re.sub(r"(ssh -N -L \S+) \S+@\S+", r"\1 USER@HOST", text)
+    text = re.sub(r'(OAuth credential #\d+: )"[^"]*"', r'\1"LABEL"', text)
+    text = re.sub(r"^Client ID: \S+$", "Client ID: ID", text, flags=re.M)
+    return text.split("\n")
+
+
+def golden(name: str) -> list[str]:
+    return normalized((GOLDEN / f"{name}.pty").read_text(encoding="utf-8"))
+
+
+def test_codex_browser_021_prints_the_golden_lines(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    need_free_port(1455)
+    configure(home, provider, version="0.21", timeout=None)
+    s = spawn(["auth", "add", "openai-codex", "--browser"], home, env_for(home))
+    url = s.expect(URL_RE)
+    s.expect_exact("Ctrl+C to cancel)...")
+    assert loopback_get(authorize(provider, url).replace("localhost", "127.0.0.1", 1))[0] == 200
+    assert s.finish() == 0
+    assert normalized(s.transcript()) == golden("codex_browser_021")
+
+
+def test_codex_port_busy_021_prints_the_golden_lines(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    configure(home, provider, version="0.21")
+    holder = hold_port(1455)
+    try:
+        s = spawn(["auth", "add", "openai-codex", "--browser"], home, env_for(home))
+        url = s.expect(re.compile(r"(?<=     \x1b\[94m)https://\S+(?=\x1b\[0m)"))
+        code = s.expect(re.compile(r"(?<=     \x1b\[94m)[A-Z]{4}-[A-Z]{4}(?=\x1b\[0m)"))
+        approve(provider, f"{url}?user_code={code}")
+        assert s.finish() == 0
+    finally:
+        holder.close()
+    assert normalized(s.transcript()) == golden("codex_browser_port_busy_021")
+
+
+def test_openrouter_and_nous_021_print_the_golden_lines(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    configure(home, provider, version="0.21", mode="timeout", timeout=1)
+    s = spawn(["auth", "add", "openrouter", "--type", "oauth"], home, env_for(home))
+    s.expect_exact("Authorization code: ")
+    assert normalized(s.transcript()) == golden("openrouter_headless_paste_021")
+    n = spawn(["auth", "add", "nous"], home, env_for(home))
+    assert n.finish() == 1
+    assert normalized(n.transcript()) == golden("nous_device_timeout_021")
+
+
+def test_spotify_manual_paste_021_prints_the_golden_lines(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    """In order; the fake adds the setup-guide and docs lines the source prints (README)."""
+    need_free_port(43827)
+    configure(home, provider, version="0.21")
+    s = spawn(["auth", "spotify", "login", "--no-browser"], home, env_for(home))
+    s.expect_exact("Callback URL: ")
+    fake = iter(normalized(s.transcript()))
+    expected = golden("spotify_manual_paste_021")
+    missing = [line for line in expected if not any(line == f for f in fake)]
+    assert missing == [], f"golden lines not printed in order: {missing}"
