@@ -49,7 +49,7 @@ def _last_issued_code(bed: Bed) -> str:
 def test_codex_browser_sign_in_on_1455(next_hermes: Bed, tmp_path: Path, backend: str) -> None:
     _codex_browser_flow(next_hermes)
     result = tunnelauth(next_hermes, "codex", "remote", tmp=tmp_path, backend=backend)
-    assert result.code == ExitStatus.OK, result
+    assert result.code == ExitStatus.OK, f"{result}\n{next_hermes.fake_record('openai-codex')}"
     assert code_received(next_hermes, "openai-codex") == _last_issued_code(next_hermes)
     record = next_hermes.fake_record("openai-codex")
     assert record is not None and record["port"] == 1455
@@ -151,7 +151,7 @@ def test_spotify_manual_paste_prompt_does_not_block_the_callback(
     next_hermes: Bed, tmp_path: Path, backend: str
 ) -> None:
     result = tunnelauth(next_hermes, "spotify", "remote", tmp=tmp_path, backend=backend)
-    assert result.code == ExitStatus.OK, result
+    assert result.code == ExitStatus.OK, f"{result}\n{next_hermes.fake_record('spotify')}"
     record = next_hermes.fake_record("spotify")
     assert record is not None and record["tty"], "without a TTY hermes shows no paste prompt"
     assert record["code"] == _last_issued_code(next_hermes)

@@ -1011,8 +1011,10 @@ def test_spotify_manual_paste_021_races_the_listener(
     spawn: Any, home: Path, provider: Provider, answer: str
 ) -> None:
     """``Callback URL: `` after the hint; a paste or the listener's callback completes it."""
-    need_free_port(43827)
-    configure(home, provider, version="0.21")
+    with socket.socket() as probe:  # not 43827: e2e runs on this machine carry logins there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    configure(home, provider, version="0.21", spotify_port=port)
     s = spawn(["auth", "spotify", "login", "--no-browser"], home, env_for(home))
     url = s.expect(URL_RE)
     s.expect_exact("Then open the authorize URL above in your local browser.")
@@ -1022,7 +1024,7 @@ def test_spotify_manual_paste_021_races_the_listener(
     if answer == "paste":
         s.child.sendline(location)
     else:
-        wait_for(lambda: record(home, "spotify")["port"] == 43827, "the Spotify listener")
+        wait_for(lambda: record(home, "spotify")["port"] == port, "the Spotify listener")
         assert loopback_get(location)[0] == 200
     s.expect_exact("Spotify login successful!")
     assert s.finish() == 0
