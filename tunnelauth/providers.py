@@ -65,6 +65,15 @@ PROVIDERS: dict[str, Provider] = {
             'Added anthropic OAuth credential #1: "..."',
         ),
         Provider(
+            "openrouter",
+            ("auth", "add", "openrouter", "--type", "oauth"),
+            "paste the code (hermes 0.21 over SSH: OpenRouter's headless flow)",
+            (),
+            900.0,
+            ("auth", "status", "openrouter"),
+            'Added openrouter OAuth credential #1: "..."',
+        ),
+        Provider(
             "codex",
             ("auth", "add", "openai-codex"),
             "device code",

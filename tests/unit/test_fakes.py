@@ -934,3 +934,212 @@ def test_loopback_cli_as_wrangler_refuses_other_commands(tmp_path: Path) -> None
         [str(wrangler), "whoami"], capture_output=True, text=True, timeout=WAIT, check=False
     )
     assert done.returncode == 1 and "unknown command 'whoami'" in done.stderr
+
+
+# -- upstream 0.21 flows (version "0.21") -----------------------------------------------------
+
+
+@pytest.mark.parametrize("ask", ["flag", "config"])
+def test_codex_browser_021_serves_1455_and_exchanges(
+    spawn: Any, home: Path, provider: Provider, ask: str
+) -> None:
+    """``--browser`` or ``auth.codex_login_flow: browser``: the 0.21 lines, 1455, one code."""
+    need_free_port(1455)
+    configure(home, provider, version="0.21")
+    args = ["auth", "add", "openai-codex"]
+    if ask == "flag":
+        args.append("--browser")
+    else:
+        (home / "config.yaml").write_text("model: x\nauth:\n  codex_login_flow: browser\n")
+    s = spawn(args, home, env_for(home))
+    s.expect_exact("Signing in to OpenAI Codex (browser authorization)...")
+    s.expect_exact("Open this URL to authorize Hermes:")
+    url = s.expect(URL_RE)
+    s.expect_exact("  ssh -N -L 1455:127.0.0.1:1455 ")
+    s.expect_exact(
+        "Waiting for the OpenAI callback on http://localhost:1455/auth/callback "
+        "(timeout 60s, Ctrl+C to cancel)..."
+    )
+    assert "redirect_uri=http%3A%2F%2Flocalhost%3A1455%2Fauth%2Fcallback" in url
+    location = authorize(provider, url)
+    assert location.startswith("http://localhost:1455/auth/callback?")
+    status, _, _, _ = loopback_get(location.replace("localhost", "127.0.0.1", 1))
+    assert status == 200
+    s.expect_exact("Exchanging the authorization code for Codex tokens...")
+    s.expect_exact('Added openai-codex OAuth credential #1: "openai-codex-oauth-1"')
+    assert s.finish() == 0
+    rec = record(home, "openai-codex")
+    assert rec["code"] == parse_qs(urlsplit(location).query)["code"][0]
+    assert rec["exchanged"] and rec["port"] == 1455 and rec["version"] == "0.21.0"
+
+
+def test_codex_browser_021_falls_back_to_the_device_code_when_1455_is_busy(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    """The busy port is really detected; the 0.21 device block follows and completes."""
+    configure(home, provider, version="0.21")
+    holder = hold_port(1455)
+    try:
+        s = spawn(["auth", "add", "openai-codex", "--browser"], home, env_for(home))
+        s.expect_exact(
+            "Port 1455 is already in use (a Codex CLI sign-in may be running). OpenAI only "
+            "redirects to that port, so falling back to the device-code login."
+        )
+        s.expect_exact(
+            "Follow these steps to sign in with ChatGPT using device code authorization:"
+        )
+        url = s.expect(re.compile(r"(?<=     \x1b\[94m)https://\S+(?=\x1b\[0m)"))
+        code = s.expect(re.compile(r"(?<=     \x1b\[94m)[A-Z]{4}-[A-Z]{4}(?=\x1b\[0m)"))
+        s.expect_exact("Device codes are a common phishing target. Never share this code.")
+        approve(provider, f"{url}?user_code={code}")
+        s.expect_exact("Login successful!")
+        s.expect_exact('Added openai-codex OAuth credential #1: "openai-codex-oauth-1"')
+        assert s.finish() == 0
+    finally:
+        holder.close()
+    assert record(home, "openai-codex")["port"] is None
+
+
+def test_openrouter_021_headless_paste_is_masked(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    """Over SSH: the headless line, a masked ``Authorization code: ``, the code exchanged."""
+    configure(home, provider, version="0.21")
+    s = spawn(["auth", "add", "openrouter", "--type", "oauth"], home, env_for(home))
+    s.expect_exact("Remote session detected — using OpenRouter's headless flow.")
+    s.expect_exact("Authorization code: ")
+    landing = authorize(
+        provider,
+        f"{provider.base}/authorize?client_id=hermes-openrouter&state=s&redirect_uri="
+        f"{provider.base}/oauth/code/callback",
+    )
+    code = parse_qs(urlsplit(landing).query)["code"][0]
+    s.child.sendline(code)
+    s.expect_exact('Added openrouter OAuth credential #1: "openrouter-oauth-1"')
+    assert s.finish() == 0
+    assert code not in s.transcript(), "the typed code was echoed"
+    assert record(home, "openrouter")["code"] == code
+
+
+def test_openrouter_is_unknown_before_021(home: Path) -> None:
+    r = subprocess.run(
+        [str(HERMES), "auth", "add", "openrouter", "--type", "oauth"],
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert r.returncode == 1 and r.stderr == "Unknown provider 'openrouter'.\n"
+
+
+@pytest.mark.parametrize("answer", ["paste", "callback"])
+def test_spotify_manual_paste_021_races_the_listener(
+    spawn: Any, home: Path, provider: Provider, answer: str
+) -> None:
+    """``Callback URL: `` after the hint; a paste or the listener's callback completes it."""
+    with socket.socket() as probe:  # not 43827: e2e runs on this machine carry logins there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    configure(home, provider, version="0.21", spotify_port=port)
+    s = spawn(["auth", "spotify", "login", "--no-browser"], home, env_for(home))
+    url = s.expect(URL_RE)
+    s.expect_exact("Then open the authorize URL above in your local browser.")
+    s.expect_exact("─── Manual callback paste ───")
+    s.expect_exact("Callback URL: ")
+    location = authorize(provider, url)
+    if answer == "paste":
+        s.child.sendline(location)
+    else:
+        wait_for(lambda: record(home, "spotify")["port"] == port, "the Spotify listener")
+        assert loopback_get(location)[0] == 200
+    s.expect_exact("Spotify login successful!")
+    assert s.finish() == 0
+    rec = record(home, "spotify")
+    assert rec["state_ok"] and rec["exchanged"] and rec["paste_prompt"]
+    assert rec["requests"] == ([] if answer == "paste" else ["/spotify/callback"])
+
+
+def test_nous_021_device_timeout(spawn: Any, home: Path, provider: Provider) -> None:
+    """0.21's Nous block; the timeout line, then the portal line, exit 1."""
+    configure(home, provider, version="0.21", mode="timeout", timeout=1)
+    s = spawn(["auth", "add", "nous"], home, env_for(home))
+    s.expect_exact("Requesting device code from Nous Portal...")
+    s.expect(re.compile(r"Please visit https://\S+/device and enter the code: [A-Z]{4}-[A-Z]{4}"))
+    s.expect_exact("Waiting for you to approve the login in your browser...")
+    s.expect_exact("Timed out waiting for device authorization.\r\n  Portal sign-in is required…")
+    assert s.finish() == 1
+
+
+# The golden 0.21 transcripts (tests/unit/transcripts) and the fake must print the same lines,
+# up to what differs per run: URLs, device codes, user@host, pool labels.
+GOLDEN = Path(__file__).resolve().parent / "transcripts"
+
+
+def normalized(text: str) -> list[str]:
+    """Lines with the per-run parts replaced by placeholders."""
+    text = text.replace("\r\n", "\n")
+    text = re.sub(r"https?://[^\s\x1b]+", "URL", text)
+    text = re.sub(r"(?<![A-Z0-9])[A-Z0-9]{4}-[A-Z0-9]{4}(?![A-Z0-9])", "CODE", text)
+    text = re.sub(r"(ssh -N -L \S+) \S+@\S+", r"\1 USER@HOST", text)
+    text = re.sub(r'(OAuth credential #\d+: )"[^"]*"', r'\1"LABEL"', text)
+    text = re.sub(r"^Client ID: \S+$", "Client ID: ID", text, flags=re.M)
+    return text.split("\n")
+
+
+def golden(name: str) -> list[str]:
+    return normalized((GOLDEN / f"{name}.pty").read_text(encoding="utf-8"))
+
+
+def test_codex_browser_021_prints_the_golden_lines(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    need_free_port(1455)
+    configure(home, provider, version="0.21", timeout=None)
+    s = spawn(["auth", "add", "openai-codex", "--browser"], home, env_for(home))
+    url = s.expect(URL_RE)
+    s.expect_exact("Ctrl+C to cancel)...")
+    assert loopback_get(authorize(provider, url).replace("localhost", "127.0.0.1", 1))[0] == 200
+    assert s.finish() == 0
+    assert normalized(s.transcript()) == golden("codex_browser_021")
+
+
+def test_codex_port_busy_021_prints_the_golden_lines(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    configure(home, provider, version="0.21")
+    holder = hold_port(1455)
+    try:
+        s = spawn(["auth", "add", "openai-codex", "--browser"], home, env_for(home))
+        url = s.expect(re.compile(r"(?<=     \x1b\[94m)https://\S+(?=\x1b\[0m)"))
+        code = s.expect(re.compile(r"(?<=     \x1b\[94m)[A-Z]{4}-[A-Z]{4}(?=\x1b\[0m)"))
+        approve(provider, f"{url}?user_code={code}")
+        assert s.finish() == 0
+    finally:
+        holder.close()
+    assert normalized(s.transcript()) == golden("codex_browser_port_busy_021")
+
+
+def test_openrouter_and_nous_021_print_the_golden_lines(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    configure(home, provider, version="0.21", mode="timeout", timeout=1)
+    s = spawn(["auth", "add", "openrouter", "--type", "oauth"], home, env_for(home))
+    s.expect_exact("Authorization code: ")
+    assert normalized(s.transcript()) == golden("openrouter_headless_paste_021")
+    n = spawn(["auth", "add", "nous"], home, env_for(home))
+    assert n.finish() == 1
+    assert normalized(n.transcript()) == golden("nous_device_timeout_021")
+
+
+def test_spotify_manual_paste_021_prints_the_golden_lines(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    """In order; the fake adds the setup-guide and docs lines the source prints (README)."""
+    need_free_port(43827)
+    configure(home, provider, version="0.21")
+    s = spawn(["auth", "spotify", "login", "--no-browser"], home, env_for(home))
+    s.expect_exact("Callback URL: ")
+    fake = iter(normalized(s.transcript()))
+    expected = golden("spotify_manual_paste_021")
+    missing = [line for line in expected if not any(line == f for f in fake)]
+    assert missing == [], f"golden lines not printed in order: {missing}"

@@ -270,3 +270,11 @@ def test_as_with_base64_runs_the_login_and_never_reaches_the_markers(
     assert result.returncode == 0, result
     assert json.loads((tmp_path / "argv.json").read_text())["argv"] == ["auth", "add", "nous"]
     assert result.stdout == ""
+
+
+def test_openrouter_runs_hermes_oauth_login(home: Path, tmp_path: Path) -> None:
+    # hermes 0.21: `--type oauth` selects OpenRouter's OAuth login (its headless paste over SSH).
+    result = _run("sh", remote_command("hermes", hermes_args("openrouter")), home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    argv = json.loads((tmp_path / "argv.json").read_text())["argv"]
+    assert argv == ["auth", "add", "openrouter", "--type", "oauth"]
