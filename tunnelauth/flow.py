@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from tunnelauth import clipboard, ports, relay, verdict
 from tunnelauth.browser import BrowserLauncher, is_safe_browser_url
+from tunnelauth.doctor import remote_port_state
 from tunnelauth.errors import (
     ChannelRefusedError,
     Interrupted,
@@ -33,6 +34,7 @@ from tunnelauth.errors import (
 )
 from tunnelauth.events import (
     AuthorizeUrl,
+    BrowserRequest,
     Callback,
     DeviceCode,
     Event,
@@ -71,6 +73,12 @@ LISTENER_GRACE = 5.0  # how long a callback page still on its way to the browser
 # that silently did nothing): the URL is printed for the user instead of a silent wait.
 BROWSER_ARRIVAL = 10.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+# Before the browser is sent to a loopback callback, the remote's socket table must show a
+# listener on that port: the CLI may bind a moment after it printed the port, so the check is
+# repeated, waiting PORT_CHECK_FIRST_WAIT and then twice as long each time (about 3 s in all).
+PORT_CHECKS = 6
+PORT_CHECK_FIRST_WAIT = 0.1
+PORT_CHECK_DEADLINE = 10.0  # one check's remote command
 
 
 def _is_loopback_url(url: str) -> bool:
@@ -225,6 +233,9 @@ class Login:
         elif isinstance(event, AuthorizeUrl):
             self.authorize = event
             await self._maybe_open_browser(idle=False)
+        elif isinstance(event, BrowserRequest):
+            # The helper's line itself is not shown: its URL follows as the usual events.
+            self.reporter.info("the remote CLI asked to open a browser (its URL is checked)")
         elif isinstance(event, DeviceCode):
             await self._on_device_code(event)
         elif isinstance(event, RejectedUrl):
@@ -441,8 +452,43 @@ class Login:
             return
         if not needs_listener and redirect is None and self.listener is None and not idle:
             return  # a callback announcement may still follow the URL
-        await self._open(auth.url, auth.host)
+        if needs_listener and not await self._remote_listens(auth.url):
+            host, port = self.settings.target.host, self.remote_port
+            self.reporter.warn(
+                f"nothing listens on port {port} on {host}: the CLI may have moved to another "
+                "port; not opening the browser on a page that would fail"
+            )
+            self.reporter.open_url(auth.url, auth.host, "printed", unusual_host=False)
+        else:
+            await self._open(auth.url, auth.host)
         self.reporter.stage(Stage.WAITING_BROWSER)
+
+    async def _remote_listens(self, url: str) -> bool:
+        """Whether something listens on the remote callback port (True if it cannot be told).
+
+        Only the remote's socket table is read: no request ever goes to the port.
+        """
+        self.opened.add(url)  # decided once, whatever the answer
+        port = self.remote_port
+        if port is None:
+            return True
+        wait = PORT_CHECK_FIRST_WAIT
+        for attempt in range(PORT_CHECKS):
+            try:
+                state = await remote_port_state(
+                    self.settings, self.transport, port, timeout=PORT_CHECK_DEADLINE
+                )
+            except (TunnelauthError, OSError, asyncio.TimeoutError) as exc:
+                self.reporter.debug(f"could not check the remote port {port}: {exc}")
+                return True
+            if state != "free":
+                if state == "unknown":
+                    self.reporter.debug(f"cannot tell whether the remote listens on {port}")
+                return True
+            if attempt + 1 < PORT_CHECKS:
+                await asyncio.sleep(wait)
+                wait *= 2
+        return False
 
     async def _on_device_code(self, event: DeviceCode) -> None:
         self.seen = LoginSeen.DEVICE
