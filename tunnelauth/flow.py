@@ -452,7 +452,8 @@ class Login:
             return
         if not needs_listener and redirect is None and self.listener is None and not idle:
             return  # a callback announcement may still follow the URL
-        if needs_listener and not await self._remote_listens(auth.url):
+        self.opened.add(auth.url)  # decided once, whatever the check below finds
+        if needs_listener and not await self._remote_listens():
             host, port = self.settings.target.host, self.remote_port
             self.reporter.warn(
                 f"nothing listens on port {port} on {host}: the CLI may have moved to another "
@@ -463,20 +464,21 @@ class Login:
             await self._open(auth.url, auth.host)
         self.reporter.stage(Stage.WAITING_BROWSER)
 
-    async def _remote_listens(self, url: str) -> bool:
+    async def _remote_listens(self) -> bool:
         """Whether something listens on the remote callback port (True if it cannot be told).
 
         Only the remote's socket table is read: no request ever goes to the port.
         """
-        self.opened.add(url)  # decided once, whatever the answer
         port = self.remote_port
         if port is None:
             return True
+        # Every user may read the socket table: no sudo for --as (a password it cannot ask).
+        settings = self.settings._replace(run_as=None, hermes_home=None)
         wait = PORT_CHECK_FIRST_WAIT
         for attempt in range(PORT_CHECKS):
             try:
                 state = await remote_port_state(
-                    self.settings, self.transport, port, timeout=PORT_CHECK_DEADLINE
+                    settings, self.transport, port, timeout=PORT_CHECK_DEADLINE
                 )
             except (TunnelauthError, OSError, asyncio.TimeoutError) as exc:
                 self.reporter.debug(f"could not check the remote port {port}: {exc}")
