@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -285,6 +287,7 @@ record["browser_env"] = subprocess.call([os.environ["BROWSER"], "https://idp.tes
 with open(os.environ["ARGV_OUT"], "w") as fh:
     json.dump(record, fh)
 if sys.argv[1] == "hang":
+    print("hanging", flush=True)
     time.sleep(60)
 sys.exit(int(sys.argv[1]))
 """
@@ -366,8 +369,11 @@ def test_browser_helper_directory_is_private_and_removed_at_hangup(
             start_new_session=True,
         )
         out = b""
-        while not record.exists() or not record.read_text():
-            out += os.read(controller, 4096)  # blocks until the CLI prints (bounded by it)
+        deadline = time.monotonic() + 20
+        while b"hanging" not in out:
+            left = deadline - time.monotonic()
+            assert select.select([controller], [], [], max(left, 0))[0], out
+            out += os.read(controller, 4096)
         helper = Path(json.loads(record.read_text())["browser"])
         assert helper.parent.stat().st_mode & 0o777 == 0o700
         assert helper.stat().st_mode & 0o777 == 0o700
@@ -388,3 +394,30 @@ def test_browser_helper_only_for_run_logins() -> None:
     assert "BROWSER=" not in settings_command(hermes_login, [], pty=True)
     assert "BROWSER=" not in settings_command(run_login, [], pty=False)
     assert "BROWSER=" not in settings_command(run_login, ["-c", "x"], program="sh", pty=True)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_browser_helper_survives_sudo_i_for_another_user(
+    shell: str, home: Path, opener: Path, tmp_path: Path
+) -> None:
+    standin = tmp_path / "sbin"
+    standin.mkdir()
+    (standin / "sudo").write_text(SUDO_I)
+    (standin / "sudo").chmod(0o755)
+    command = remote_command("opener", ["3"], run_as="svc", interactive=True, browser_helper=True)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{standin}:/usr/bin:/bin",
+        "ARGV_OUT": str(tmp_path / "argv.json"),
+        "LOGIN_SHELL": shutil.which(shell) or shell,
+        "TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [shell, "-c", command], env=env, capture_output=True, text=True, timeout=20, check=False
+    )
+    assert result.returncode == 3, result.stderr
+    # No terminal here: the helper falls back to stderr, which is the PTY in a real login.
+    assert "tunnelauth-browser: https://idp.test/device\n" in result.stderr
+    record = json.loads((tmp_path / "argv.json").read_text())
+    assert record["webbrowser"] is True and record["browser_env"] == 0
+    assert not Path(record["browser"]).parent.exists()
