@@ -213,6 +213,20 @@ async def _sh(settings: Settings, transport: Transport, script: str, *args: str)
     return code, untrusted(result.stdout, limit=OUTPUT_LIMIT, multiline=True)
 
 
+async def remote_port_state(
+    settings: Settings, transport: Transport, port: int, *, timeout: float = EXEC_DEADLINE
+) -> str:
+    """Whether anything listens on ``port`` on the remote: ``busy``, ``free`` or ``unknown``.
+
+    It reads the remote's socket table and never connects to the port (a login's listener may
+    answer exactly one request).
+    """
+    command = settings_command(settings, ["-c", _PORT_STATE, "tunnelauth", str(port)], program="sh")
+    result = await transport.exec(command, timeout=timeout, limit=OUTPUT_LIMIT)
+    state = untrusted(result.stdout, limit=OUTPUT_LIMIT, multiline=True).strip()
+    return state if state in ("busy", "free") else "unknown"
+
+
 async def check_forwarding(settings: Settings, transport: Transport) -> Check:
     """Whether the server opens direct-tcpip channels, probed on a port nothing listens on."""
     name = "forwarding"

@@ -30,6 +30,18 @@ class AuthorizeUrl:
 
 
 @dataclass(frozen=True)
+class BrowserRequest:
+    """The remote CLI asked its ``$BROWSER`` (tunnelauth's helper) to open ``url``.
+
+    ``url`` is as the helper printed it (sanitized, cut to a few hundred characters). It earns
+    no trust: the URL is judged like any printed one, and the events that follow it say what
+    became of it (an ``AuthorizeUrl``, a ``DeviceCode``, a ``RejectedUrl``...).
+    """
+
+    url: str
+
+
+@dataclass(frozen=True)
 class RejectedUrl:
     """A URL that looks like part of the login but is never opened or listened for.
 
@@ -105,4 +117,13 @@ class Status:
     line: str
 
 
-Event = RemoteLine | AuthorizeUrl | RejectedUrl | Callback | DeviceCode | Prompt | Status
+Event = (
+    RemoteLine
+    | AuthorizeUrl
+    | BrowserRequest
+    | RejectedUrl
+    | Callback
+    | DeviceCode
+    | Prompt
+    | Status
+)

@@ -33,6 +33,7 @@ from tunnelauth.errors import (
 )
 from tunnelauth.events import (
     AuthorizeUrl,
+    BrowserRequest,
     Callback,
     DeviceCode,
     Event,
@@ -72,6 +73,12 @@ LISTENER_GRACE = 5.0  # how long a callback page still on its way to the browser
 # that silently did nothing): the URL is printed for the user instead of a silent wait.
 BROWSER_ARRIVAL = 10.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+# Before the browser is sent to a loopback callback, the remote's socket table must show a
+# listener on that port: the CLI may bind a moment after it printed the port, so the check is
+# repeated, waiting PORT_CHECK_FIRST_WAIT and then twice as long each time (about 3 s in all).
+PORT_CHECKS = 6
+PORT_CHECK_FIRST_WAIT = 0.1
+PORT_CHECK_DEADLINE = 10.0  # one check's remote command
 
 
 def _is_loopback_url(url: str) -> bool:
@@ -226,6 +233,9 @@ class Login:
         elif isinstance(event, AuthorizeUrl):
             self.authorize = event
             await self._maybe_open_browser(idle=False)
+        elif isinstance(event, BrowserRequest):
+            # The helper's line itself is not shown: its URL follows as the usual events.
+            self.reporter.info("the remote CLI asked to open a browser (its URL is checked)")
         elif isinstance(event, DeviceCode):
             await self._on_device_code(event)
         elif isinstance(event, RejectedUrl):
@@ -450,8 +460,49 @@ class Login:
             return
         if not needs_listener and redirect is None and self.listener is None and not idle:
             return  # a callback announcement may still follow the URL
-        await self._open(auth.url, auth.host)
+        self.opened.add(auth.url)  # decided once, whatever the check below finds
+        if needs_listener and not await self._remote_listens():
+            host, port = self.settings.target.host, self.remote_port
+            self.reporter.warn(
+                f"nothing listens on port {port} on {host}: the CLI may have moved to another "
+                "port; not opening the browser on a page that would fail"
+            )
+            self.reporter.open_url(auth.url, auth.host, "printed", unusual_host=False)
+        else:
+            await self._open(auth.url, auth.host)
         self.reporter.stage(Stage.WAITING_BROWSER)
+
+    async def _remote_listens(self) -> bool:
+        """Whether something listens on the remote callback port (True if it cannot be told).
+
+        Only the remote's socket table is read: no request ever goes to the port.
+        """
+        port = self.remote_port
+        if port is None or self.settings.provider is not None:
+            # hermes prints the port it really bound (a later line moves it): no check, so its
+            # logins open the browser the moment the URL is known.
+            return True
+        from tunnelauth.doctor import remote_port_state
+
+        # Every user may read the socket table: no sudo for --as (a password it cannot ask).
+        settings = self.settings._replace(run_as=None, hermes_home=None)
+        wait = PORT_CHECK_FIRST_WAIT
+        for attempt in range(PORT_CHECKS):
+            try:
+                state = await remote_port_state(
+                    settings, self.transport, port, timeout=PORT_CHECK_DEADLINE
+                )
+            except (TunnelauthError, OSError, asyncio.TimeoutError) as exc:
+                self.reporter.debug(f"could not check the remote port {port}: {exc}")
+                return True
+            if state != "free":
+                if state == "unknown":
+                    self.reporter.debug(f"cannot tell whether the remote listens on {port}")
+                return True
+            if attempt + 1 < PORT_CHECKS:
+                await asyncio.sleep(wait)
+                wait *= 2
+        return False
 
     async def _on_device_code(self, event: DeviceCode) -> None:
         self.seen = LoginSeen.DEVICE

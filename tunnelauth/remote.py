@@ -65,8 +65,37 @@ if [ -z "$bin" ]; then
   printf '%s %s\\n' '{marker}' "$want"
   exit 127
 fi
+{launch}"""
+
+# The remote CLI may try to open a browser instead of printing its URL: $BROWSER names a helper
+# that prints BROWSER_MARKER and the URL on the terminal, where the watcher reads it like any
+# printed URL, and exits 0 (Python's webbrowser and xdg-open then take the browser as opened).
+# Python's webbrowser runs $BROWSER as one path (split only at ':'), xdg-open splits it at
+# ':' and blanks: a directory with none of these (or '%', xdg-open's placeholder) is required.
+# The wrapper stays the CLI's parent to remove the directory at exit, also when the session's
+# hangup or Ctrl-C ends the CLI (sh runs the trap once its child is gone).
+_LAUNCH_WITH_HELPER = """\
+d=$(umask 077 && mktemp -d "${{TMPDIR:-/tmp}}/tunnelauth-browser.XXXXXXXX" 2>/dev/null) || d=
+case $d in ''|[!/]*|*[!A-Za-z0-9_./-]*) [ -n "$d" ] && rm -rf "$d"; d= ;; esac
+if [ -n "$d" ] && printf '%s\\n' '#!/bin/sh' \\
+    'for u do {{ printf "\\n{browser_marker} %s\\n" "$u" >/dev/tty; }} 2>/dev/null ||' \\
+    '  printf "\\n{browser_marker} %s\\n" "$u" >&2; done' 'exit 0' >"$d/browser" \\
+  && chmod 700 "$d/browser"; then
+  trap 'rm -rf "$d"' EXIT
+  trap 'rm -rf "$d"; exit 129' HUP
+  trap 'rm -rf "$d"; exit 130' INT
+  trap 'rm -rf "$d"; exit 143' TERM
+  BROWSER=$d/browser; export BROWSER
+  "$bin" "$@"
+  exit
+fi
+[ -n "$d" ] && rm -rf "$d"
 exec "$bin" "$@"
 """
+_LAUNCH = 'exec "$bin" "$@"\n'
+
+# The line the browser helper prints before the URL the remote CLI asked to open.
+BROWSER_MARKER = "tunnelauth-browser:"
 
 
 # Words every login shell reads as themselves: no glob, expansion or escape character, and no
@@ -108,15 +137,24 @@ def lookup_snippet() -> str:
 _TTY_CHECK = "[ -t 0 ] || {{ printf '%s\\n' '{marker}'; exit {status}; }}\n"
 
 
-def wrapper_script(*, need_tty: bool = False) -> str:
+def wrapper_script(*, need_tty: bool = False, browser_helper: bool = False) -> str:
     """The POSIX sh script that locates the binary and execs it with the given arguments.
 
     With ``need_tty`` it first checks that it runs on a terminal, and else prints
     ``NO_TTY_MARKER`` and exits ``NO_TTY_STATUS`` without starting anything.
+    With ``browser_helper`` it runs the binary with ``$BROWSER`` set to a helper in a private
+    directory that it removes when the binary ends (see ``_LAUNCH_WITH_HELPER``).
     """
     check = _TTY_CHECK.format(marker=NO_TTY_MARKER, status=NO_TTY_STATUS) if need_tty else ""
+    launch = (
+        _LAUNCH_WITH_HELPER.format(browser_marker=BROWSER_MARKER) if browser_helper else _LAUNCH
+    )
     return _SCRIPT.format(
-        tty_check=check, cols=PTY_COLUMNS, lookup=lookup_snippet(), marker=NOT_FOUND_MARKER
+        tty_check=check,
+        cols=PTY_COLUMNS,
+        lookup=lookup_snippet(),
+        marker=NOT_FOUND_MARKER,
+        launch=launch,
     )
 
 
@@ -129,6 +167,7 @@ def remote_command(
     interactive: bool = False,
     need_tty: bool = False,
     env: Sequence[tuple[str, str]] = (),
+    browser_helper: bool = False,
 ) -> str:
     """The command line given to ssh: ``exec sh -c SCRIPT tunnelauth PROGRAM ARGS...``, quoted.
 
@@ -139,10 +178,12 @@ def remote_command(
     HOME, the home directory as working directory) and its tokens land in that user's
     ``~/.hermes``.
     ``need_tty``: start nothing unless the session has a terminal (see ``wrapper_script``).
+    ``browser_helper``: ``$BROWSER`` hands the URLs the program opens to tunnelauth.
     """
     if not program or "\0" in program or any("\0" in a for a in args):
         raise ValueError("empty program or NUL byte in the remote command")
-    words = ["sh", "-c", wrapper_script(need_tty=need_tty), "tunnelauth", program, *args]
+    script = wrapper_script(need_tty=need_tty, browser_helper=browser_helper)
+    words = ["sh", "-c", script, "tunnelauth", program, *args]
     if env:
         words = ["env", *env_assignments(env), *words]
     if hermes_home is not None:
@@ -207,6 +248,8 @@ def settings_command(
     """``remote_command`` for ``program`` (default: the settings') as the settings' user/home.
 
     ``pty``: the command runs on a PTY, so sudo may ask there, and nothing starts without one.
+    A login of ``run`` (no provider) on a PTY gets the browser helper; hermes is left as it
+    is: it knows it runs over SSH and prints its URLs itself.
     """
     return remote_command(
         program or settings.program,
@@ -216,4 +259,5 @@ def settings_command(
         interactive=pty and not settings.batch,
         need_tty=pty,
         env=settings.env if program is None else (),
+        browser_helper=pty and settings.provider is None and program is None,
     )

@@ -39,6 +39,10 @@ Rules for ambiguous output (each tested in tests/unit/test_watch.py):
   count only when nothing announced a callback before.  A loopback URL carrying ``code=``
   or ``error=`` is a finished redirect (e.g. echoed input), never an announcement.  A new
   ``Callback`` is emitted only when (host, port, path) changes: the newest one wins.
+* A line that starts with ``tunnelauth-browser:`` is what tunnelauth's ``$BROWSER`` helper
+  prints when the remote CLI opens a browser: it is not shown; a ``BrowserRequest`` comes
+  instead, and the rest of the line, taken whole as one URL, is judged exactly like a URL on
+  an open-instruction line (the remote can print such a line itself: it earns no more trust).
 * Status lines are matched anchored at the start of the stripped line; URLs on a status
   line are ignored and a held URL is dropped.  A traceback's final exception line is a
   failure, reported once the next non-blank line shows the traceback was not chained.
@@ -62,6 +66,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from tunnelauth.events import (
     AuthorizeUrl,
+    BrowserRequest,
     Callback,
     DeviceCode,
     Event,
@@ -72,6 +77,7 @@ from tunnelauth.events import (
     RemoteLine,
     Status,
 )
+from tunnelauth.remote import BROWSER_MARKER
 from tunnelauth.sanitize import Stripper, strip
 
 __all__ = [
@@ -622,8 +628,12 @@ class Watcher:
 
     def _line_done(self, text: str, out: list[Event]) -> None:
         """Process one complete sanitized line."""
-        out.append(RemoteLine(text))
         stripped = text.strip()
+        if stripped.startswith(BROWSER_MARKER):
+            self._settle_status(out)
+            self._browser_request(stripped[len(BROWSER_MARKER) :].strip(), out)
+            return
+        out.append(RemoteLine(text))
         if not stripped:
             return  # blank lines keep every hint and held item for the next line
         if self._held_status is not None and _TB_CHAIN.match(stripped):
@@ -675,13 +685,27 @@ class Watcher:
         self._open_hint = not found and words_end.endswith(":") and bool(_OPEN.search(words))
         self._redirect_hint = not found and bool(_REDIRECT_HINT.search(words_end))
 
+    def _browser_request(self, raw: str, out: list[Event]) -> None:
+        """The ``$BROWSER`` helper's line: its URL is judged as if printed after "Open:"."""
+        out.append(BrowserRequest(_shown(raw)))
+        if not self._await_code:
+            self._settle_url(out)  # this line is the next non-blank one for a held URL
+        self._open_hint = self._redirect_hint = False
+        checked = _check_url(raw)
+        if isinstance(checked, ParsedUrl):
+            self._url(checked, "", True, False, out)
+            return
+        event = RejectedUrl(_shown(raw), checked)
+        if event != self._last_rejected:
+            self._last_rejected = event
+            out.append(event)
+
     def _rejected(self, bad: _Rejected, words: str, context: bool, out: list[Event]) -> None:
         """Report a rejected URL that the login may depend on (never a plain docs link)."""
         loopback_announcement = bad.text[:5].lower() == "http:" and _is_announcement(words, "")
         if not (context or _LOGIN_PARAMS.search(bad.text) or loopback_announcement):
             return
-        shown = bad.text if len(bad.text) <= _SHOWN_REJECTED else bad.text[:_SHOWN_REJECTED] + "…"
-        event = RejectedUrl(shown, bad.reason)
+        event = RejectedUrl(_shown(bad.text), bad.reason)
         if event != self._last_rejected:
             self._last_rejected = event
             out.append(event)
@@ -798,6 +822,11 @@ class Watcher:
         if event != self._last_device:
             self._last_device = event
             out.append(event)
+
+
+def _shown(url: str) -> str:
+    """A URL cut to the length shown in messages."""
+    return url if len(url) <= _SHOWN_REJECTED else url[:_SHOWN_REJECTED] + "…"
 
 
 def _inline_code(words: str) -> str | None:

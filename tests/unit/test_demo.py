@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -374,18 +375,24 @@ def _demo_until(bed: Bed, browser: str, wanted: str) -> tuple[int, str]:
     )
     assert proc.stderr is not None
     shown: list[str] = []
+    # Read on to the end through the same buffered reader: communicate() would read the pipe
+    # itself and lose what the reader already holds (the lines right after ``wanted``).
+    stopper: threading.Timer | None = None
     try:
         for raw in proc.stderr:
             shown.append(raw.decode(errors="replace"))
-            if wanted in shown[-1]:
+            if stopper is None and wanted in shown[-1]:
                 proc.send_signal(signal.SIGTERM)
-                break
-        rest = proc.communicate(timeout=ARRIVAL_DEADLINE)[1]
+                stopper = threading.Timer(ARRIVAL_DEADLINE, proc.kill)
+                stopper.start()
+        proc.wait()
     finally:
+        if stopper is not None:
+            stopper.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, "".join(shown) + rest.decode(errors="replace")
+    return proc.returncode, "".join(shown)
 
 
 def test_a_browser_that_never_comes_gets_the_url_printed(bed: Bed) -> None:
@@ -395,7 +402,9 @@ def test_a_browser_that_never_comes_gets_the_url_printed(bed: Bed) -> None:
     assert "no browser has opened the login page after 10 s" in stderr, stderr
     lines = stderr.splitlines()
     at = next(i for i, ln in enumerate(lines) if "open this page in a browser" in ln)
-    assert lines[at + 1].startswith("http://127.0.0.1:") and "/login?state=" in lines[at + 1]
+    assert lines[at + 1].startswith("http://127.0.0.1:") and "/login?state=" in lines[at + 1], (
+        stderr
+    )
     assert code == 130, stderr
     assert bed.leftover_dirs() == []
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,9 @@ from tunnelauth.remote import (
     NOT_DECODED_STATUS,
     NOT_FOUND_MARKER,
     remote_command,
+    settings_command,
 )
+from tunnelauth.settings import Settings, SSHTarget
 
 # The remote login shell runs the command line: every one a user may have must read it alike.
 SHELLS = [s for s in ("sh", "bash", "dash", "zsh", "fish") if shutil.which(s)]
@@ -278,3 +283,149 @@ def test_openrouter_runs_hermes_oauth_login(home: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     argv = json.loads((tmp_path / "argv.json").read_text())["argv"]
     assert argv == ["auth", "add", "openrouter", "--type", "oauth"]
+
+
+# A remote CLI that opens its URL through Python's webbrowser, then runs $BROWSER itself as
+# xdg-open does, records what each returned, and exits with the status it is given.
+OPENS_A_BROWSER = """#!/usr/bin/env python3
+import json, os, subprocess, sys, time, webbrowser
+record = {"browser": os.environ.get("BROWSER")}
+record["webbrowser"] = webbrowser.open("https://idp.test/authorize?client_id=a&state=1")
+record["browser_env"] = subprocess.call([os.environ["BROWSER"], "https://idp.test/device"])
+with open(os.environ["ARGV_OUT"], "w") as fh:
+    json.dump(record, fh)
+if sys.argv[1] == "hang":
+    print("hanging", flush=True)
+    time.sleep(60)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def opener(home: Path) -> Path:
+    """``~/.local/bin/opener``: the CLI above."""
+    prog = home / ".local" / "bin" / "opener"
+    prog.write_text(OPENS_A_BROWSER.replace("/usr/bin/env python3", sys.executable))
+    prog.chmod(0o755)
+    return prog
+
+
+def _on_a_terminal_with_output(
+    command: str, home: Path, tmp_path: Path, *, shell: str = "sh"
+) -> tuple[int, str]:
+    """``shell -c command`` with a pseudo-terminal as stdin/stdout/stderr: status, output."""
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")}
+    env["TMPDIR"] = str(tmp_path)
+    controller, terminal = pty.openpty()
+    out = b""
+    try:
+        proc = subprocess.Popen(
+            [shell, "-c", command],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env=env,
+        )
+        os.close(terminal)
+        terminal = -1
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return proc.wait(timeout=20), out.decode(errors="replace")
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_browser_helper_hands_the_url_to_the_terminal_and_says_it_opened(
+    shell: str, home: Path, opener: Path, tmp_path: Path
+) -> None:
+    command = remote_command("opener", ["3"], need_tty=True, browser_helper=True)
+    status, text = _on_a_terminal_with_output(command, home, tmp_path, shell=shell)
+    assert status == 3, text  # the CLI's own status comes back
+    assert "tunnelauth-browser: https://idp.test/authorize?client_id=a&state=1\r\n" in text
+    assert "tunnelauth-browser: https://idp.test/device\r\n" in text
+    record = json.loads((tmp_path / "argv.json").read_text())
+    assert record["webbrowser"] is True and record["browser_env"] == 0  # "a browser opened"
+    helper = Path(record["browser"])
+    assert helper.parent.parent == tmp_path and helper.parent.name.startswith("tunnelauth-")
+    assert not helper.parent.exists(), "the helper's directory outlived the login"
+
+
+def test_browser_helper_directory_is_private_and_removed_at_hangup(
+    home: Path, opener: Path, tmp_path: Path
+) -> None:
+    command = remote_command("opener", ["hang"], need_tty=True, browser_helper=True)
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")}
+    env["TMPDIR"] = str(tmp_path)
+    controller, terminal = pty.openpty()
+    record = tmp_path / "argv.json"
+    try:
+        proc = subprocess.Popen(
+            ["sh", "-c", command],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env=env,
+            start_new_session=True,
+        )
+        out = b""
+        deadline = time.monotonic() + 20
+        while b"hanging" not in out:
+            left = deadline - time.monotonic()
+            assert select.select([controller], [], [], max(left, 0))[0], out
+            out += os.read(controller, 4096)
+        helper = Path(json.loads(record.read_text())["browser"])
+        assert helper.parent.stat().st_mode & 0o777 == 0o700
+        assert helper.stat().st_mode & 0o777 == 0o700
+        os.killpg(proc.pid, signal.SIGHUP)  # what the session's end sends the login
+        assert proc.wait(timeout=20) == 129
+        assert not helper.parent.exists(), "the helper's directory outlived the hangup"
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+def test_browser_helper_only_for_run_logins() -> None:
+    target = SSHTarget(host="remote")
+    run_login = Settings(target=target, program="some-cli", args=())
+    hermes_login = Settings(target=target, program="hermes", args=(), provider="spotify")
+    assert "BROWSER=" in settings_command(run_login, [], pty=True)
+    # hermes knows it runs over SSH and prints its URLs; exec commands never open a browser.
+    assert "BROWSER=" not in settings_command(hermes_login, [], pty=True)
+    assert "BROWSER=" not in settings_command(run_login, [], pty=False)
+    assert "BROWSER=" not in settings_command(run_login, ["-c", "x"], program="sh", pty=True)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_browser_helper_survives_sudo_i_for_another_user(
+    shell: str, home: Path, opener: Path, tmp_path: Path
+) -> None:
+    standin = tmp_path / "sbin"
+    standin.mkdir()
+    (standin / "sudo").write_text(SUDO_I)
+    (standin / "sudo").chmod(0o755)
+    command = remote_command("opener", ["3"], run_as="svc", interactive=True, browser_helper=True)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{standin}:/usr/bin:/bin",
+        "ARGV_OUT": str(tmp_path / "argv.json"),
+        "LOGIN_SHELL": shutil.which(shell) or shell,
+        "TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [shell, "-c", command], env=env, capture_output=True, text=True, timeout=20, check=False
+    )
+    assert result.returncode == 3, result.stderr
+    # No terminal here: the helper falls back to stderr, which is the PTY in a real login.
+    assert "tunnelauth-browser: https://idp.test/device\n" in result.stderr
+    record = json.loads((tmp_path / "argv.json").read_text())
+    assert record["webbrowser"] is True and record["browser_env"] == 0
+    assert not Path(record["browser"]).parent.exists()

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tunnelauth.browser import is_safe_browser_url
 from tunnelauth.events import (
     AuthorizeUrl,
+    BrowserRequest,
     Callback,
     DeviceCode,
     Event,
@@ -1216,3 +1217,114 @@ def test_adversarial_lines_keep_invariants() -> None:
         "https://ok.example/device",
         "https://example.com/$(rm",
     ]
+
+
+# ----------------------------------------------------------------------------- $BROWSER helper
+
+HELPER_AUTH = (
+    "https://idp.test/authorize?response_type=code&client_id=cli"
+    "&redirect_uri=http%3A%2F%2F127.0.0.1%3A8976%2Fcallback&state=s1"
+)
+
+
+def helper_line(url: str) -> str:
+    """What tunnelauth's $BROWSER helper writes to the terminal for ``url``."""
+    return f"\r\ntunnelauth-browser: {url}\r\n"
+
+
+def test_browser_helper_line_is_an_authorize_url_and_is_not_shown() -> None:
+    events = feed_text("Starting login\r\n" + helper_line(HELPER_AUTH) + "waiting\r\n")
+    assert signals(events) == [
+        BrowserRequest(HELPER_AUTH),
+        Callback("127.0.0.1", 8976, "/callback", "redirect_uri"),
+        AuthorizeUrl(HELPER_AUTH, "idp.test", "http://127.0.0.1:8976/callback"),
+    ]
+    assert not any("tunnelauth-browser" in line for line in lines_of(events))
+    assert "Starting login" in lines_of(events) and "waiting" in lines_of(events)
+
+
+def test_browser_helper_line_is_read_whatever_the_chunking() -> None:
+    data = ("Starting login\r\n" + helper_line(HELPER_AUTH)).encode()
+    whole = signals(run([data]))
+    for cut in range(1, len(data)):
+        assert signals(run([data[:cut], data[cut:]])) == whole
+
+
+def test_browser_helper_plain_https_url_is_opened_like_an_open_instruction() -> None:
+    # No OAuth parameter: held like "Open this URL:" for a device code, else a page to open.
+    events = feed_text(helper_line("https://login.test/device") + "Enter the code: ABCD-EFGH\r\n")
+    assert actions(events) == [DeviceCode("https://login.test/device", "ABCD-EFGH")]
+    events = run([helper_line("https://login.test/start").encode()])
+    assert actions(events) == [AuthorizeUrl("https://login.test/start", "login.test", None)]
+
+
+def test_browser_helper_loopback_url_is_the_clis_own_start_page() -> None:
+    url = "http://127.0.0.1:53682/auth?state=xyz"
+    events = feed_text(helper_line(url))
+    assert actions(events) == [
+        Callback("127.0.0.1", 53682, None, "announcement"),
+        AuthorizeUrl(url, "127.0.0.1", None),
+    ]
+
+
+def test_browser_helper_url_follows_the_percent_encoding_rules() -> None:
+    events = feed_text(helper_line(HELPER_AUTH + "&claims={}"))
+    encoded = HELPER_AUTH + "&claims=%7B%7D"
+    assert [e for e in actions(events) if isinstance(e, AuthorizeUrl)] == [
+        AuthorizeUrl(encoded, "idp.test", "http://127.0.0.1:8976/callback")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("javascript:alert(1)", "not an http(s) URL"),
+        ("file:///etc/passwd", "not an http(s) URL"),
+        ("", "not an http(s) URL"),
+        ("https://idp.test@evil.test/authorize?client_id=x", "user name"),
+        ("http://evil.test:8080/authorize?client_id=x", "plain http"),
+        ("http://127.0.0.1:22/", "plain http"),
+        ("https://idp.test/a https://evil.test/b", "characters a URL cannot carry"),
+        ("https://idp.test/caf\u00e9", "characters a URL cannot carry"),
+        ("https://idp.test/a%zz", "starts no escape"),
+        ("https://idp.test/" + "a" * 9000, "longer than"),
+        (
+            "https://idp.test/authorize?redirect_uri=http://127.0.0.1:1/&redirect_uri=x",
+            "repeated",
+        ),
+    ],
+)
+def test_hostile_browser_helper_lines_are_rejected_with_the_reason(raw: str, reason: str) -> None:
+    events = feed_text(helper_line(raw))
+    assert [type(e) for e in signals(events)] == [BrowserRequest, RejectedUrl]
+    (bad,) = rejected(events)
+    assert reason in bad.reason
+    assert len(bad.url) <= 201
+    assert not any(isinstance(e, AuthorizeUrl | Callback | DeviceCode) for e in events)
+
+
+def test_forged_helper_line_earns_nothing_an_open_line_would_not() -> None:
+    # The remote can print the marker itself: each URL gives the events the same URL gives
+    # on an "Open this URL:" line, no more.
+    for url in (HELPER_AUTH, "https://login.test/x", "http://localhost:8976/callback?state=1"):
+        marked = actions(feed_text(helper_line(url)))
+        printed = actions(feed_text(f"Open this URL: {url}\r\n"))
+        assert marked == printed, url
+
+
+def test_marker_inside_a_line_or_with_escapes_is_no_helper_line() -> None:
+    events = feed_text(f"note: tunnelauth-browser: {HELPER_AUTH}\r\n")
+    assert not any(isinstance(e, BrowserRequest) for e in events)
+    assert any(isinstance(e, RemoteLine) and "tunnelauth-browser" in e.text for e in events)
+    # Colour codes are stripped first: the line is judged on its plain text, URL included.
+    events = feed_text(f"\x1b[31mtunnelauth-browser:\x1b[0m {HELPER_AUTH}\x1b]8;;x\x07\r\n")
+    assert [type(e) for e in signals(events)] == [BrowserRequest, Callback, AuthorizeUrl]
+
+
+def test_helper_line_settles_a_held_url_and_ends_a_traceback_status() -> None:
+    events = feed_text("Open this URL:\r\nhttps://a.test/x\r\n" + helper_line("https://b.test/y"))
+    opened = [e.url for e in actions(events) if isinstance(e, AuthorizeUrl)]
+    assert opened == ["https://a.test/x", "https://b.test/y"]
+    tb = 'Traceback (most recent call last):\r\n  File "x", line 1\r\nValueError: bad\r\n'
+    events = feed_text(tb + helper_line(HELPER_AUTH))
+    assert signals(events)[0] == failed("ValueError: bad")
