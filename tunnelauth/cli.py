@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -21,8 +21,10 @@ from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.recipes import RECIPES, display
-from tunnelauth.settings import BACKENDS, VIAS
+from tunnelauth.settings import BACKENDS, VIAS, Settings
 from tunnelauth.status import ExitStatus
+
+_T = TypeVar("_T")
 
 _METAVARS = {
     "jump": "HOST",
@@ -274,19 +276,25 @@ def _no_login_flags(command: str, options: dict[str, Any]) -> None:
             raise UsageError(f"--{flag} applies to logins, not to {command}")
 
 
-def _doctor(name: str, options: dict[str, Any]) -> None:
-    """Run the checks, print the table (or JSON) on stdout, exit with the first failure's code."""
+def _ask_remote(name: str, options: dict[str, Any], ask: Callable[[Settings], _T]) -> _T:
+    """Settings for a command that only asks the remote (doctor, status), then its answer."""
     import asyncio
 
-    from tunnelauth import doctor
     from tunnelauth.errors import TimedOutError
 
     _no_login_flags(name, options)
     settings = build_settings(name, options)
     try:
-        report = doctor.run(settings)
+        return ask(settings)
     except asyncio.TimeoutError:
-        raise TimedOutError("doctor did not finish in time") from None
+        raise TimedOutError(f"{name} did not finish in time") from None
+
+
+def _doctor(name: str, options: dict[str, Any]) -> None:
+    """Run the checks, print the table (or JSON) on stdout, exit with the first failure's code."""
+    from tunnelauth import doctor
+
+    report = _ask_remote(name, options, doctor.run)
     if options.get("json"):
         typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
     else:
@@ -299,18 +307,10 @@ def _doctor(name: str, options: dict[str, Any]) -> None:
 
 def _status(name: str, options: dict[str, Any]) -> None:
     """Print the remote's login state (table, or JSON with --json) on stdout."""
-    import asyncio
-
     from tunnelauth import loginstatus
-    from tunnelauth.errors import TimedOutError
-
-    _no_login_flags(name, options)
-    settings = build_settings(name, options)
-    try:
-        status = loginstatus.run(settings)
-    except asyncio.TimeoutError:
-        raise TimedOutError("status did not finish in time") from None
     from tunnelauth.completion import remember_mcp_servers
+
+    status = _ask_remote(name, options, loginstatus.run)
 
     remember_mcp_servers(status.host, status.mcp_servers)
     if options.get("json"):
