@@ -259,5 +259,9 @@ def settings_command(
         interactive=pty and not settings.batch,
         need_tty=pty,
         env=settings.env if program is None else (),
-        browser_helper=pty and settings.provider is None and program is None,
+        # A recipe that chose BROWSER itself (databricks: BROWSER=none) keeps its choice.
+        browser_helper=pty
+        and settings.provider is None
+        and program is None
+        and all(name != "BROWSER" for name, _ in settings.env),
     )

@@ -237,3 +237,15 @@ def test_hermes_settings_do_not_reach_a_recipe() -> None:
     )
     assert settings.hermes_home is None and settings.program == "wrangler"
     assert "HERMES_HOME" not in settings_command(settings, settings.args)
+
+
+def test_a_recipe_that_sets_browser_keeps_it_on_a_terminal() -> None:
+    # The login runs on a PTY, where `run` installs the BROWSER helper: a recipe that chose
+    # BROWSER itself (databricks: BROWSER=none) must keep its own value.
+    def login_line(name: str) -> str:
+        settings = build_settings("recipe", _options(recipe=name, host="box"))
+        return settings_command(settings, settings.args, pty=True)
+
+    assert "tunnelauth-browser" not in login_line("databricks")
+    assert "exec env BROWSER=none sh -c " in login_line("databricks")
+    assert "tunnelauth-browser" in login_line("wrangler")
