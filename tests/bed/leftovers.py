@@ -1,9 +1,10 @@
 """Before/after snapshots of what a bed test could leave behind, and the check that it did not.
 
 Only things that can be ours are looked at: processes descended from this test process
-or naming the bed's temp dir, listeners owned by those, files under the bed's temp dir
-or with tunnelauth's prefix in the system temp dir, and the test user's processes in the
-bed's namespaces. Unrelated processes on the machine are never matched.
+or naming the bed's temp dir (the bed's own daemons excepted), listeners owned by those,
+files under the bed's temp dir or with tunnelauth's prefix in the system temp dir, and the
+test user's processes in every bed namespace (a fleet's targets included). Unrelated
+processes on the machine are never matched.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def _ours(bed: Bed | None) -> dict[int, psutil.Process]:
             if any(marker in arg for arg in proc.info["cmdline"] or ()):
                 found.setdefault(proc.pid, proc)
     excluded = {me.pid, *(p.pid for p in me.parents())}
+    if bed is not None:
+        # The bed's own servers (a fleet target's sshd restarted by a test is not left behind).
+        excluded |= {daemon.pid for daemon in bed.daemons}
     alive = {}
     for pid, proc in found.items():
         with contextlib.suppress(psutil.Error):

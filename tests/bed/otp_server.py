@@ -1,5 +1,9 @@
 """An SSH server that asks for a password and then a one-time code (keyboard-interactive).
 
+Without ``--password`` it asks for the one-time code alone (the fleet's OTP bastion). Every
+code prompt is logged (``Asked one-time code for USER``), and every verdict, so a test can
+count prompts per login.
+
 Run as root inside the bed's remote namespace (``ip netns exec``); the machine's PAM stack is
 never involved. Sessions run the command as the bed's test user through ``/bin/bash -c``,
 with a PTY when one is asked for (like sshd) and ``SSH_CLIENT``/``SSH_TTY`` set, so the fake
@@ -50,15 +54,22 @@ class OtpServer(asyncssh.SSHServer):
         return True
 
     def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+        if self.opts.password is None:
+            return self._ask_code(username)
         self.round = 1
         return ("", "", "", [("Password: ", False)])
+
+    def _ask_code(self, username: str) -> Any:
+        """Round 2: the one-time code (logged, so prompts can be counted)."""
+        self.round = 2
+        log(f"Asked one-time code for {username}")
+        return ("", "Two-step verification", "", [("One-time code: ", False)])
 
     def validate_kbdint_response(self, username: str, responses: Any) -> Any:
         ok_user = username == self.opts.user
         if self.round == 1:
             if ok_user and list(responses) == [self.opts.password]:
-                self.round = 2
-                return ("", "Two-step verification", "", [("One-time code: ", False)])
+                return self._ask_code(username)
             log(f"Failed password for {username}")
             return False
         ok = ok_user and list(responses) == [self.opts.code]
@@ -66,6 +77,7 @@ class OtpServer(asyncssh.SSHServer):
         return ok
 
     def connection_requested(self, dest_host: str, dest_port: int, *_: Any) -> bool:
+        log(f"Forwarding to {dest_host}:{dest_port}")
         return True  # asyncssh connects from inside the remote namespace itself
 
 
@@ -209,8 +221,9 @@ async def serve(opts: argparse.Namespace) -> None:
 def main() -> int:
     """Parse options and serve."""
     parser = argparse.ArgumentParser()
-    for name in ("--host-key", "--user", "--password", "--code"):
+    for name in ("--host-key", "--user", "--code"):
         parser.add_argument(name, required=True)
+    parser.add_argument("--password", default=None, help="ask it before the code (else: code only)")
     parser.add_argument("--port", type=int, required=True)
     asyncio.run(serve(parser.parse_args()))
     return 0

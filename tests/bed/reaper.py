@@ -258,8 +258,9 @@ def _user_exists(name: str) -> bool:
     return True
 
 
-# A bed id is "tabed-<owner pid>-<6 hex>"; every name a bed creates embeds it.
-NETNS_RE = re.compile(rf"^({PREFIX}-(\d+)-([0-9a-f]{{6}}))-[br]$")
+# A bed id is "tabed-<owner pid>-<6 hex>"; every name a bed creates embeds it. Namespaces:
+# `-b` bastion, `-r` remote, `-f<fleet>t<target>` a fleet target (tests/bed/fleet.py).
+NETNS_RE = re.compile(rf"^({PREFIX}-(\d+)-([0-9a-f]{{6}}))-([br]|f\d+t\d+)$")
 TMP_RE = re.compile(rf"^({PREFIX}-(\d+)-([0-9a-f]{{6}}))-")
 
 
@@ -272,9 +273,13 @@ def _netns_names() -> list[str]:
 def _orphan_records() -> dict[str, BedRecord]:
     """Beds found by name (namespaces, users, dirs) whose owner pid is dead."""
     found: dict[str, tuple[int, str]] = {}
-    for name in _netns_names():
+    targets: dict[str, dict[str, str]] = {}  # bed id → fleet target role → namespace
+    etc = [e.name for e in ETC_NETNS.iterdir()] if ETC_NETNS.is_dir() else []
+    for name in [*_netns_names(), *etc]:  # /etc/netns/<ns> may outlive its namespace
         if m := NETNS_RE.match(name):
             found[m.group(1)] = (int(m.group(2)), m.group(3))
+            if m.group(4) not in ("b", "r"):
+                targets.setdefault(m.group(1), {})[m.group(4)] = name
     for root in (Path("/tmp"), ETC_NETNS):
         if root.is_dir():
             for entry in root.iterdir():
@@ -297,7 +302,11 @@ def _orphan_records() -> dict[str, BedRecord]:
             subnet=0,
             tmp=str(tmps[0]) if tmps else f"/tmp/{bed_id}-gone",
             user=f"{PREFIX}{hexid}",
-            netns={"bastion": f"{bed_id}-b", "remote": f"{bed_id}-r"},
+            netns={
+                **targets.get(bed_id, {}),
+                "bastion": f"{bed_id}-b",
+                "remote": f"{bed_id}-r",
+            },
             veth=f"tb{hexid}l",
         )
     return orphans
