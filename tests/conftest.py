@@ -22,6 +22,7 @@ if str(REPO) not in sys.path:  # ``tests.bed`` must import the same way under an
     sys.path.insert(0, str(REPO))
 
 from tests.bed import SSHD, leftovers, netbed, reaper  # noqa: E402
+from tests.bed import fleet as fleet_bed  # noqa: E402
 from tests.installed import installed  # noqa: E402, F401  (a session fixture)
 
 IN_CI = bool(os.environ.get("CI"))
@@ -108,6 +109,45 @@ def no_leftovers(bed: netbed.Bed) -> Iterator[leftovers.Snapshot]:
     before = leftovers.snapshot(bed)
     yield before
     leftovers.assert_nothing_left(before)
+
+
+def _fleet(
+    request: pytest.FixtureRequest, bed: netbed.Bed, count: int
+) -> Iterator[fleet_bed.Fleet]:
+    """Build a fleet of ``count`` targets on the session's bed; always removed afterwards."""
+    built = fleet_bed.build(bed, count=count)
+    announce(
+        request.config, f"tunnelauth: fleet {built.slot} of {count} targets on {bed.record.id}"
+    )
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+@pytest.fixture(scope="session")
+def fleet(request: pytest.FixtureRequest, bed: netbed.Bed) -> Iterator[fleet_bed.Fleet]:
+    """Five targets behind the bed's bastion (``tests/bed/fleet.py``), once per session."""
+    yield from _fleet(request, bed, 5)
+
+
+@pytest.fixture(scope="session")
+def fleet10(request: pytest.FixtureRequest, bed: netbed.Bed) -> Iterator[fleet_bed.Fleet]:
+    """Ten targets (the most a fleet has), for benchmarks; a fleet of its own beside ``fleet``."""
+    yield from _fleet(request, bed, 10)
+
+
+@pytest.fixture
+def fleet_fresh(
+    fleet: fleet_bed.Fleet, no_leftovers: leftovers.Snapshot
+) -> Iterator[fleet_bed.Fleet]:
+    """Every target up and clean (as ``fresh`` makes the remote); nothing left on any target."""
+    fleet.restore()
+    fleet.reset()
+    for name in fleet.names:
+        fleet.set_fake(name, spotify_client_id="tunnelauth-test-client")
+    yield fleet
+    assert fleet.login_processes() == [], "a login process survived on a fleet target"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import pwd
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.bed import netns_pids
+from tests.bed import PREFIX, netns_pids
 from tests.bed.netbed import Bed
 
 WATCHED_NAMES = {"ssh", "sshd", "tunnelauth"}
@@ -143,6 +144,16 @@ def _used_by_others(ours: dict[int, psutil.Process]) -> str:
     return "\0".join(words)
 
 
+def _other_beds_user(entry: Path, bed: Bed | None) -> bool:
+    """Whether a temp entry belongs to the test user of another bed (not this bed's users)."""
+    try:
+        owner = pwd.getpwuid(entry.lstat().st_uid).pw_name
+    except (OSError, KeyError):
+        return False
+    mine = bed is not None and owner.startswith(bed.user)  # the bed's user and its extras
+    return owner.startswith(PREFIX) and not mine
+
+
 def _paths(bed: Bed | None, ours: dict[int, psutil.Process]) -> frozenset[Item]:
     """Sockets and tunnelauth/Chromium temp entries under the bed's temp and the system temp."""
     items = set()
@@ -156,6 +167,8 @@ def _paths(bed: Bed | None, ours: dict[int, psutil.Process]) -> frozenset[Item]:
                 items |= stale_locks(entry, ours)
                 continue
             if entry.name.startswith("tunnelauth-"):
+                if _other_beds_user(entry, bed):
+                    continue  # made on another session's remote (/tmp is shared by all)
                 # Another run on this machine may be using one right now: not ours.
                 others = _used_by_others(ours) if others is None else others
                 if str(entry) not in others:
