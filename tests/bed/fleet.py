@@ -64,7 +64,7 @@ from tests.bed.netbed import (
     _start_daemon,
     _wait_listening,
 )
-from tests.bed.reaper import namespace_held, netns_inode
+from tests.bed.reaper import _wait_released, netns_inode
 
 HERE = Path(__file__).resolve().parent
 RELAY = HERE.parent / "bench" / "relay.py"
@@ -429,8 +429,7 @@ class Fleet:
                 run(["ip", "netns", "del", target.netns], check=False)
                 inodes[target.netns] = inode
         for ns, inode in inodes.items():
-            wait_for(lambda ns=ns: netns_inode(ns) is None, timeout=5, what=f"{ns} to unmount")
-            wait_for(lambda i=inode: not namespace_held(i), timeout=5, what=f"{ns} released")
+            _wait_released(ns, inode)
         for target in self.targets.values():
             shutil.rmtree(ETC_NETNS / target.netns, ignore_errors=True)
             bed.netns.pop(target.role, None)
@@ -543,7 +542,8 @@ def _build(fleet: Fleet, base: int) -> None:
     homes = bed.home / f".hermes-fleet{fleet.slot}"
     homes.mkdir(exist_ok=True)
     os.chown(homes, bed.uid, bed.gid)
-    template = json.loads(bed.fake_json.read_text()) if bed.fake_json.exists() else {}
+    # The remote's defaults, not whatever an earlier test left in its fake.json.
+    template = {"provider": bed.idp_url, "ca_file": str(bed.remote_ca_file)}
     for proc in keygens:
         _finish(proc)
     for target in fleet.targets.values():

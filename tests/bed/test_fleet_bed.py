@@ -7,6 +7,7 @@ import json
 import os
 import re
 import selectors
+import shutil
 import socket
 import ssl
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bed import ETC_NETNS, kill_pids, leftovers, netbed, reaper, wait_for
+from tests.bed import ETC_NETNS, kill_pids, leftovers, netbed, reaper, run, wait_for
 from tests.bed import fleet as fleet_bed
 from tests.bed.fleet import Fleet
 from tests.bed.netbed import Bed
@@ -338,3 +339,24 @@ def test_reaper_removes_a_killed_runs_fleet(bed: Bed, found_by: str) -> None:
     assert not Path(record.tmp).exists()
     assert not Path(f"/home/{record.user}").exists()
     assert bed.ssh("remote", "true").returncode == 0
+
+
+def test_leftovers_ignore_temp_entries_of_another_beds_user(bed: Bed) -> None:
+    """/tmp is shared by every bed on the machine: another session's remote files are not ours."""
+    other = f"tabed{os.urandom(3).hex()}"
+    run(["useradd", "--no-create-home", "--comment", "tunnelauth-bed leftovers test", other])
+    ours = theirs = None
+    try:
+        before = leftovers.snapshot(bed)
+        theirs = Path(f"/tmp/tunnelauth-browser.{other}")
+        ours = Path(f"/tmp/tunnelauth-browser.{bed.user}")
+        for path, owner in ((theirs, other), (ours, bed.user)):
+            path.mkdir()
+            shutil.chown(path, owner)
+        paths = [item.key[1] for item in leftovers.new_since(before).get("paths", [])]
+        assert paths == [str(ours)], paths
+    finally:
+        for made in (ours, theirs):
+            if made is not None and made.exists():
+                made.rmdir()
+        run(["userdel", other], check=False)
