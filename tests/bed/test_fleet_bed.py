@@ -22,6 +22,8 @@ from tests.bed import ETC_NETNS, kill_pids, leftovers, netbed, reaper, run, wait
 from tests.bed import fleet as fleet_bed
 from tests.bed.fleet import Fleet
 from tests.bed.netbed import Bed
+from tests.e2e.helpers import tunnelauth
+from tunnelauth.status import ExitStatus
 
 pytestmark = [pytest.mark.bed, pytest.mark.usefixtures("no_leftovers")]
 
@@ -360,3 +362,21 @@ def test_leftovers_ignore_temp_entries_of_another_beds_user(bed: Bed) -> None:
             if made is not None and made.exists():
                 made.rmdir()
         run(["userdel", other], check=False)
+
+
+@pytest.mark.parametrize("host", ["fleet3", "otp-fleet4"])
+def test_tunnelauth_logs_one_target_in_through_its_bastion(
+    fleet_fresh: Fleet, bed: Bed, tmp_path: Path, host: str
+) -> None:
+    """Today's single-host tunnelauth against a fleet target: the login lands on that target."""
+    name = host.removeprefix("otp-")
+    prompts = fleet_fresh.otp_prompts()
+    env = fleet_fresh.otp_env() if host.startswith("otp-") else {}
+    result = tunnelauth(bed, "xai", host, tmp=tmp_path, ssh_config=fleet_fresh.ssh_config, env=env)
+    assert result.code == ExitStatus.OK, result
+    assert "Device approved" in result.dom
+    record = fleet_fresh.fake_record(name, "xai-oauth")
+    assert record is not None and record["exchanged"] is True, record
+    others = [n for n in fleet_fresh.names if n != name]
+    assert all(fleet_fresh.fake_record(n, "xai-oauth") is None for n in others)
+    assert fleet_fresh.otp_prompts() - prompts == (1 if host.startswith("otp-") else 0)
