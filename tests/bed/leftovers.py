@@ -21,8 +21,9 @@ from pathlib import Path
 
 import psutil
 
-from tests.bed import PREFIX, netns_pids
+from tests.bed import PREFIX
 from tests.bed.netbed import Bed
+from tests.bed.reaper import netns_inode
 
 WATCHED_NAMES = {"ssh", "sshd", "tunnelauth"}
 WATCHED_PREFIXES = ("chrom",)  # chromium, chrome_crashpad_handler, ...
@@ -189,19 +190,24 @@ def _bed_user(bed: Bed | None) -> frozenset[Item]:
     """The test user's processes in the bed namespaces, its sshd sessions excluded."""
     if bed is None:
         return frozenset()
-    items = set()
+    # One pass over the user's processes (a fleet adds up to ten namespaces per snapshot).
+    by_inode = {}
     for ns in bed.netns.values():
-        for pid in netns_pids(ns):
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if (
-                    proc.uids().real == bed.uid
-                    and proc.name() != "sshd"
-                    and proc.status() != psutil.STATUS_ZOMBIE
-                ):
-                    items.add(
-                        Item(("remote", pid, proc.create_time()), f"{_describe(proc)} (in {ns})")
-                    )
+        inode = netns_inode(ns)
+        if inode is not None:
+            by_inode[f"net:[{inode}]"] = ns
+    items = set()
+    for proc in psutil.process_iter(["uids", "name", "status"]):
+        info = proc.info
+        if info["uids"] is None or info["uids"].real != bed.uid:
+            continue
+        if info["name"] == "sshd" or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        with contextlib.suppress(OSError, psutil.Error):
+            where = by_inode.get(os.readlink(f"/proc/{proc.pid}/ns/net"))
+            if where is not None:
+                key = ("remote", proc.pid, proc.create_time())
+                items.add(Item(key, f"{_describe(proc)} (in {where})"))
     return frozenset(items)
 
 
