@@ -34,6 +34,13 @@ Use:
     with fleet.delayed(50) as path: ...         # +50 ms RTT per hop: ssh -F path.ssh_config
     fleet.login_processes()            # the test user's non-sshd processes on any target
     fleet.close()
+
+Fixtures (tests/conftest.py): ``fleet`` (session, 5 targets), ``fleet10`` (session, 10, a
+fleet of its own on the same bed) and ``fleet_fresh`` (per test: all up, state reset, nothing
+left). Several fleets share a bed: each takes a slot S (1-5) with its own addresses, ports,
+namespaces and homes; their aliases are the same (``fleet1``...), in their own ssh_config.
+``otp_env()`` serves OpenSSH only: the library backends never run SSH_ASKPASS, so with them
+the one-time code needs a terminal.
 """
 
 from __future__ import annotations
