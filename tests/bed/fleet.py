@@ -39,8 +39,8 @@ Fixtures (tests/conftest.py): ``fleet`` (session, 5 targets), ``fleet10`` (sessi
 fleet of its own on the same bed) and ``fleet_fresh`` (per test: all up, state reset, nothing
 left). Several fleets share a bed: each takes a slot S (1-5) with its own addresses, ports,
 namespaces and homes; their aliases are the same (``fleet1``...), in their own ssh_config.
-``otp_env()`` serves OpenSSH only: the library backends never run SSH_ASKPASS, so with them
-the one-time code needs a terminal.
+``otp_env()`` serves OpenSSH's ssh: in a batch run (CI set) tunnelauth's asyncssh and paramiko
+backends refuse the keyboard-interactive jump (exit 3) instead of running SSH_ASKPASS.
 """
 
 from __future__ import annotations
