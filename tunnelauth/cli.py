@@ -18,6 +18,7 @@ from tunnelauth import __version__
 from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, build_settings, normalize_argv
 from tunnelauth.completion import complete_choice, complete_host, complete_mcp_server
 from tunnelauth.errors import TunnelauthError, UsageError
+from tunnelauth.fleetparams import fleet_parameters
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.recipes import RECIPES, display
@@ -195,8 +196,8 @@ _register(
 _register(
     "status",
     "Show what HOST is logged in to: each provider (hermes auth status) and MCP servers with "
-    "a token.",
-    [_host_param()],
+    "a token. Several hosts, patterns, @GROUP or --inventory: one row per host.",
+    fleet_parameters(complete_host),
     action=lambda name, options: _status(name, options),
 )
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
@@ -307,9 +308,16 @@ def _doctor(name: str, options: dict[str, Any]) -> None:
 
 def _status(name: str, options: dict[str, Any]) -> None:
     """Print the remote's login state (table, or JSON with --json) on stdout."""
-    from tunnelauth import loginstatus
+    from tunnelauth import fleetcmd, loginstatus
     from tunnelauth.completion import remember_mcp_servers
 
+    single = fleetcmd.single_host(options)
+    if not single:
+        _no_login_flags(name, options)
+        code = fleetcmd.status(options)
+        if code != ExitStatus.OK:
+            raise typer.Exit(int(code))
+        return
     status = _ask_remote(name, options, loginstatus.run)
 
     remember_mcp_servers(status.host, status.mcp_servers)
