@@ -155,18 +155,22 @@ for _name, _spec in PROVIDERS.items():
                 ),
             ],
         )
-        _register("mcp", "Log in an MCP server: hermes mcp login NAME.", [_server, _host_param()])
+        _register(
+            "mcp",
+            "Log in an MCP server: hermes mcp login NAME.",
+            [_server, *fleet_parameters(complete_host)],
+        )
     else:
         _register(
             _name,
             f"Log in {_name}: runs hermes {' '.join(_spec.args)}. Usual flow: {_spec.flow}.",
-            [_host_param()],
+            fleet_parameters(complete_host),
         )
 
 _register(
     "run",
     "Run any loopback-login command on the host: tunnelauth run [HOST] -- CMD ARGS...",
-    [_host_param()],
+    fleet_parameters(complete_host),
 )
 _RECIPE_COMPLETER: Any = complete_choice(tuple(RECIPES))
 _recipe = inspect.Parameter(
@@ -185,7 +189,7 @@ _register(
     "recipe",
     "Log in another CLI with the flags it needs over SSH: tunnelauth recipe NAME [HOST] "
     "[-- EXTRA ARGS]. " + "; ".join(f"{n}: {display(r)}" for n, r in RECIPES.items()) + ".",
-    [_recipe, _host_param()],
+    [_recipe, *fleet_parameters(complete_host)],
 )
 _register(
     "doctor",
@@ -265,9 +269,14 @@ _RUN_COMMAND: list[str] = []
 
 
 def _login(name: str, options: dict[str, Any]) -> None:
-    from tunnelauth import login
+    from tunnelauth import fleetcmd, login
 
-    login.login(name, options, _RUN_COMMAND)
+    if fleetcmd.single_host(options):
+        login.login(name, options, _RUN_COMMAND)
+        return
+    code = fleetcmd.login(name, options, _RUN_COMMAND)
+    if code != ExitStatus.OK:
+        raise typer.Exit(int(code))
 
 
 def _no_login_flags(command: str, options: dict[str, Any]) -> None:

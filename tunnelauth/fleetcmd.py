@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,8 @@ def single_host(options: dict[str, Any]) -> bool:
     if fleet:
         options["fleet_words"] = words
         return False
-    options.pop("inventory", None)
-    options.pop("limit", None)
+    for key in ("inventory", "limit", "jobs"):
+        options.pop(key, None)
     options["host"] = words[0] if words else None
     return True
 
@@ -69,7 +70,8 @@ def fleet_hosts(options: dict[str, Any]) -> list[FleetHost]:
 
 def host_options(options: dict[str, Any], host: FleetHost) -> dict[str, Any]:
     """The options for one host: its own values, except where the user typed a flag."""
-    merged = {k: v for k, v in options.items() if k not in ("fleet_words", "inventory", "limit")}
+    fleet_only = ("fleet_words", "inventory", "limit", "jobs")
+    merged = {k: v for k, v in options.items() if k not in fleet_only}
     for key, value in host.options().items():
         if key == "host" or merged.get(key) in (None, [], ()):
             merged[key] = value
@@ -95,7 +97,7 @@ def status(options: dict[str, Any]) -> ExitStatus:
             word = "answered" if result.status is not None else "failed"
             sys.stderr.write(f"tunnelauth: {result.host.name}: {word}\n")
 
-    jobs = BATCH_JOBS if batch else 1
+    jobs = int(options.get("jobs") or (BATCH_JOBS if batch else 1))
     results = asyncio.run(ask_fleet(hosts, build, jobs=jobs, on_result=progress))
     for result in results:
         if result.status is not None:
@@ -109,3 +111,68 @@ def status(options: dict[str, Any]) -> ExitStatus:
 
         print_fleet_status(results)
     return exit_status(results)
+
+
+def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> ExitStatus:
+    """One login per host of the fleet; the table (or JSON events) and the exit status."""
+    from tunnelauth import flow, postlogin
+    from tunnelauth.cmdline import build_settings
+    from tunnelauth.fleetboard import FleetBoard, HostReporter
+    from tunnelauth.fleetlogin import default_jobs, exit_status, login_all, run
+    from tunnelauth.options import resolve_batch
+    from tunnelauth.report import Reporter
+    from tunnelauth.settings import Settings
+
+    hosts = fleet_hosts(options)
+    batch = resolve_batch(bool(options.get("batch")), os.environ, sys.stdin.isatty()).value
+    jobs = int(options.get("jobs") or default_jobs(name, len(hosts)))
+    # Logins side by side cannot share the terminal: they run as in batch mode.
+    foreground = jobs == 1 and not batch
+    verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
+    board = FleetBoard([h.name for h in hosts], verbosity=verbosity, live=not foreground)
+    order = {h.name: i for i, h in enumerate(hosts, 1)}
+
+    def build(host: FleetHost) -> Settings:
+        settings = build_settings(name, host_options(options, host), run_command=run_command)
+        return settings if foreground else settings._replace(batch=True)
+
+    def reporter_for(host: FleetHost) -> Reporter:
+        human: Reporter = HostReporter(board, host.name)
+        if foreground:
+            from tunnelauth.render import ConsoleReporter
+
+            board.line(host.name, f"login {order[host.name]} of {len(hosts)}", style="bold")
+            human = ConsoleReporter(verbosity=verbosity)
+        if not options.get("json"):
+            return human
+        from tunnelauth.jsonout import JsonReporter
+
+        return JsonReporter(inner=human, host=host.name, fleet=True)
+
+    async def login_one(settings: Settings, reporter: Reporter) -> tuple[str, str]:
+        hook = postlogin.after_login if settings.verify or settings.replace else None
+        try:
+            success = await flow.login(settings, reporter, after_success=hook)
+        finally:
+            if foreground:
+                reporter.close()
+        if settings.provider == "mcp" and settings.server:
+            from tunnelauth.completion import remember_mcp_servers
+
+            remember_mcp_servers(settings.target.host, [settings.server])
+        return success.message, success.login.value
+
+    try:
+        outcomes = run(lambda: login_all(hosts, build, reporter_for, login_one, jobs=jobs))
+    finally:
+        board.close()
+    code = exit_status(outcomes)
+    if options.get("json"):
+        from tunnelauth.jsonout import JsonReporter
+
+        summary = [o.to_json() for o in outcomes]
+        JsonReporter().emit("fleet_done", exit_status=int(code), hosts=summary)
+    done = sum(1 for o in outcomes if o.exit_status == ExitStatus.OK)
+    if verbosity >= 0:
+        board.line("fleet", f"{done} of {len(outcomes)} hosts logged in")
+    return code

@@ -48,4 +48,19 @@ def fleet_parameters(complete: Callable[[str], list[str]]) -> list[inspect.Param
             ),
         ],
     )
-    return [hosts, inventory, limit]
+    jobs = inspect.Parameter(
+        "jobs",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            int | None,
+            typer.Option(
+                "--jobs",
+                metavar="N",
+                min=1,
+                max=10,
+                help="Hosts at once (default: all for device-code logins, else one by one).",
+            ),
+        ],
+    )
+    return [hosts, inventory, limit, jobs]
