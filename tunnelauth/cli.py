@@ -270,8 +270,9 @@ _RUN_COMMAND: list[str] = []
 
 def _login(name: str, options: dict[str, Any]) -> None:
     from tunnelauth import fleetcmd, login
+    from tunnelauth.hostset import single_host
 
-    if fleetcmd.single_host(options):
+    if single_host(options):
         login.login(name, options, _RUN_COMMAND)
         return
     code = fleetcmd.login(name, options, _RUN_COMMAND)
@@ -319,9 +320,9 @@ def _status(name: str, options: dict[str, Any]) -> None:
     """Print the remote's login state (table, or JSON with --json) on stdout."""
     from tunnelauth import fleetcmd, loginstatus
     from tunnelauth.completion import remember_mcp_servers
+    from tunnelauth.hostset import single_host
 
-    single = fleetcmd.single_host(options)
-    if not single:
+    if not single_host(options):
         _no_login_flags(name, options)
         code = fleetcmd.status(options)
         if code != ExitStatus.OK:

@@ -16,28 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tunnelauth.errors import UsageError
-from tunnelauth.hostset import FleetHost, expand, groups_of, is_pattern
+from tunnelauth.hostset import FleetHost, expand, groups_of
 from tunnelauth.status import ExitStatus
-
-
-def single_host(options: dict[str, Any]) -> bool:
-    """Whether the command names at most one plain host (then ``host`` is set for it).
-
-    One plain host keeps the single-host output; patterns, groups, several hosts or an
-    inventory make it a fleet command.
-    """
-    words = list(options.pop("hosts", None) or [])
-    fleet = options.get("inventory") or len(words) > 1
-    fleet = fleet or any(w.startswith("@") or is_pattern(w) for w in words)
-    if options.get("limit") and not options.get("inventory"):
-        raise UsageError("--limit narrows --inventory", hint="add --inventory FILE")
-    if fleet:
-        options["fleet_words"] = words
-        return False
-    for key in ("inventory", "limit", "jobs"):
-        options.pop(key, None)
-    options["host"] = words[0] if words else None
-    return True
 
 
 def fleet_hosts(options: dict[str, Any]) -> list[FleetHost]:

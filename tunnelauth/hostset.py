@@ -127,3 +127,25 @@ def _matching(pattern: str, known: Sequence[str], *, origin: str) -> list[FleetH
         for name in known
         if fnmatch.fnmatchcase(name, host_pattern)
     ]
+
+
+def single_host(options: dict[str, Any]) -> bool:
+    """Whether the command names at most one plain host (then ``host`` is set for it).
+
+    One plain host keeps the single-host output; patterns, groups, several hosts or an
+    inventory make it a fleet command.
+    """
+    if "hosts" not in options:
+        return True  # read already (or a command without fleet options)
+    words = list(options.pop("hosts", None) or [])
+    fleet = options.get("inventory") or len(words) > 1
+    fleet = fleet or any(w.startswith("@") or is_pattern(w) for w in words)
+    if options.get("limit") and not options.get("inventory"):
+        raise UsageError("--limit narrows --inventory", hint="add --inventory FILE")
+    if fleet:
+        options["fleet_words"] = words
+        return False
+    for key in ("inventory", "limit", "jobs"):
+        options.pop(key, None)
+    options["host"] = words[0] if words else None
+    return True

@@ -56,9 +56,7 @@ def test_device_code_logins_on_several_hosts_with_one_dead(
     assert "2 of 3 hosts logged in" in result.stderr
 
 
-def test_loopback_logins_run_one_after_another_on_the_same_port(
-    fresh: Bed, tmp_path: Path
-) -> None:
+def test_loopback_logins_run_one_after_another_on_the_same_port(fresh: Bed, tmp_path: Path) -> None:
     result = tunnelauth(fresh, "spotify", "remote", "bastion", "--json", tmp=tmp_path)
     assert result.code == ExitStatus.OK, result
     found = events(result.stdout)
