@@ -18,6 +18,7 @@ from tunnelauth import __version__
 from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, build_settings, normalize_argv
 from tunnelauth.completion import complete_choice, complete_host, complete_mcp_server
 from tunnelauth.errors import TunnelauthError, UsageError
+from tunnelauth.fleetparams import fleet_parameters
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.recipes import RECIPES, display
@@ -154,18 +155,22 @@ for _name, _spec in PROVIDERS.items():
                 ),
             ],
         )
-        _register("mcp", "Log in an MCP server: hermes mcp login NAME.", [_server, _host_param()])
+        _register(
+            "mcp",
+            "Log in an MCP server: hermes mcp login NAME.",
+            [_server, *fleet_parameters(complete_host)],
+        )
     else:
         _register(
             _name,
             f"Log in {_name}: runs hermes {' '.join(_spec.args)}. Usual flow: {_spec.flow}.",
-            [_host_param()],
+            fleet_parameters(complete_host),
         )
 
 _register(
     "run",
     "Run any loopback-login command on the host: tunnelauth run [HOST] -- CMD ARGS...",
-    [_host_param()],
+    fleet_parameters(complete_host),
 )
 _RECIPE_COMPLETER: Any = complete_choice(tuple(RECIPES))
 _recipe = inspect.Parameter(
@@ -184,7 +189,7 @@ _register(
     "recipe",
     "Log in another CLI with the flags it needs over SSH: tunnelauth recipe NAME [HOST] "
     "[-- EXTRA ARGS]. " + "; ".join(f"{n}: {display(r)}" for n, r in RECIPES.items()) + ".",
-    [_recipe, _host_param()],
+    [_recipe, *fleet_parameters(complete_host)],
 )
 _register(
     "doctor",
@@ -195,8 +200,8 @@ _register(
 _register(
     "status",
     "Show what HOST is logged in to: each provider (hermes auth status) and MCP servers with "
-    "a token.",
-    [_host_param()],
+    "a token. Several hosts, patterns, @GROUP or --inventory: one row per host.",
+    fleet_parameters(complete_host),
     action=lambda name, options: _status(name, options),
 )
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
@@ -264,9 +269,15 @@ _RUN_COMMAND: list[str] = []
 
 
 def _login(name: str, options: dict[str, Any]) -> None:
-    from tunnelauth import login
+    from tunnelauth import fleetcmd, login
+    from tunnelauth.hostset import single_host
 
-    login.login(name, options, _RUN_COMMAND)
+    if single_host(options):
+        login.login(name, options, _RUN_COMMAND)
+        return
+    code = fleetcmd.login(name, options, _RUN_COMMAND)
+    if code != ExitStatus.OK:
+        raise typer.Exit(int(code))
 
 
 def _no_login_flags(command: str, options: dict[str, Any]) -> None:
@@ -307,9 +318,16 @@ def _doctor(name: str, options: dict[str, Any]) -> None:
 
 def _status(name: str, options: dict[str, Any]) -> None:
     """Print the remote's login state (table, or JSON with --json) on stdout."""
-    from tunnelauth import loginstatus
+    from tunnelauth import fleetcmd, loginstatus
     from tunnelauth.completion import remember_mcp_servers
+    from tunnelauth.hostset import single_host
 
+    if not single_host(options):
+        _no_login_flags(name, options)
+        code = fleetcmd.status(options)
+        if code != ExitStatus.OK:
+            raise typer.Exit(int(code))
+        return
     status = _ask_remote(name, options, loginstatus.run)
 
     remember_mcp_servers(status.host, status.mcp_servers)

@@ -114,7 +114,10 @@ def parse_login(argv: Sequence[str]) -> tuple[str, dict[str, Any], list[str]] | 
             options[key] = converted
     wanted = {"mcp": ["server", "host"], "recipe": ["recipe", "host"]}.get(name, ["host"])
     if len(positionals) > len(wanted) or (len(wanted) == 2 and not positionals):
-        return None
+        return None  # several hosts: a fleet, which typer's reading handles
+    host = positionals[len(wanted) - 1] if len(positionals) == len(wanted) else ""
+    if host.startswith("@") or any(c in host for c in "*?["):
+        return None  # a group or a Host pattern: a fleet too
     options.update({key: None for key in wanted}, **dict(zip(wanted, positionals, strict=False)))
     return name, options, run_command
 

@@ -36,6 +36,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "verified": frozenset({"ok", "detail"}),
     "succeeded": frozenset({"exit_status", "message", "login"}),
     "failed": frozenset({"exit_status", "reason", "hint", "last_lines"}),
+    "fleet_done": frozenset({"exit_status", "hosts"}),
 }
 ENVELOPE = frozenset({"v", "event", "time"})
 
@@ -80,16 +81,24 @@ class JsonReporter:
     """Writes events as JSON lines and passes each call on to ``inner`` (human output)."""
 
     def __init__(
-        self, *, stream: TextIO | None = None, inner: Reporter | None = None, host: str = ""
+        self,
+        *,
+        stream: TextIO | None = None,
+        inner: Reporter | None = None,
+        host: str = "",
+        fleet: bool = False,
     ) -> None:
         self.stream = stream or sys.stdout
         self.inner = inner
         self.host = host
+        self.fleet = fleet  # one of several hosts: every event names it in "target"
         self.finished = False
 
     def emit(self, event: str, **fields: Any) -> None:
         """Write one event line now (flushed: a consumer reads it while the run goes on)."""
         obj = {"v": SCHEMA_VERSION, "event": event, "time": round(time.time(), 3)}
+        if self.fleet:
+            obj["target"] = self.host  # "host" is taken: authorize_url names the page's host
         obj.update(_clean(fields))
         self.stream.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
         self.stream.flush()
@@ -99,7 +108,7 @@ class JsonReporter:
     def stage(self, stage: Stage, detail: str = "") -> None:
         """Stages with their own event name become that event; the rest a ``stage`` event."""
         if stage is Stage.CONNECTING:
-            self.host = detail or self.host
+            self.host = self.host if self.fleet else (detail or self.host)
             self.emit("connecting", host=self.host)
         elif stage is Stage.CONNECTED:
             self.emit("connected", host=self.host, backend=detail)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunnelauth.cmdline import build_settings, start_ahead
-from tunnelauth.errors import TunnelauthError
+from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.report import Reporter
 from tunnelauth.status import ExitStatus
 
@@ -39,8 +39,11 @@ def error_status(exc: TunnelauthError) -> int:
 
 def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
     """Run one login; raises a TunnelauthError naming the exit status on failure."""
+    from tunnelauth.hostset import single_host
     from tunnelauth.terminal import modes_kept
 
+    if not single_host(options):
+        raise UsageError(f"{name}: several hosts need the fleet command line")
     # However the run ends (errors included), the terminal's modes are written back as found.
     with modes_kept():
         _login(name, options, run_command)

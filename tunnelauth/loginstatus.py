@@ -110,16 +110,17 @@ async def gather(settings: Settings, transport: Transport) -> LoginStatus:
     return LoginStatus(settings.target.host, states, servers)
 
 
-def run(settings: Settings) -> LoginStatus:
-    """Gather in a fresh event loop, within the run's deadline."""
+async def ask(settings: Settings) -> LoginStatus:
+    """Gather within the run's deadline (asyncio.TimeoutError when it passes)."""
     from tunnelauth.transports import resolve
 
     transport = resolve.make(settings)
     deadline = min(
         settings.timeout, settings.connect_timeout + (len(PROVIDERS) + 1) * EXEC_DEADLINE
     )
+    return await asyncio.wait_for(gather(settings, transport), deadline)
 
-    async def main() -> LoginStatus:
-        return await asyncio.wait_for(gather(settings, transport), deadline)
 
-    return asyncio.run(main())
+def run(settings: Settings) -> LoginStatus:
+    """Gather in a fresh event loop, within the run's deadline."""
+    return asyncio.run(ask(settings))

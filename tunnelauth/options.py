@@ -43,7 +43,7 @@ KEYS: tuple[Key, ...] = (
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 # The option dict from typer names the SSH user ``login``; the config file calls it ``user``.
 _OPTION_NAME = {"user": "login"}
-TOP_LEVEL_KEYS = ("default_host", "hosts")
+TOP_LEVEL_KEYS = ("default_host", "hosts", "groups")
 
 
 class Resolved(NamedTuple):
@@ -71,8 +71,12 @@ def check_config(config: Mapping[str, Any], path: Path) -> None:
         if key not in TOP_LEVEL_KEYS:
             raise UsageError(
                 f"config: unknown top-level key {key!r} in {path}",
-                hint="top level holds default_host and [hosts.NAME] tables",
+                hint="top level holds default_host, [hosts.NAME] tables and [groups]",
             )
+    if "groups" in config:
+        from tunnelauth.hostset import groups_of
+
+        groups_of(config, str(path))
     hosts = config.get("hosts", {})
     if isinstance(hosts, Mapping):
         for name, section in hosts.items():

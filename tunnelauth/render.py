@@ -9,6 +9,7 @@ this keeps any string that did not from reaching the terminal raw).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console, RenderableType
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from rich.live import Live
 
     from tunnelauth.doctor import Report as DoctorReport
+    from tunnelauth.fleetstatus import HostResult
     from tunnelauth.loginstatus import LoginStatus
     from tunnelauth.options import Resolution
 
@@ -259,3 +261,27 @@ def print_status(status: LoginStatus, console: Console | None = None) -> None:
     console.print(table)
     servers = ", ".join(status.mcp_servers) if status.mcp_servers else "none"
     console.print(plain(f"MCP servers with a token: {servers}"))
+
+
+def print_fleet_status(results: Sequence[HostResult], console: Console | None = None) -> None:
+    """One row per host: each provider's state, its MCP servers, or why it did not answer."""
+    from rich.table import Table
+
+    console = console or Console(highlight=False, soft_wrap=False)
+    styles = {"logged in": "green", "logged out": "yellow", "unknown": "red"}
+    providers = list(dict.fromkeys(p.name for r in results if r.status for p in r.status.providers))
+    table = Table(title=plain(f"logins on {len(results)} hosts"), title_justify="left")
+    for name in ("host", *providers, "MCP servers", "problem"):
+        table.add_column(plain(name))
+    for result in results:
+        if result.status is None:
+            cells = [plain("—") for _ in providers]
+            table.add_row(plain(result.host.name), *cells, plain("—"), plain(result.error, "red"))
+            continue
+        states = {p.name: p.state for p in result.status.providers}
+        cells = [plain(states.get(n, "—"), styles.get(states.get(n, ""), "")) for n in providers]
+        servers = ", ".join(result.status.mcp_servers) or "none"
+        table.add_row(plain(result.host.name), *cells, plain(servers), plain(""))
+    console.print(table)
+    answered = sum(1 for r in results if r.status is not None)
+    console.print(plain(f"{answered} of {len(results)} hosts answered"))

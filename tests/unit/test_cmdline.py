@@ -13,12 +13,18 @@ import pytest
 
 from tunnelauth import cli
 from tunnelauth.cmdline import parse_login, start_ahead
+from tunnelauth.hostset import single_host
 
 
 def typer_reading(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
-    """What the typer app hands the login: the command's name and its options."""
+    """What the typer app hands the login of one host: the command's name and its options."""
     seen: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(cli, "_login", lambda name, options: seen.append((name, options)))
+
+    def one_host(name: str, options: dict[str, Any]) -> None:
+        assert single_host(options)  # HOST... with one plain host: the single-host login
+        seen.append((name, options))
+
+    monkeypatch.setattr(cli, "_login", one_host)
     assert cli.main(argv) == 0
     assert len(seen) == 1
     return seen[0]
@@ -64,7 +70,9 @@ DECLINED = [
     ["doctor", "host"],
     ["config", "show", "host"],
     ["demo"],
-    ["spotify", "a", "b"],  # one HOST only
+    ["spotify", "a", "b"],  # several hosts: a fleet
+    ["spotify", "web-*"],  # a Host pattern: a fleet
+    ["mcp", "linear", "@agents"],  # a group: a fleet
     ["mcp"],  # NAME is required
     ["spotify", "h", "-p"],  # a value is missing
     ["spotify", "h", "-p", "twenty"],  # not a number

@@ -17,7 +17,7 @@ def help_of(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 def test_mcp_usage_names_its_arguments_plainly(capsys: pytest.CaptureFixture[str]) -> None:
     usage = help_of(capsys, "mcp").splitlines()[0]
-    assert usage == "Usage: tunnelauth mcp [OPTIONS] NAME [HOST]"
+    assert usage == "Usage: tunnelauth mcp [OPTIONS] NAME [HOST...]"
 
 
 def test_verbose_shows_no_default(capsys: pytest.CaptureFixture[str]) -> None:

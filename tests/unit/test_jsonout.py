@@ -50,7 +50,8 @@ def test_every_event_is_one_valid_json_line() -> None:
     drive(JsonReporter(stream=out))
     events = lines(out)
     assert all(validate(e) == [] for e in events), events
-    assert {e["event"] for e in events} == set(EVENTS) - {"failed"}
+    assert {e["event"] for e in events} == set(EVENTS) - {"failed", "fleet_done"}
+    assert all("target" not in e for e in events)  # one host: no fleet field
     assert all(e["v"] == SCHEMA_VERSION for e in events)
     listening = next(e for e in events if e["event"] == "listening")
     assert listening["port"] == 43827
@@ -116,3 +117,14 @@ def test_validate_names_problems() -> None:
         {"v": 1, "event": "succeeded", "time": 0, "message": "x"}
     )
     assert any("expected 1" in p for p in validate({"v": 2, "event": "warning", "time": 0}))
+
+
+def test_in_a_fleet_every_event_names_its_target() -> None:
+    out = io.StringIO()
+    drive(JsonReporter(stream=out, host="web1", fleet=True))
+    events = lines(out)
+    assert all(validate(e) == [] for e in events), events
+    assert {e["target"] for e in events} == {"web1"}
+    # The authorize URL's own "host" field still names the page's host.
+    assert next(e for e in events if e["event"] == "authorize_url")["host"] == "idp.test"
+    assert next(e for e in events if e["event"] == "connecting")["host"] == "web1"
