@@ -36,7 +36,7 @@ def test_completion_script_is_printed() -> None:
         timeout=30,
         check=False,
     )
-    assert out.returncode == 0 and "_tunnelauth_completion" in out.stdout
+    assert out.returncode == 0 and "_tunnelauth_completion" in out.stdout, out.stderr
 
 
 def complete_with_home(words: str, home: str) -> list[str]:
