@@ -26,6 +26,13 @@ class SSHTarget(NamedTuple):
     login: str | None = None
     options: tuple[str, ...] = ()
 
+    def user_and_host(self) -> tuple[str | None, str]:
+        """The destination as ssh reads it: ``user@host`` splits at the last ``@``; ``-l`` wins."""
+        user, at, host = self.host.rpartition("@")
+        if not at:
+            return self.login, self.host
+        return (self.login if self.login is not None else user or None), host
+
     @property
     def has_connection_flags(self) -> bool:
         """Whether flags change the connection (``-F`` only selects a config and does not count)."""

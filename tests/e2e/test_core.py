@@ -41,6 +41,18 @@ def test_spotify_through_the_jump_host(fresh: Bed, tmp_path: Path, backend: str)
     assert "code=…" in result.stderr or "code=" not in result.stderr
 
 
+def test_user_at_host_names_the_ssh_user(fresh: Bed, tmp_path: Path, backend: str) -> None:
+    # The config names another user for this host: only the destination's user can log in.
+    config = derived_ssh_config(fresh, tmp_path / "cfg", ["Host remote", "  User nosuchuser"])
+    destination = f"{fresh.user}@remote"
+    result = tunnelauth(
+        fresh, "spotify", destination, tmp=tmp_path, backend=backend, ssh_config=config
+    )
+    assert result.code == ExitStatus.OK, result
+    assert code_received(fresh, "spotify") == _last_issued_code(fresh)
+    assert "logged in" in result.stderr
+
+
 def test_mcp_with_host_from_config_and_jump_flag(fresh: Bed, tmp_path: Path, backend: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text('default_host = "remote-direct"\n')

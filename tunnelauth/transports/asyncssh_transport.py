@@ -440,9 +440,8 @@ class AsyncSSHTransport:
             tunnel = None
             if hops:
                 tunnel = await self._open_chain(hops, depth=1)
-            await self._open(
-                self.target.host, self.target.port, self.target.login, tunnel, final=True, depth=0
-            )
+            user, host = self.target.user_and_host()
+            await self._open(host, self.target.port, user, tunnel, final=True, depth=0)
         except BaseException:
             await self.close()
             raise

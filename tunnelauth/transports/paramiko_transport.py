@@ -318,7 +318,8 @@ class ParamikoTransport:
         target_config, hop_config = self._configs()
         try:
             chain: list[_Hop] = [(spec, hop_config, None, None) for spec in self.target.jump]
-            chain.append((self.target.host, target_config, self.target.port, self.target.login))
+            user, host = self.target.user_and_host()
+            chain.append((host, target_config, self.target.port, user))
             await self._connect_chain(chain, bool(self.target.jump), hop_config, 0)
         except BaseException:
             await self.close()
