@@ -58,11 +58,8 @@ Rules for ambiguous output (each tested in tests/unit/test_watch.py):
 from __future__ import annotations
 
 import codecs
-import ipaddress
 import re
-from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import parse_qsl, urlsplit
 
 from tunnelauth.events import (
     AuthorizeUrl,
@@ -70,7 +67,6 @@ from tunnelauth.events import (
     Callback,
     DeviceCode,
     Event,
-    Outcome,
     Prompt,
     PromptKind,
     RejectedUrl,
@@ -78,374 +74,45 @@ from tunnelauth.events import (
     Status,
 )
 from tunnelauth.remote import BROWSER_MARKER
-from tunnelauth.sanitize import Stripper, strip
+from tunnelauth.sanitize import Stripper
+from tunnelauth.urlcheck import (
+    LOGIN_PARAMS,
+    LOOPBACK,
+    OAUTH_PARAMS,
+    ParsedUrl,
+    Rejected,
+    check_url,
+    find_urls,
+    parse_url,
+)
+from tunnelauth.watchrules import (
+    BARE_CODE,
+    CODE_LABEL,
+    MAX_PROMPT,
+    OPEN,
+    PROMPT_LEAD,
+    PROMPT_TRIGGER,
+    REDIRECT_HINT,
+    SSH_FORWARD,
+    SSH_WORD,
+    TB_CHAIN,
+    TB_FINAL,
+    TB_HEADER,
+    failure,
+    inline_code,
+    is_announcement,
+    known_prompt,
+    looks_like_prompt,
+    prompt_kind,
+    prompt_text,
+    shown,
+    status_of,
+)
 
-__all__ = [
-    "MAX_LINE",
-    "MAX_PROMPT",
-    "MAX_URL",
-    "ParsedUrl",
-    "Watcher",
-    "known_prompt",
-    "parse_url",
-    "prompt_kind",
-    "status_of",
-    "url_problem",
-]
+__all__ = ["MAX_LINE", "Watcher"]
 
 MAX_LINE = 64 * 1024
 """Longest partial line kept, in characters."""
-MAX_PROMPT = 1024
-"""Longest partial line that can still be a prompt."""
-MAX_URL = 8192
-"""Longest URL accepted."""
-
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-_OAUTH_PARAMS = frozenset({"response_type", "client_id", "redirect_uri", "code_challenge"})
-_SINGLE_PARAMS = ("redirect_uri", "user_code")  # repeated, they could mean two things
-
-# --------------------------------------------------------------------------- URLs
-
-_URL_START = re.compile(r"(?<![\w+.\-:/@])(?i:https?)://")
-_URL_END = re.compile(r"[\s<>]")
-_CLOSERS = {'"': '"', "'": "'", "`": "`", "<": ">"}  # a URL after one of these ends at its pair
-_BROWSER_ENCODED = re.compile(r"[\"`{}|^\\]")  # what a browser percent-encodes after the host
-_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_URL_SHAPE = re.compile(r"(?P<scheme>(?i:https?))://(?P<authority>[^/?#]*)(?P<rest>.*)", re.S)
-_AUTHORITY = re.compile(
-    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::(?P<port>\d{1,5}))?"
-)
-_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_TRAILING_PUNCT = ".,;:!?*"
-_TRAILING_PAIRS = (("(", ")"), ("[", "]"), ("{", "}"))
-_TRAILING_QUOTES = "\"'`"
-_SHOWN_REJECTED = 200  # characters of a rejected URL kept for the message
-_LOGIN_PARAMS = re.compile(
-    r"[?&#](?:response_type|client_id|redirect_uri|code_challenge|user_code)=", re.I
-)
-
-
-@dataclass(frozen=True)
-class ParsedUrl:
-    """A URL that passed every safety check, with the parts the watcher needs."""
-
-    url: str
-    scheme: str  # "https" or "http" (http only to loopback with a port)
-    host: str  # lower case; IPv6 without brackets
-    port: int | None
-    path: str
-    params: tuple[tuple[str, str], ...]  # decoded query parameters, in order
-
-    @property
-    def loopback(self) -> bool:
-        """Whether the host is 127.0.0.1, localhost or ::1."""
-        return self.host in _LOOPBACK
-
-    def param(self, name: str) -> str | None:
-        """The first value of query parameter ``name``, if present."""
-        return next((v for k, v in self.params if k == name), None)
-
-    def has_param(self, name: str) -> bool:
-        """Whether query parameter ``name`` is present."""
-        return any(k == name for k, _ in self.params)
-
-
-def _safe_value(value: str) -> bool:
-    """Whether a decoded parameter holds no whitespace and nothing ``strip`` would remove."""
-    return strip(value) == value and not any(c.isspace() for c in value)
-
-
-def _parse_host(authority: str) -> tuple[str, int | None] | None:
-    """Split ``host[:port]`` into a normalized host and port; ``None`` if invalid."""
-    m = _AUTHORITY.fullmatch(authority)
-    if m is None:
-        return None
-    if m["v6"] is not None:
-        try:
-            host = str(ipaddress.IPv6Address(m["v6"]))
-        except ValueError:
-            return None
-    else:
-        host = m["name"].lower()
-        labels = host.removesuffix(".").split(".")  # "localhost." is valid but not loopback
-        if not all(_HOST_LABEL.fullmatch(label) for label in labels):
-            return None
-    port = None if m["port"] is None else int(m["port"])
-    if port is not None and not 1 <= port <= 65535:
-        return None
-    return host, port
-
-
-def _params(query: str) -> tuple[tuple[str, str], ...] | None:
-    """Decode the query; ``None`` if a parameter that must be single and safe is not."""
-    pairs = tuple(parse_qsl(query, keep_blank_values=True))
-    for name in _SINGLE_PARAMS:
-        values = [v for k, v in pairs if k == name]
-        if len(values) > 1 or not all(_safe_value(v) for v in values):
-            return None
-    return pairs
-
-
-def parse_url(url: str) -> ParsedUrl | None:
-    """Check ``url`` may be opened or announced; ``None`` if it must be ignored."""
-    checked = _check_url(url)
-    return checked if isinstance(checked, ParsedUrl) else None
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` may not be opened or announced (``None`` if it may)."""
-    checked = _check_url(url)
-    return None if isinstance(checked, ParsedUrl) else checked
-
-
-def _browser_encoded(url: str) -> str:
-    """``url`` with what a browser would percent-encode after the host encoded (ASCII only)."""
-    shape = _URL_SHAPE.fullmatch(url)
-    if shape is None:
-        return url
-    rest = _BROWSER_ENCODED.sub(lambda m: f"%{ord(m.group()):02X}", shape["rest"])
-    return url[: shape.start("rest")] + rest
-
-
-def _check_url(raw: str) -> ParsedUrl | str:
-    """The parsed URL (browser-encoded), or the reason it must be ignored."""
-    if len(raw) > MAX_URL:
-        return f"longer than {MAX_URL} characters"
-    shape = _URL_SHAPE.fullmatch(raw)
-    if shape is None:
-        return "not an http(s) URL"
-    if "@" in shape["authority"]:
-        return "it carries a user name (user@host)"  # a classic spoof: https://bank.com@evil/
-    host_port = _parse_host(shape["authority"])  # judged as printed, never encoded
-    if host_port is None:
-        return "its host or port is not valid"
-    host, port = host_port
-    url = _browser_encoded(raw)
-    if not _URL_CHARS.fullmatch(url):
-        return "it holds characters a URL cannot carry"
-    if _BAD_PERCENT.search(url):
-        return "it holds a % that starts no escape"
-    scheme = shape["scheme"].lower()
-    if scheme == "http" and (host not in _LOOPBACK or port is None or port < 1024):
-        return "plain http is opened only to this machine's loopback, with a port 1024-65535"
-    parts = urlsplit(url)
-    params = _params(parts.query)
-    if params is None:
-        return "its redirect_uri or user_code is repeated or holds blanks or controls"
-    return ParsedUrl(url, scheme, host, port, parts.path, params)
-
-
-def _trim_url(raw: str) -> str:
-    """Drop trailing punctuation that belongs to the sentence, not to the URL."""
-    while raw:
-        last = raw[-1]
-        if (
-            last in _TRAILING_PUNCT
-            or any(
-                last == close and raw.count(close) > raw.count(op) for op, close in _TRAILING_PAIRS
-            )
-            or (last in _TRAILING_QUOTES and raw.count(last) % 2 == 1)
-        ):
-            raw = raw[:-1]
-        else:
-            break
-    return raw
-
-
-@dataclass(frozen=True)
-class _Rejected:
-    """A URL candidate that failed a check, as printed (trimmed), and why."""
-
-    text: str
-    reason: str
-
-
-def _candidates(text: str) -> list[tuple[int, int]]:
-    """Where URL candidates start and end in ``text``."""
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    while (m := _URL_START.search(text, pos)) is not None:
-        start = m.start()
-        closer = _CLOSERS.get(text[start - 1]) if start else None
-        end_at = _URL_END.search(text, m.end())
-        end = len(text) if end_at is None else end_at.start()
-        if closer is not None:
-            close = text.find(closer, m.end(), end)
-            end = end if close < 0 else close
-        spans.append((start, end))
-        pos = max(end, m.end())
-    return spans
-
-
-def _find_urls(text: str) -> tuple[list[ParsedUrl], list[_Rejected], str]:
-    """The valid and the rejected URLs in ``text``, and the text with every candidate blanked."""
-    urls: list[ParsedUrl] = []
-    rejected: list[_Rejected] = []
-    words = text
-    for start, end in _candidates(text):
-        raw = _trim_url(text[start:end])
-        checked = _check_url(raw)
-        if isinstance(checked, ParsedUrl):
-            urls.append(checked)
-        else:
-            rejected.append(_Rejected(raw, checked))
-        words = words[:start] + " " * (end - start) + words[end:]
-    return urls, rejected, words
-
-
-# --------------------------------------------------------------------------- wording
-
-_OPEN = re.compile(
-    r"(?i)\b(?:open|visit|go to|navigate to|browse to|point your browser|follow (?:this|the) link"
-    r"|sign in at|log in at|in (?:a|your|the) (?:web )?browser|the following (?:link|url)"
-    r"|(?:authori[sz]ation|login|sign-in|verification) (?:url|link))\b"
-)
-_ANNOUNCE = re.compile(r"(?i)\b(?:callback|redirect\w*)\b")
-_WAITING = re.compile(r"(?i)\b(?:waiting|listening|listens)\b")
-_SERVERISH = re.compile(r"(?i)\b(?:connect\w*|server|endpoint|api|proxy|base url|mcp)\b")
-_CALLBACK_PATH = re.compile(r"(?i)callback|redirect|oauth|auth")
-_REDIRECT_HINT = re.compile(
-    r"(?i)(?:\bredirect(?:s|ed)? (?:you )?(?:back )?to|\bredirect ur[il](?: is)?):?$"
-)
-_SSH_FORWARD = re.compile(
-    r"(?<!\S)-L\s*(?:(?:\[[0-9A-Fa-f:.]*\]|[\w.-]+):)?\d{1,5}:"
-    r"(?P<host>127\.0\.0\.1|localhost|\[::1\]):(?P<port>\d{1,5})(?!\S)"
-)
-_SSH_WORD = re.compile(r"\bssh\b")
-
-_CODE_TOKEN = r"[A-Z0-9]{3,12}(?:-[A-Z0-9]{3,12}){0,3}"
-_BARE_CODE = re.compile(_CODE_TOKEN)
-_INLINE_CODE = re.compile(
-    r"(?i:\bcode\b)(?:\s+is)?\s*[:=]?\s*[`\"']?(?P<code>" + _CODE_TOKEN + r")(?![\w-])"
-)
-_CODE_LABEL = re.compile(r"(?i)\b(?:enter|input|type|use)\b.*\bcode\b[^.!]*$")
-
-# --------------------------------------------------------------------------- status lines
-
-_TIMEOUT_WORDS = re.compile(r"(?i)tim(?:ed|e)?[ _-]?out")
-_TB_HEADER = re.compile(r"Traceback \(most recent call last\):?")
-_TB_FINAL = re.compile(r"[A-Za-z_][\w.]*(?::(?: .*)?)?")
-_TB_CHAIN = re.compile(
-    r"During handling of the above exception|The above exception was the direct cause"
-)
-
-# (pattern, outcome, whether "timed out" in the line makes it a timeout)
-_STATUS_RULES: tuple[tuple[re.Pattern[str], Outcome, bool], ...] = (
-    (re.compile(r"^tunnelauth: remote command not found: \S+$"), Outcome.NOT_FOUND, False),
-    (
-        re.compile(r"^(?:[\w./-]+: )?(?:line \d+: )?[\w./+-]+: command not found$"),
-        Outcome.NOT_FOUND,
-        False,
-    ),
-    (re.compile(r"^[\w./-]*sh: (?:\d+: )?[\w./+-]+: not found$"), Outcome.NOT_FOUND, False),
-    (re.compile(r"^zsh: command not found: \S+$"), Outcome.NOT_FOUND, False),
-    (re.compile(r"^fish: Unknown command:? \S+$"), Outcome.NOT_FOUND, False),
-    (re.compile(r"(?i)^(?:[\w-]+ )?authori[sz]ation timed out\b"), Outcome.TIMED_OUT, False),
-    (re.compile(r"(?i)^timed out waiting for\b"), Outcome.TIMED_OUT, False),
-    (re.compile(r"(?i)^login timed out\b"), Outcome.TIMED_OUT, False),
-    (re.compile(r"^✗\s*(?:Authentication|Authorization|Login) failed\b"), Outcome.FAILED, True),
-    (re.compile(r"(?i)^login failed\b"), Outcome.FAILED, True),
-    (re.compile(r"(?i)^(?:[\w-]+ )?authori[sz]ation failed\b"), Outcome.FAILED, True),
-    (re.compile(r"^[\w.]*AuthError\b"), Outcome.FAILED, True),
-    (re.compile(r"(?i)^could not bind (?:[\w-]+ )?callback server on\b"), Outcome.FAILED, False),
-    (re.compile(r"(?i)^OAuth callback port \d+ is already in use\b"), Outcome.FAILED, False),
-    (re.compile(r"^Unknown provider '[^']*'\.?$"), Outcome.FAILED, False),
-    (re.compile(r"(?i)^login cancell?ed\.?$"), Outcome.FAILED, False),
-    (
-        re.compile(r"(?i)^(?:✓\s*)?(?:[\w-]+\s+){0,3}login successful[.!]?$"),
-        Outcome.SUCCEEDED,
-        False,
-    ),
-    (re.compile(r"^✓\s*Authenticated\b"), Outcome.SUCCEEDED, False),
-    (re.compile(r"^Added [\w.-]+ OAuth credential #\d+\b"), Outcome.SUCCEEDED, False),
-    (
-        re.compile(
-            r"(?i)^(?:✓\s*)?(?:successfully (?:logged in|authenticated)|logged in successfully"
-            r"|authentication successful|authorization successful)\b"
-        ),
-        Outcome.SUCCEEDED,
-        False,
-    ),
-)
-
-
-def _failure(line: str) -> Outcome:
-    """FAILED, or TIMED_OUT when the failure says it timed out."""
-    return Outcome.TIMED_OUT if _TIMEOUT_WORDS.search(line) else Outcome.FAILED
-
-
-def status_of(line: str) -> Status | None:
-    """The status a (stripped) line announces, if any."""
-    for pattern, outcome, timeout_aware in _STATUS_RULES:
-        if pattern.search(line):
-            return Status(_failure(line) if timeout_aware else outcome, line)
-    return None
-
-
-# --------------------------------------------------------------------------- prompts
-
-_KNOWN_PROMPTS: tuple[tuple[re.Pattern[str], PromptKind], ...] = (
-    (re.compile(r"(?i)continue without this server:$"), PromptKind.PASTE),
-    (re.compile(r"(?i)^(?:paste (?:the |your )?)?callback url:$"), PromptKind.PASTE),
-    (
-        re.compile(r"(?i)^paste (?:the |your )?(?:full )?redirect ur[il](?: here)?:$"),
-        PromptKind.PASTE,
-    ),
-    (
-        re.compile(r"(?i)^(?:paste (?:the |your )?)?(?:authorization|auth) code(?: here)?:$"),
-        PromptKind.CODE,
-    ),
-    (re.compile(r"(?i)^paste (?:the |your )?code(?: here)?:$"), PromptKind.CODE),
-    (re.compile(r"(?i)^(?:\[sudo\] )?password(?: for [^:]{1,64})?:$"), PromptKind.SECRET),
-    (re.compile(r"(?i)^[\w.-]+@[\w.-]+'s password:$"), PromptKind.SECRET),
-    (re.compile(r"(?i)^enter passphrase(?: for [^:]{1,200})?:$"), PromptKind.SECRET),
-    (re.compile(r"^Spotify Client ID:$"), PromptKind.TEXT),
-    (re.compile(r"(?i)[\[(](?:y/n|yes/no)(?:/\[fingerprint\])?[\])]$"), PromptKind.YESNO),
-)
-_PROMPT_TRIGGER = re.compile(r"[:?\])]")  # every known prompt ends with one of these
-_PROMPT_LEAD = " \t:?"  # left over after a prompt such as "[Y/n]: "
-_PROMPT_END = re.compile(r"[:?>]$")
-_YESNO = re.compile(r"(?i)[\[(]\s*(?:y/n|yes/no)\b")
-_SECRET_WORDS = re.compile(
-    r"(?i)\b(?:password|passphrase|passcode|pin|secret|api[ _-]?key|token)\b"
-)
-_PASTE_WORDS = re.compile(
-    r"(?i)\b(?:callback|redirect)[ _-]?ur[il]\b|\bpaste\b.*\bur[il]\b|without this server"
-)
-_CODE_WORD = re.compile(r"(?i)\bcode\b")
-
-
-def _prompt_text(text: str) -> str:
-    """The prompt as shown: without surrounding blanks or leftovers of a previous prompt."""
-    return text.lstrip(_PROMPT_LEAD).rstrip()
-
-
-def known_prompt(text: str) -> PromptKind | None:
-    """The kind of a well-known prompt that ``text`` is exactly, if any."""
-    shown = _prompt_text(text)
-    return next((kind for pattern, kind in _KNOWN_PROMPTS if pattern.search(shown)), None)
-
-
-def prompt_kind(text: str) -> PromptKind:
-    """Guess what an idle partial line asks for."""
-    if _YESNO.search(text):
-        return PromptKind.YESNO
-    if _SECRET_WORDS.search(text):
-        return PromptKind.SECRET
-    if _PASTE_WORDS.search(text):
-        return PromptKind.PASTE
-    if _CODE_WORD.search(text):
-        return PromptKind.CODE
-    return PromptKind.TEXT
-
-
-def _looks_like_prompt(text: str) -> bool:
-    """Whether an idle partial line seems to wait for input."""
-    shown = _prompt_text(text)
-    if not shown or len(text) > MAX_PROMPT or not any(c.isalnum() for c in shown):
-        return False
-    return bool(_PROMPT_END.search(shown) or _YESNO.search(shown))
 
 
 # --------------------------------------------------------------------------- the watcher
@@ -512,7 +179,7 @@ class Watcher:
             self._end_line(out)
         self._settle_status(out)
         rest = "" if self._discard else self._line[self._seg :]
-        waiting = _looks_like_prompt(rest)
+        waiting = looks_like_prompt(rest)
         if not self._await_code and (waiting or not rest.strip()):
             self._settle_url(out)  # not while the remote is half-way through a line
         if waiting:
@@ -591,7 +258,7 @@ class Watcher:
         self._line += run
         if base - self._seg >= MAX_PROMPT:
             return
-        for m in _PROMPT_TRIGGER.finditer(run):
+        for m in PROMPT_TRIGGER.finditer(run):
             end = base + m.end()
             if end - self._seg > MAX_PROMPT:
                 break  # no prompt is this long; only a reported prompt moves _seg on
@@ -602,7 +269,7 @@ class Watcher:
 
     def _report_prompt(self, text: str, kind: PromptKind, end: int, out: list[Event]) -> None:
         """Emit a prompt once; text after it on the same line is a new partial line."""
-        out.append(Prompt(_prompt_text(text), kind))
+        out.append(Prompt(prompt_text(text), kind))
         self._seg = end
         self._prompted = True
         self._secret = kind.is_secret
@@ -618,7 +285,7 @@ class Watcher:
         if discarding:
             return  # its first part was already emitted when it overflowed
         if prompted:
-            rest = rest.lstrip(_PROMPT_LEAD)
+            rest = rest.lstrip(PROMPT_LEAD)
             word = rest.strip()
             if not word or (echo and not truncated and not any(c.isspace() for c in word)):
                 return  # nothing after the prompt, or the user's echoed secret
@@ -636,7 +303,7 @@ class Watcher:
         out.append(RemoteLine(text))
         if not stripped:
             return  # blank lines keep every hint and held item for the next line
-        if self._held_status is not None and _TB_CHAIN.match(stripped):
+        if self._held_status is not None and TB_CHAIN.match(stripped):
             self._held_status = None  # a chained traceback follows; its own end decides
             return
         self._settle_status(out)
@@ -652,7 +319,7 @@ class Watcher:
 
     def _traceback_line(self, text: str, stripped: str) -> bool:
         """Follow a Python traceback; True if the line belongs to it."""
-        if _TB_HEADER.fullmatch(stripped):
+        if TB_HEADER.fullmatch(stripped):
             self._in_traceback = True
             return True
         if not self._in_traceback:
@@ -660,16 +327,16 @@ class Watcher:
         if text[:1].isspace():
             return True  # frames and source lines: never scanned for URLs or statuses
         self._in_traceback = False
-        if _TB_FINAL.fullmatch(stripped):
-            self._held_status = Status(_failure(stripped), stripped)
+        if TB_FINAL.fullmatch(stripped):
+            self._held_status = Status(failure(stripped), stripped)
             return True
         return False
 
     def _scan(self, text: str, stripped: str, out: list[Event]) -> None:
         """Look for URLs, callbacks and device codes in a line that is not a status."""
-        urls, rejected, words = _find_urls(text)
+        urls, rejected, words = find_urls(text)
         self._settle_held_with(words, stripped, out)
-        open_ctx = self._open_hint or bool(_OPEN.search(words))
+        open_ctx = self._open_hint or bool(OPEN.search(words))
         announce_ctx = self._redirect_hint
         for bad in rejected:
             self._rejected(bad, words, open_ctx or announce_ctx, out)
@@ -682,30 +349,30 @@ class Watcher:
             self._ssh_forward(text, out)
         words_end = words.rstrip()
         found = bool(urls or rejected)
-        self._open_hint = not found and words_end.endswith(":") and bool(_OPEN.search(words))
-        self._redirect_hint = not found and bool(_REDIRECT_HINT.search(words_end))
+        self._open_hint = not found and words_end.endswith(":") and bool(OPEN.search(words))
+        self._redirect_hint = not found and bool(REDIRECT_HINT.search(words_end))
 
     def _browser_request(self, raw: str, out: list[Event]) -> None:
         """The ``$BROWSER`` helper's line: its URL is judged as if printed after "Open:"."""
-        out.append(BrowserRequest(_shown(raw)))
+        out.append(BrowserRequest(shown(raw)))
         if not self._await_code:
             self._settle_url(out)  # this line is the next non-blank one for a held URL
         self._open_hint = self._redirect_hint = False
-        checked = _check_url(raw)
+        checked = check_url(raw)
         if isinstance(checked, ParsedUrl):
             self._url(checked, "", True, False, out)
             return
-        event = RejectedUrl(_shown(raw), checked)
+        event = RejectedUrl(shown(raw), checked)
         if event != self._last_rejected:
             self._last_rejected = event
             out.append(event)
 
-    def _rejected(self, bad: _Rejected, words: str, context: bool, out: list[Event]) -> None:
+    def _rejected(self, bad: Rejected, words: str, context: bool, out: list[Event]) -> None:
         """Report a rejected URL that the login may depend on (never a plain docs link)."""
-        loopback_announcement = bad.text[:5].lower() == "http:" and _is_announcement(words, "")
-        if not (context or _LOGIN_PARAMS.search(bad.text) or loopback_announcement):
+        loopback_announcement = bad.text[:5].lower() == "http:" and is_announcement(words, "")
+        if not (context or LOGIN_PARAMS.search(bad.text) or loopback_announcement):
             return
-        event = RejectedUrl(_shown(bad.text), bad.reason)
+        event = RejectedUrl(shown(bad.text), bad.reason)
         if event != self._last_rejected:
             self._last_rejected = event
             out.append(event)
@@ -720,7 +387,7 @@ class Watcher:
         code = url.param("user_code")
         if code:
             self._device(url.url, code, out)
-        elif any(url.has_param(name) for name in _OAUTH_PARAMS):
+        elif any(url.has_param(name) for name in OAUTH_PARAMS):
             self._authorize(url, out)
         elif open_ctx:
             self._settle_url(out)
@@ -735,7 +402,7 @@ class Watcher:
         if open_ctx:
             self._callback(url.host, url.port, None, "announcement", out)
             self._emit_authorize(AuthorizeUrl(url.url, url.host, url.param("redirect_uri")), out)
-        elif announce_ctx or _is_announcement(words, url.path):
+        elif announce_ctx or is_announcement(words, url.path):
             self._callback(url.host, url.port, url.path or "/", "announcement", out)
 
     def _authorize(self, url: ParsedUrl, out: list[Event]) -> None:
@@ -748,9 +415,9 @@ class Watcher:
 
     def _ssh_forward(self, text: str, out: list[Event]) -> None:
         """An ``ssh -L p:127.0.0.1:p`` hint, used only when no URL announced a callback."""
-        if self._last_callback is not None or not _SSH_WORD.search(text):
+        if self._last_callback is not None or not SSH_WORD.search(text):
             return
-        m = _SSH_FORWARD.search(text)
+        m = SSH_FORWARD.search(text)
         if m is None:
             return
         port = int(m["port"])
@@ -766,15 +433,15 @@ class Watcher:
         if held is None:
             return
         if self._await_code:
-            code = stripped if _BARE_CODE.fullmatch(stripped) else _inline_code(words)
+            code = stripped if BARE_CODE.fullmatch(stripped) else inline_code(words)
             self._held_url, self._await_code = None, False
             self._device(held.url, code, out)
             return
-        code = _inline_code(words)
+        code = inline_code(words)
         if code is not None:
             self._held_url = None
             self._device(held.url, code, out)
-        elif _CODE_LABEL.search(words.rstrip()):
+        elif CODE_LABEL.search(words.rstrip()):
             self._await_code = True
         elif stripped:
             self._settle_url(out)
@@ -803,7 +470,7 @@ class Watcher:
         self, host: str, port: int, path: str | None, source: str, out: list[Event]
     ) -> None:
         """Emit a callback unless it repeats the last one."""
-        if not 1024 <= port <= 65535 or host not in _LOOPBACK:
+        if not 1024 <= port <= 65535 or host not in LOOPBACK:
             return
         key = (host, port, path)
         if key != self._last_callback:
@@ -822,23 +489,3 @@ class Watcher:
         if event != self._last_device:
             self._last_device = event
             out.append(event)
-
-
-def _shown(url: str) -> str:
-    """A URL cut to the length shown in messages."""
-    return url if len(url) <= _SHOWN_REJECTED else url[:_SHOWN_REJECTED] + "…"
-
-
-def _inline_code(words: str) -> str | None:
-    """A device code printed after the word "code" on this line, if any."""
-    m = _INLINE_CODE.search(words)
-    return None if m is None else m["code"]
-
-
-def _is_announcement(words: str, path: str) -> bool:
-    """Whether a loopback URL on a line is where the CLI waits for the callback."""
-    if _ANNOUNCE.search(words):
-        return True
-    if _SERVERISH.search(words):
-        return False  # "Connecting to MCP server http://localhost:3000/mcp"
-    return bool(_WAITING.search(words) or _CALLBACK_PATH.search(path))

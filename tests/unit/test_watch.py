@@ -26,15 +26,9 @@ from tunnelauth.events import (
     RemoteLine,
     Status,
 )
-from tunnelauth.watch import (
-    MAX_LINE,
-    Watcher,
-    known_prompt,
-    parse_url,
-    prompt_kind,
-    status_of,
-    url_problem,
-)
+from tunnelauth.urlcheck import parse_url, url_problem
+from tunnelauth.watch import MAX_LINE, Watcher
+from tunnelauth.watchrules import known_prompt, prompt_kind, status_of
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 
