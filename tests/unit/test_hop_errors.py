@@ -9,8 +9,8 @@ import socket
 from pathlib import Path
 
 from tunnelauth.errors import HostKeyError, SSHError, at_hop
+from tunnelauth.transports.hops import os_error_reason
 from tunnelauth.transports.openssh import _connect_error
-from tunnelauth.transports.resolve import os_error_reason
 
 GONE = "kex_exchange_identification: Connection closed by remote host\r\n" + (
     "Connection closed by UNKNOWN port 65535\r\n"

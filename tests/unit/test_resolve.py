@@ -10,7 +10,7 @@ import pytest
 
 from tunnelauth.errors import UsageError
 from tunnelauth.settings import Settings, SSHTarget
-from tunnelauth.transports import resolve
+from tunnelauth.transports import hops, resolve
 
 TARGET = SSHTarget(host="example")
 
@@ -80,21 +80,21 @@ def test_startup_imports_no_ssh_library() -> None:
     ],
 )
 def test_split_hop(spec: str, parts: tuple[str | None, str, int | None]) -> None:
-    assert resolve.split_hop(spec) == parts
+    assert hops.split_hop(spec) == parts
 
 
 def test_split_hop_rejects_bad_ports() -> None:
     for spec in ("host:0", "host:http", "host:70000", ""):
         with pytest.raises(UsageError):
-            resolve.split_hop(spec)
+            hops.split_hop(spec)
 
 
 def test_jump_chain_and_refusal_wording() -> None:
-    assert resolve.jump_chain("a, b,c") == ("a", "b", "c")
-    assert resolve.jump_chain("none") == () and resolve.jump_chain(None) == ()
-    assert resolve.refusal_message(1, "open failed") == "administratively prohibited: open failed"
-    assert resolve.refusal_message(2, "Connection refused") == "connect failed: Connection refused"
-    assert resolve.refusal_message(9, "") == "open failed (code 9)"
+    assert hops.jump_chain("a, b,c") == ("a", "b", "c")
+    assert hops.jump_chain("none") == () and hops.jump_chain(None) == ()
+    assert hops.refusal_message(1, "open failed") == "administratively prohibited: open failed"
+    assert hops.refusal_message(2, "Connection refused") == "connect failed: Connection refused"
+    assert hops.refusal_message(9, "") == "open failed (code 9)"
 
 
 def test_flow_uses_the_resolver(tmp_path: Path) -> None:

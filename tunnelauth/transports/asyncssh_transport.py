@@ -27,15 +27,15 @@ from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
 from tunnelauth.transports.asyncssh_pty import pty_in_one_flight
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
-from tunnelauth.transports.library_log import LibraryLog
-from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
-from tunnelauth.transports.resolve import (
+from tunnelauth.transports.hops import (
     jump_chain,
     os_error_reason,
     refusal_message,
     split_hop,
     unreachable_from,
 )
+from tunnelauth.transports.library_log import LibraryLog
+from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.sshargs import PROMPTING_METHODS, batch_prompt_refusal
 
 MAX_HOPS = 8  # a ProxyJump loop in the config must not recurse forever

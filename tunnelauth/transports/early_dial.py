@@ -17,7 +17,7 @@ import threading
 
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.early import query_config
-from tunnelauth.transports.resolve import split_hop
+from tunnelauth.transports.hops import split_hop
 
 DIAL_TIMEOUT = 10.0  # seconds for the TCP connect on the thread
 

@@ -39,7 +39,7 @@ from tunnelauth.transports import sshargs
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
 from tunnelauth.transports.early import MasterStart, short_tmp
 from tunnelauth.transports.early import take as take_early
-from tunnelauth.transports.resolve import jump_chain, split_hop, unreachable_from
+from tunnelauth.transports.hops import jump_chain, split_hop, unreachable_from
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
 MAX_HOPS = 10  # a longer ProxyJump chain is taken for a loop

@@ -30,15 +30,15 @@ from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
-from tunnelauth.transports.library_log import LibraryLog
-from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
-from tunnelauth.transports.resolve import (
+from tunnelauth.transports.hops import (
     jump_chain,
     os_error_reason,
     refusal_message,
     split_hop,
     unreachable_from,
 )
+from tunnelauth.transports.library_log import LibraryLog
+from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.sshargs import batch_prompt_refusal
 
 # paramiko logs a refused channel (our forwarding probe) at ERROR; with no handler configured,
