@@ -13,17 +13,16 @@ logins that do want the same laptop port wait for each other through the port lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
-from tunnelauth.errors import Interrupted, TunnelauthError
+from tunnelauth.errors import TunnelauthError
 from tunnelauth.hostset import FleetHost
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.report import Reporter
 from tunnelauth.settings import Settings
+from tunnelauth.signals import run_with_signals
 from tunnelauth.status import ExitStatus
 
 MAX_JOBS = 10  # logins at once; each holds an SSH connection and a remote process
@@ -123,28 +122,4 @@ async def _login_host(
 
 def run(main: Callable[[], Awaitable[list[Outcome]]]) -> list[Outcome]:
     """Run the fleet in a fresh event loop; SIGINT, SIGTERM and SIGHUP cancel every login."""
-
-    async def guarded() -> list[Outcome]:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        received: list[int] = []
-
-        def on_signal(signum: int) -> None:
-            if not received:
-                received.append(signum)
-                task.cancel()
-
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            return await main()
-        except asyncio.CancelledError:
-            name = signal.Signals(received[0]).name if received else "a signal"
-            raise Interrupted(f"interrupted by {name}; every host was closed") from None
-
-    try:
-        return asyncio.run(guarded())
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted; every host was closed") from None
+    return run_with_signals(lambda _teardown_started: main(), closed="every host was closed")

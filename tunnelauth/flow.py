@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 from collections import deque
@@ -24,7 +23,6 @@ from tunnelauth import clipboard, httpreq, ports, relay, verdict
 from tunnelauth.browser import BrowserLauncher, is_safe_browser_url
 from tunnelauth.errors import (
     ChannelRefusedError,
-    Interrupted,
     LoginFailedError,
     PortUnavailableError,
     SSHError,
@@ -54,6 +52,7 @@ from tunnelauth.remote import settings_command
 from tunnelauth.report import Reporter, Stage
 from tunnelauth.sanitize import redact, strip
 from tunnelauth.settings import Settings
+from tunnelauth.signals import run_with_signals
 from tunnelauth.terminal import LineTooLong, Terminal
 from tunnelauth.transports.base import Channel, RemoteProcess, Transport
 from tunnelauth.verdict import LoginSeen, Success
@@ -769,42 +768,9 @@ def run(
     settings: Settings, reporter: Reporter, *, after_success: AfterSuccess | None = None
 ) -> Success:
     """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130)."""
-
-    async def main() -> Success:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        received: list[int] = []
-        teardown: list[bool] = []
-
-        def on_signal(signum: int) -> None:
-            # Every signal before the teardown starts cancels again: a cancellation can be
-            # lost in a race inside asyncio (wait_for before 3.12). During the teardown,
-            # further signals are ignored so it can close everything in order.
-            if not received:
-                received.append(signum)
-            if not teardown and not task.done():
-                task.cancel()
-
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            return await login(
-                settings,
-                reporter,
-                after_success=after_success,
-                on_teardown=lambda: teardown.append(True),
-            )
-        except asyncio.CancelledError:
-            if received:
-                name = signal.Signals(received[0]).name
-                raise Interrupted(f"interrupted by {name}; everything was closed") from None
-            raise
-
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted; everything was closed") from None
-    except TunnelauthError:
-        raise
+    return run_with_signals(
+        lambda teardown_started: login(
+            settings, reporter, after_success=after_success, on_teardown=teardown_started
+        ),
+        again_until_teardown=True,
+    )

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import tempfile
-from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +16,10 @@ from tunnelauth import flow
 from tunnelauth.demo.browser import DemoBrowser
 from tunnelauth.demo.provider import DemoProvider
 from tunnelauth.demo.server import DEMO_ARGV, LOGIN_TIMEOUT, USER, DemoServer, free_port
-from tunnelauth.errors import Interrupted, TunnelauthError
+from tunnelauth.errors import TunnelauthError
 from tunnelauth.report import Reporter
 from tunnelauth.settings import Settings, SSHTarget
+from tunnelauth.signals import run_with_signals
 from tunnelauth.transports import resolve
 
 DEMO_HOST = "tunnelauth-demo"
@@ -135,37 +132,6 @@ async def run_demo(*, no_browser: bool, verbosity: int, reporter: Reporter) -> N
         )
 
 
-def run_with_signals(coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro`` in a fresh loop; SIGINT, SIGTERM and SIGHUP end it in order (Interrupted)."""
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        received: list[int] = []
-
-        def on_signal(signum: int) -> None:
-            if not received:
-                received.append(signum)
-                task.cancel()
-
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            await coro
-        except asyncio.CancelledError:
-            if received:
-                name = signal.Signals(received[0]).name
-                raise Interrupted(f"interrupted by {name}; everything was closed") from None
-            raise
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted; everything was closed") from None
-
-
 def main(*, no_browser: bool, verbosity: int) -> None:
     """``tunnelauth demo``: say what is simulated, run it with the live status, say what's next."""
     from tunnelauth.render import ConsoleReporter
@@ -173,7 +139,11 @@ def main(*, no_browser: bool, verbosity: int) -> None:
     reporter = ConsoleReporter(verbosity=verbosity)
     reporter.info(INTRO)
     try:
-        run_with_signals(run_demo(no_browser=no_browser, verbosity=verbosity, reporter=reporter))
+        run_with_signals(
+            lambda _teardown_started: run_demo(
+                no_browser=no_browser, verbosity=verbosity, reporter=reporter
+            )
+        )
     except TunnelauthError as exc:
         reporter.finish(False, exc.message, exc.hint, getattr(exc, "last_lines", []))
         exc.reported = True
