@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 
 import pytest
 from rich.console import Console
@@ -133,3 +134,15 @@ def test_remote_text_on_the_board_is_shown_literally() -> None:
     reporter = HostReporter(board, "a")
     reporter.warn("evil \x1b]52;c;aGk=\x07 [bold]x[/bold]")
     assert "\x1b" not in out.getvalue() and "[bold]x[/bold]" in out.getvalue()
+
+
+def test_the_live_table_leaves_stdout_to_the_json_events() -> None:
+    before = sys.stdout
+    console = Console(file=io.StringIO(), width=200, force_terminal=True)
+    board = FleetBoard(["a"], console=console)
+    try:
+        assert board._live is not None, "a terminal gets the live table"
+        assert sys.stdout is before, "stdout (--json events) must not be drawn into the table"
+    finally:
+        board.close()
+
