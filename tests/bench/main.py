@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from tests.bed import SSHD, netbed
+from tests.bench import fleet as fleet_bench
 from tests.bench.measure import CALLBACK_PORT, Bench, Login, compile_bytecode, network_path
 from tests.bench.report import (
     TRANSPORTS,
@@ -216,11 +217,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "nothing for --quick)",
     )
     parser.add_argument("--no-write", action="store_true", help="print only, write no file")
+    parser.add_argument(
+        "--fleet-size",
+        type=int,
+        default=fleet_bench.FLEET_SIZE,
+        help=f"hosts of the fleet rows, 0 to skip them (default {fleet_bench.FLEET_SIZE})",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = 1
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if not 0 <= args.fleet_size <= fleet_bench.FLEET_SIZE:
+        parser.error(f"--fleet-size must be 0 to {fleet_bench.FLEET_SIZE}")
     args.transports = tuple(t for t in args.transports.split(",") if t)
     unknown = set(args.transports) - set(TRANSPORTS)
     if unknown:
@@ -238,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "sudo scripts/bench" + (" --quick" if args.quick else f" --runs {args.runs}")
     if args.transports != TRANSPORTS:
         command += " --transports " + ",".join(args.transports)
+    if args.fleet_size != fleet_bench.FLEET_SIZE:
+        command += f" --fleet-size {args.fleet_size}"
     results = Results(runs=args.runs, quick=args.quick)
     machine = machine_lines()
     started = time.monotonic()
@@ -257,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             measure_cli(bench, results, 1 if args.quick else args.runs * 4)
             for rtt in LATENCIES:
                 measure_latency(bench, results, rtt, args.runs, args.transports)
+            if args.fleet_size:
+                _say(f"a fleet of {args.fleet_size} hosts behind the bastion")
+                results.fleet = fleet_bench.measure(
+                    bench, args.runs, args.transports, say=_say, size=args.fleet_size
+                )
         finally:
             bed.close()
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
