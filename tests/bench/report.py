@@ -464,12 +464,8 @@ def startup_targets(items: Sequence[Check], judged: bool) -> str:
     return f"Targets: {'; '.join(parts)}. {verdict(items, judged)}" if parts else ""
 
 
-def render(results: Results, machine: Sequence[str], command: str) -> str:
-    """The whole markdown report."""
-    own = median(results.hermes_own)
-    items = checks(results)
-    judged = not results.quick
-    lines = [
+def _header(results: Results, machine: Sequence[str], command: str) -> list[str]:
+    return [
         f"Measured with `{command}` ({results.runs} run(s) per row, medians; "
         f"{'quick run' if results.quick else 'full run'}).",
         "",
@@ -478,13 +474,32 @@ def render(results: Results, machine: Sequence[str], command: str) -> str:
         *(f"- {item}" for item in machine),
         "",
     ]
+
+
+def render(results: Results, machine: Sequence[str], command: str) -> str:
+    """The report of the single-host rows and the start-up (the fleet has its own)."""
+    own = median(results.hermes_own)
+    items = checks(results)
+    judged = not results.quick
+    lines = _header(results, machine, command)
     for res in results.latencies:
         here = [item for item in items if item.group == f"+{res.rtt_ms} ms"]
         lines += [*latency_table(res, own), "", latency_targets(res, own, here, judged), ""]
-    if results.fleet is not None:
-        here = [item for item in items if item.group == FLEET]
-        lines += [*fleet_table(results.fleet), "", fleet_targets(results.fleet, here, judged), ""]
     lines += ["#### Command line start-up", "", *cli_table(results.cli), ""]
     startup = startup_targets([item for item in items if item.group == "overall"], judged)
     lines += [startup, ""] if startup else []
     return "\n".join(lines)
+
+
+def render_fleet(results: Results, machine: Sequence[str], command: str) -> str:
+    """The report of the fleet rows ("" when they were not measured)."""
+    if results.fleet is None:
+        return ""
+    here = [item for item in checks(results) if item.group == FLEET]
+    lines = _header(results, machine, command)
+    lines += [
+        *fleet_table(results.fleet),
+        "",
+        fleet_targets(results.fleet, here, not results.quick),
+    ]
+    return "\n".join([*lines, ""])
