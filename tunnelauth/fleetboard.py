@@ -60,7 +60,15 @@ class FleetBoard:
         if self.live and self.console.is_terminal and self.verbosity >= 0:
             from rich.live import Live
 
-            self._live = Live(self, console=self.console, refresh_per_second=4, transient=True)
+            # stdout is not the table's: ``--json`` events written there go where stdout goes
+            # (a file, a pipe), never into the live display on the terminal.
+            self._live = Live(
+                self,
+                console=self.console,
+                refresh_per_second=4,
+                transient=True,
+                redirect_stdout=False,
+            )
             self._live.start()
 
     def __rich__(self) -> RenderableType:

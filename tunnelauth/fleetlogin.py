@@ -85,12 +85,19 @@ async def login_all(
 
     tasks = [asyncio.ensure_future(one(host)) for host in hosts]
     try:
-        return list(await asyncio.gather(*tasks))
+        # return_exceptions: cancelled, this waits until every login has torn down. Without
+        # it, the first host to finish its teardown would end the wait, and cancelling the
+        # others again would cut their teardown short (a master or temp dir left behind).
+        results = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        # On cancellation every login tears down before this returns.
         for task in tasks:
-            task.cancel()
+            if not task.done():  # only if this coroutine itself failed: gather never ran
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result  # _login_host keeps every expected failure in its Outcome
+    return [r for r in results if isinstance(r, Outcome)]
 
 
 async def _login_host(

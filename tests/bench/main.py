@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from tests.bed import SSHD, netbed
+from tests.bench import fleet as fleet_bench
 from tests.bench.measure import CALLBACK_PORT, Bench, Login, compile_bytecode, network_path
 from tests.bench.report import (
     TRANSPORTS,
@@ -30,12 +31,15 @@ from tests.bench.report import (
     Results,
     checks,
     render,
+    render_fleet,
 )
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DOC = REPO / "docs" / "performance.md"
 BEGIN = "<!-- bench:begin (written by scripts/bench) -->"
 END = "<!-- bench:end -->"
+FLEET_BEGIN = "<!-- bench-fleet:begin (written by scripts/bench) -->"
+FLEET_END = "<!-- bench-fleet:end -->"
 LATENCIES = (0, 50)
 
 
@@ -177,14 +181,14 @@ def measure_latency(
                 _login_or_broken(res, USER_MASTER, login)
 
 
-def write_doc(doc: Path, report: str) -> None:
+def write_doc(doc: Path, report: str, begin: str = BEGIN, end: str = END) -> None:
     """Put the report between the markers of ``doc`` (the text around them is kept)."""
-    block = f"{BEGIN}\n{report.rstrip()}\n{END}\n"
+    block = f"{begin}\n{report.rstrip()}\n{end}\n"
     if doc.exists():
         text = doc.read_text()
-        if BEGIN in text and END in text:
-            head, _, rest = text.partition(BEGIN)
-            _, _, tail = rest.partition(END)
+        if begin in text and end in text:
+            head, _, rest = text.partition(begin)
+            _, _, tail = rest.partition(end)
             doc.write_text(head + block + tail.lstrip("\n"))
             return
         doc.write_text(text.rstrip() + "\n\n" + block)
@@ -216,11 +220,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "nothing for --quick)",
     )
     parser.add_argument("--no-write", action="store_true", help="print only, write no file")
+    parser.add_argument(
+        "--fleet-only",
+        action="store_true",
+        help="only the fleet rows (and only their block of the markdown file)",
+    )
+    parser.add_argument(
+        "--fleet-size",
+        type=int,
+        default=fleet_bench.FLEET_SIZE,
+        help=f"hosts of the fleet rows, 0 to skip them (default {fleet_bench.FLEET_SIZE})",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = 1
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if not 0 <= args.fleet_size <= fleet_bench.FLEET_SIZE:
+        parser.error(f"--fleet-size must be 0 to {fleet_bench.FLEET_SIZE}")
+    if args.fleet_only and not args.fleet_size:
+        parser.error("--fleet-only needs a fleet (--fleet-size 1 or more)")
     args.transports = tuple(t for t in args.transports.split(",") if t)
     unknown = set(args.transports) - set(TRANSPORTS)
     if unknown:
@@ -238,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "sudo scripts/bench" + (" --quick" if args.quick else f" --runs {args.runs}")
     if args.transports != TRANSPORTS:
         command += " --transports " + ",".join(args.transports)
+    if args.fleet_only:
+        command += " --fleet-only"
+    if args.fleet_size != fleet_bench.FLEET_SIZE:
+        command += f" --fleet-size {args.fleet_size}"
     results = Results(runs=args.runs, quick=args.quick)
     machine = machine_lines()
     started = time.monotonic()
@@ -253,19 +276,29 @@ def main(argv: list[str] | None = None) -> int:
             workdir = bed.tmp / "bench"
             workdir.mkdir(mode=0o700)
             bench = Bench(bed, workdir)
-            _say("command-line start-up")
-            measure_cli(bench, results, 1 if args.quick else args.runs * 4)
-            for rtt in LATENCIES:
-                measure_latency(bench, results, rtt, args.runs, args.transports)
+            if not args.fleet_only:
+                _say("command-line start-up")
+                measure_cli(bench, results, 1 if args.quick else args.runs * 4)
+                for rtt in LATENCIES:
+                    measure_latency(bench, results, rtt, args.runs, args.transports)
+            if args.fleet_size:
+                _say(f"a fleet of {args.fleet_size} hosts behind the bastion")
+                results.fleet = fleet_bench.measure(
+                    bench, args.runs, args.transports, say=_say, size=args.fleet_size
+                )
         finally:
             bed.close()
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     machine[-1] += f", at the end {load}; the whole bench took {time.monotonic() - started:.0f} s"
-    report = render(results, machine, command)
-    print(report)
+    report = "" if args.fleet_only else render(results, machine, command)
+    fleet_report = render_fleet(results, machine, command)
+    print("\n".join(text for text in (report, fleet_report) if text))
     output = args.output or (None if args.quick else DOC)
     if output is not None and not args.no_write:
-        write_doc(output, report)
+        if report:
+            write_doc(output, report)
+        if fleet_report:
+            write_doc(output, fleet_report, FLEET_BEGIN, FLEET_END)
         _say(f"wrote {output}")
     if args.quick:
         return 0

@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from tests.bench.fleet import FleetLogin, FleetResults
 from tests.bench.measure import Login
 
 TRANSPORTS = ("openssh", "asyncssh", "paramiko")
@@ -14,6 +15,9 @@ BROWSER_SLACK = 0.150  # seconds allowed over floor + the remote's own time
 EXIT_LIMIT = 0.300  # seconds from the success line to exit
 VERSION_SLACK = 0.050  # seconds over a bare `python -c pass`
 RSS_LIMIT = 60 * 1024 * 1024  # bytes, the tunnelauth process with the openssh transport
+FLEET_BASTION_AUTHS = 1  # one bastion authentication for the whole fleet (a shared hop)
+FLEET_RATIO_LIMIT = 2.0  # all hosts' device-code logins at most twice one host's
+FLEET_RSS_LIMIT = 80 * 1024 * 1024  # bytes, the tunnelauth process logging the fleet in
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Results:
     hermes_own: list[float] = field(default_factory=list)
     cli: dict[str, list[float]] = field(default_factory=dict)  # "pass", "version", "help"
     latencies: list[LatencyResults] = field(default_factory=list)
+    fleet: FleetResults | None = None
 
 
 @dataclass
@@ -262,6 +267,8 @@ def checks(results: Results) -> list[Check]:
         for x in _good(res.logins.get("openssh", []))
         if x.ssh_rss
     ]
+    if results.fleet is not None:
+        out += fleet_checks(results.fleet)
     rss = median(rss_values)
     if rss is not None:
         out.append(
@@ -276,6 +283,144 @@ def checks(results: Results) -> list[Check]:
             )
         )
     return out
+
+
+FLEET = "fleet"  # the group of the fleet checks
+
+
+def _fleet_good(logins: Sequence[FleetLogin]) -> list[FleetLogin]:
+    return [login for login in logins if login.ok]
+
+
+def _fleet_med(
+    logins: Sequence[FleetLogin], key: Callable[[FleetLogin], float | None]
+) -> float | None:
+    return median([v for v in (key(x) for x in _fleet_good(logins)) if v is not None])
+
+
+def _fleet_spread(logins: Sequence[FleetLogin]) -> str:
+    return _range([x.total for x in _fleet_good(logins) if x.total is not None])
+
+
+def _fleet_auths(logins: Sequence[FleetLogin]) -> str:
+    """Bastion authentications per run, and what each target's sshd accepted."""
+    good = _fleet_good(logins)
+    if not good:
+        return "—"
+    bastion = ", ".join(str(n) for n in sorted({x.bastion_auths for x in good}))
+    targets = sorted({n for x in good for n in x.target_auths.values()})
+    return f"{bastion} / {', '.join(str(n) for n in targets)} each"
+
+
+def fleet_transports(fleet: FleetResults) -> list[str]:
+    """The transports measured, in the order they ran."""
+    return list(dict.fromkeys(transport for transport, _ in fleet.logins))
+
+
+def fleet_table(fleet: FleetResults) -> list[str]:
+    """One host and the whole fleet, per transport."""
+    size, rtt = fleet.size, fleet.rtt_ms
+    lines = [
+        f"#### Fleet: {size} hosts behind one bastion, +{rtt} ms RTT per hop",
+        "",
+        "`tunnelauth nous HOST…`: a device code on every host, all at once, each approved by "
+        "the stand-in browser.",
+        "",
+    ]
+    if fleet.broken:
+        return [*lines, f"**not working**: {fleet.broken}"]
+    lines += [
+        "| | start → exit, median (min–max) | ÷ one host | SSH auths bastion / each target "
+        "| tunnelauth peak RSS | its ssh processes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for transport in fleet_transports(fleet):
+        one = _fleet_med(fleet.logins.get((transport, 1), []), lambda x: x.total)
+        for count in (1, size):
+            logins = fleet.logins.get((transport, count), [])
+            good = _fleet_good(logins)
+            what = "1 host" if count == 1 else f"{count} hosts"
+            label = f"`--backend {transport}`, {what}"
+            if not good:
+                reason = next((x.error for x in logins if x.error), "no run")
+                lines.append(f"| {label} | **not working**: {reason} |" + " |" * 4)
+                continue
+            failed = len(logins) - len(good)
+            note = f" ({failed}/{len(logins)} runs failed)" if failed else ""
+            total = _fleet_med(logins, lambda x: x.total)
+            rss = _fleet_med(logins, lambda x: x.rss)
+            ssh_rss = _fleet_med(logins, lambda x: x.ssh_rss)
+            ssh_count = max(x.ssh_count for x in good)
+            ssh_text = f"{ssh_count} seen, {mb(ssh_rss)} at most at once" if ssh_count else ""
+            lines.append(
+                f"| {label}{note} | {ms(total)}{_fleet_spread(logins)} | {ratio(total, one)} "
+                f"| {_fleet_auths(logins)} | {mb(rss)} | {ssh_text} |"
+            )
+    return lines
+
+
+def fleet_checks(fleet: FleetResults) -> list[Check]:
+    """Per transport: one bastion authentication, all hosts ≤ 2× one host, peak RSS."""
+    out: list[Check] = []
+    size = fleet.size
+    transports = fleet_transports(fleet)
+    if fleet.broken:
+        return [Check("fleet logins", f"not working: {fleet.broken}", "", None, False, FLEET)]
+    for transport in transports:
+        logins = fleet.logins.get((transport, size), [])
+        good = _fleet_good(logins)
+        one = _fleet_med(fleet.logins.get((transport, 1), []), lambda x: x.total)
+        label = f"{transport}, {size} hosts"
+        if not good or one is None:
+            why = "not working: " + next((x.error for x in logins if x.error), "no run")
+            for what in ("bastion authentications", "all hosts ÷ one host", "peak RSS"):
+                out.append(Check(f"{what}, {label}", why, "", None, False, FLEET))
+            continue
+        bastion = [x.bastion_auths for x in good]
+        out.append(
+            Check(
+                f"bastion authentications, {label}",
+                ", ".join(str(n) for n in sorted(set(bastion))),
+                str(FLEET_BASTION_AUTHS),
+                None,
+                all(n == FLEET_BASTION_AUTHS for n in bastion),
+                FLEET,
+            )
+        )
+        total = _fleet_med(logins, lambda x: x.total)
+        assert total is not None
+        out.append(
+            Check(
+                f"all hosts ÷ one host, {label}",
+                f"{total / one:.2f} ({ms(total)} ÷ {ms(one)})",
+                f"{FLEET_RATIO_LIMIT:.2f}",
+                total / one / FLEET_RATIO_LIMIT,
+                total / one <= FLEET_RATIO_LIMIT,
+                FLEET,
+            )
+        )
+        rss = _fleet_med(logins, lambda x: x.rss)
+        if rss is not None:
+            out.append(
+                Check(
+                    f"peak RSS of the tunnelauth process, {label}",
+                    mb(rss),
+                    mb(FLEET_RSS_LIMIT),
+                    rss / FLEET_RSS_LIMIT,
+                    rss <= FLEET_RSS_LIMIT,
+                    FLEET,
+                )
+            )
+    return out
+
+
+def fleet_targets(fleet: FleetResults, items: Sequence[Check], judged: bool) -> str:
+    """The fleet's targets and whether they held."""
+    return (
+        f"Targets: {FLEET_BASTION_AUTHS} bastion authentication for the whole fleet; "
+        f"{fleet.size} hosts' logins ≤ {FLEET_RATIO_LIMIT:g} × one host's; tunnelauth's peak "
+        f"RSS ≤ {mb(FLEET_RSS_LIMIT)}. " + verdict(items, judged)
+    )
 
 
 def verdict(items: Sequence[Check], judged: bool) -> str:
@@ -319,12 +464,8 @@ def startup_targets(items: Sequence[Check], judged: bool) -> str:
     return f"Targets: {'; '.join(parts)}. {verdict(items, judged)}" if parts else ""
 
 
-def render(results: Results, machine: Sequence[str], command: str) -> str:
-    """The whole markdown report."""
-    own = median(results.hermes_own)
-    items = checks(results)
-    judged = not results.quick
-    lines = [
+def _header(results: Results, machine: Sequence[str], command: str) -> list[str]:
+    return [
         f"Measured with `{command}` ({results.runs} run(s) per row, medians; "
         f"{'quick run' if results.quick else 'full run'}).",
         "",
@@ -333,6 +474,14 @@ def render(results: Results, machine: Sequence[str], command: str) -> str:
         *(f"- {item}" for item in machine),
         "",
     ]
+
+
+def render(results: Results, machine: Sequence[str], command: str) -> str:
+    """The report of the single-host rows and the start-up (the fleet has its own)."""
+    own = median(results.hermes_own)
+    items = checks(results)
+    judged = not results.quick
+    lines = _header(results, machine, command)
     for res in results.latencies:
         here = [item for item in items if item.group == f"+{res.rtt_ms} ms"]
         lines += [*latency_table(res, own), "", latency_targets(res, own, here, judged), ""]
@@ -340,3 +489,17 @@ def render(results: Results, machine: Sequence[str], command: str) -> str:
     startup = startup_targets([item for item in items if item.group == "overall"], judged)
     lines += [startup, ""] if startup else []
     return "\n".join(lines)
+
+
+def render_fleet(results: Results, machine: Sequence[str], command: str) -> str:
+    """The report of the fleet rows ("" when they were not measured)."""
+    if results.fleet is None:
+        return ""
+    here = [item for item in checks(results) if item.group == FLEET]
+    lines = _header(results, machine, command)
+    lines += [
+        *fleet_table(results.fleet),
+        "",
+        fleet_targets(results.fleet, here, not results.quick),
+    ]
+    return "\n".join([*lines, ""])

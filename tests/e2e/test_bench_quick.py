@@ -18,7 +18,7 @@ from tests.bed import SSHD
 
 REPO = Path(__file__).resolve().parent.parent.parent
 BENCH = REPO / "scripts" / "bench"
-DEADLINE = 240  # seconds; a quick run takes about 20-30 s
+DEADLINE = 240  # seconds; a quick run takes about 40 s (15 of them the fleet rows)
 TRANSPORT_ROWS = ("`--backend openssh`", "`--backend asyncssh`", "`--backend paramiko`")
 
 pytestmark = pytest.mark.bed
@@ -58,11 +58,18 @@ def test_bench_quick_completes_and_prints_its_table() -> None:
         pytest.fail(f"scripts/bench --quick took over {DEADLINE} s\n{out}\n{err[-3000:]}")
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err[-3000:]}"
     # The targets of each latency and of the whole run, stated but not judged in a quick run.
-    assert out.count("Quick run: not judged.") == 3, out
+    assert out.count("Quick run: not judged.") == 4, out
     for heading in ("#### +0 ms RTT per hop", "#### +50 ms RTT per hop"):
         assert heading in out, out
     for row in ("floor: `ssh -J bastion remote true`", "manual recipe", *TRANSPORT_ROWS):
         assert out.count(row) >= 2, f"missing row {row!r}\n{out}"
+    # The fleet rows: each backend logged one host and the ten hosts in (no "not working").
+    assert "#### Fleet: 10 hosts behind one bastion, +50 ms RTT per hop" in out, out
+    fleet = out.split("#### Fleet:", 1)[1].split("####", 1)[0]
+    for backend in ("openssh", "asyncssh", "paramiko"):
+        for hosts in ("1 host", "10 hosts"):
+            (row,) = [ln for ln in fleet.splitlines() if f"`--backend {backend}`, {hosts} |" in ln]
+            assert "not working" not in row and " / 1 each |" in row, row
     assert "`tunnelauth --version`" in out, out
     # Its bed (named after its pid) is gone.
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)

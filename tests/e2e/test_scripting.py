@@ -226,19 +226,23 @@ def test_replace_keeps_only_the_newest_credential(fresh: Bed, tmp_path: Path) ->
     assert names(parsed).index("replaced") < names(parsed).index("verified")
 
 
-def test_ci_reauth_runs_lines_in_parallel_and_fails_if_one_fails(
+def test_ci_reauth_runs_one_fleet_command_per_provider_and_fails_if_one_line_fails(
     fresh: Bed, tmp_path: Path
 ) -> None:
     lines = tmp_path / "logins.txt"
     lines.write_text(
-        "# host provider [name]\nremote spotify\nremote mcp linear\nremote-direct xai\n"
+        "# host provider [name]\nremote spotify\nremote-direct xai\nremote mcp linear\n"
+        "bastion xai\n"
     )
+    # The tunnelauth it runs notes each command line, then is the real one.
+    calls = tmp_path / "calls.txt"
+    wrapper = tmp_path / "tunnelauth-logged"
+    wrapper.write_text(
+        f'#!/bin/sh\nprintf \'%s\\n\' "$*" >> {calls}\nexec {sys.executable} -m tunnelauth "$@"\n'
+    )
+    wrapper.chmod(0o700)
     extra = ["-F", str(fresh.ssh_config), "--browser-cmd", fresh.browser_cmd(tmp_path / "d.html")]
-    env = {
-        **os.environ,
-        "TUNNELAUTH": f"{sys.executable} -m tunnelauth",
-        "TUNNELAUTH_CONFIG": os.devnull,
-    }
+    env = {**os.environ, "TUNNELAUTH": str(wrapper), "TUNNELAUTH_CONFIG": os.devnull}
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "ci-reauth"), str(lines), "--", *extra],
         capture_output=True,
@@ -248,8 +252,21 @@ def test_ci_reauth_runs_lines_in_parallel_and_fails_if_one_fails(
         check=False,
     )
     assert proc.returncode == 1, proc
-    rows = {line.split()[0] + " " + line.split()[1]: line for line in proc.stdout.splitlines()[1:4]}
-    assert " ok " in rows["remote spotify"], proc.stdout
-    assert " ok " in rows["remote mcp"], proc.stdout
-    assert " FAILED " in rows["remote-direct xai"] and " 3 " in rows["remote-direct xai"]
-    assert "2 ok, 1 failed" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines()[1:5]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("remote", "spotify", "ok"),
+        ("remote-direct", "xai", "FAILED"),
+        ("remote", "mcp", "linear"),
+        ("bastion", "xai", "ok"),
+    ], proc.stdout
+    assert rows[1][3] == str(ExitStatus.SSH_FAILED.value), proc.stdout
+    assert rows[2][3] == "ok", proc.stdout
+    assert "3 ok, 1 failed" in proc.stdout
+    # One command per provider: both xai hosts in one fleet command, in the order listed.
+    logins = [c.split(" -F ")[0].split() for c in calls.read_text().splitlines()]
+    assert logins == [
+        ["spotify", "remote", "--json", "--batch"],
+        ["xai", "remote-direct", "bastion", "--json", "--batch"],
+        ["mcp", "linear", "remote", "--json", "--batch"],
+    ], calls.read_text()
+

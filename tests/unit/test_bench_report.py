@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from tests.bench.fleet import FleetLogin, FleetResults
 from tests.bench.measure import Login
-from tests.bench.report import LatencyResults, Results, render
+from tests.bench.report import LatencyResults, Results, render, render_fleet
 
 ONE_EACH = {"bastion": 1, "remote": 1}
 
@@ -43,3 +44,48 @@ def test_a_quick_run_judges_nothing() -> None:
     text = render(results(0.700, quick=True), ["test machine"], "scripts/bench --quick")
     assert text.count("Quick run: not judged.") == 2
     assert "Missed" not in text and "Every target met" not in text
+
+
+def fleet_results(bastion: int, ten_seconds: float, rss_mb: float) -> FleetResults:
+    """openssh: one host in 3 s, ten in ``ten_seconds`` with ``bastion`` bastion auths."""
+    one = FleetLogin(1, True, total=3.0, rss=30 * 2**20, bastion_auths=1, target_auths={"f1": 1})
+    ten = FleetLogin(
+        10,
+        True,
+        total=ten_seconds,
+        rss=int(rss_mb * 2**20),
+        bastion_auths=bastion,
+        target_auths={f"f{i}": 1 for i in range(1, 11)},
+    )
+    return FleetResults(10, 50, logins={("openssh", 1): [one], ("openssh", 10): [ten]})
+
+
+def test_the_fleet_rows_state_their_targets_and_pass() -> None:
+    res = results(0.400)
+    res.fleet = fleet_results(bastion=1, ten_seconds=5.0, rss_mb=40)
+    assert "Fleet" not in render(res, ["test machine"], "scripts/bench")
+    text = render_fleet(res, ["test machine"], "scripts/bench --fleet-only")
+    assert text.startswith("Measured with `scripts/bench --fleet-only`")
+    assert "#### Fleet: 10 hosts behind one bastion, +50 ms RTT per hop" in text
+    assert "| `--backend openssh`, 10 hosts | 5000 ms | 1.67 | 1 / 1 each | 40.0 MB |" in text
+    assert (
+        "Targets: 1 bastion authentication for the whole fleet; 10 hosts' logins ≤ 2 × one" in text
+    )
+    assert text.count("Every target met.") == 1, text
+
+
+def test_each_missed_fleet_target_is_named() -> None:
+    res = results(0.400)
+    res.fleet = fleet_results(bastion=10, ten_seconds=6.3, rss_mb=90)
+    text = render_fleet(res, ["test machine"], "scripts/bench")
+    assert "bastion authentications, openssh, 10 hosts: 10 (limit 1)" in text
+    assert "all hosts ÷ one host, openssh, 10 hosts: 2.10 (6300 ms ÷ 3000 ms) (limit 2.00)" in text
+    assert "peak RSS of the tunnelauth process, openssh, 10 hosts: 90.0 MB (limit 80.0 MB)" in text
+
+
+def test_a_fleet_that_could_not_be_built_is_a_miss() -> None:
+    res = results(0.400)
+    res.fleet = FleetResults(10, 50, broken="cannot build the fleet")
+    text = render_fleet(res, ["test machine"], "scripts/bench")
+    assert "**not working**: cannot build the fleet" in text
+    assert "Missed: fleet logins: not working: cannot build the fleet" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 
 import pytest
 from rich.console import Console
@@ -133,3 +134,54 @@ def test_remote_text_on_the_board_is_shown_literally() -> None:
     reporter = HostReporter(board, "a")
     reporter.warn("evil \x1b]52;c;aGk=\x07 [bold]x[/bold]")
     assert "\x1b" not in out.getvalue() and "[bold]x[/bold]" in out.getvalue()
+
+
+def test_the_live_table_leaves_stdout_to_the_json_events() -> None:
+    before = sys.stdout
+    console = Console(file=io.StringIO(), width=200, force_terminal=True)
+    board = FleetBoard(["a"], console=console)
+    try:
+        assert board._live is not None, "a terminal gets the live table"
+        assert sys.stdout is before, "stdout (--json events) must not be drawn into the table"
+    finally:
+        board.close()
+
+
+def test_cancelling_waits_for_every_hosts_teardown_to_finish() -> None:
+    """One host done tearing down must not cut the others' teardown short."""
+    waiting: set[str] = set()
+    all_waiting = asyncio.Event()
+    closed: list[str] = []
+
+    async def login_with_teardown(settings: Settings, reporter: Reporter) -> tuple[str, str]:
+        name = settings.target.host
+        waiting.add(name)
+        if len(waiting) == len(HOSTS):
+            all_waiting.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            for _ in range(ord(name) - ord("a")):  # host a closes at once, d takes longest
+                await asyncio.sleep(0)
+            closed.append(name)
+        return "never", "none"
+
+    board, _ = board_and_output()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            login_all(
+                HOSTS,
+                Fake({}).build,
+                lambda h: HostReporter(board, h.name),
+                login_with_teardown,
+                jobs=4,
+            )
+        )
+        await asyncio.wait_for(all_waiting.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert closed == ["a", "b", "c", "d"]
