@@ -8,7 +8,8 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -27,24 +28,26 @@ from tunnelauth.status import ExitStatus
 
 _T = TypeVar("_T")
 
-_METAVARS = {
-    "jump": "HOST",
-    "ssh_config": "FILE",
-    "identity": "FILE",
-    "port": "PORT",
-    "login": "USER",
-    "ssh_option": "OPTION",
-    "hermes": "PATH",
-    "profile": "NAME",
-    "run_as": "USER",
-    "hermes_home": "PATH",
-    "timeout": "SECONDS",
-    "connect_timeout": "SECONDS",
-    "browser_cmd": "CMD",
-    "backend": "NAME",
-    "via": "MODE",
-    "config": "FILE",
-}
+_METAVARS = MappingProxyType(
+    {
+        "jump": "HOST",
+        "ssh_config": "FILE",
+        "identity": "FILE",
+        "port": "PORT",
+        "login": "USER",
+        "ssh_option": "OPTION",
+        "hermes": "PATH",
+        "profile": "NAME",
+        "run_as": "USER",
+        "hermes_home": "PATH",
+        "timeout": "SECONDS",
+        "connect_timeout": "SECONDS",
+        "browser_cmd": "CMD",
+        "backend": "NAME",
+        "via": "MODE",
+        "config": "FILE",
+    }
+)
 
 HostArg = Annotated[
     str | None,
@@ -52,10 +55,12 @@ HostArg = Annotated[
         help="SSH destination ([user@]host or alias).", metavar="HOST", autocompletion=complete_host
     ),
 ]
-_COMPLETERS: dict[str, Any] = {
-    "backend": complete_choice(BACKENDS),
-    "via": complete_choice(VIAS),
-}
+_COMPLETERS: Mapping[str, Any] = MappingProxyType(
+    {
+        "backend": complete_choice(BACKENDS),
+        "via": complete_choice(VIAS),
+    }
+)
 
 
 def _common_parameters() -> list[inspect.Parameter]:
@@ -127,10 +132,15 @@ def _register(
 ) -> None:
     """Add a command whose signature is its positionals plus the shared options."""
 
-    def command(**kwargs: Any) -> None:
-        (action or _login)(name, kwargs)
+    def command(ctx: typer.Context, **kwargs: Any) -> None:
+        if action is not None:
+            action(name, kwargs)
+        else:
+            _login(name, kwargs, ctx.obj or ())
 
-    command.__signature__ = inspect.Signature([*positional, *_common_parameters()])  # type: ignore[attr-defined]
+    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    signature = inspect.Signature([*positional, *_common_parameters(), context])
+    command.__signature__ = signature  # type: ignore[attr-defined]
     command.__doc__ = help_text
     (target or app).command(name, help=help_text, cls=_Command)(command)
 
@@ -264,18 +274,14 @@ def _demo(
     demo_main(no_browser=no_browser, verbosity=-1 if quiet else verbose)
 
 
-# The command after `run ... --`, split off before typer sees the arguments.
-_RUN_COMMAND: list[str] = []
-
-
-def _login(name: str, options: dict[str, Any]) -> None:
+def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
     from tunnelauth import fleetcmd, login
     from tunnelauth.hostset import single_host
 
     if single_host(options):
-        login.login(name, options, _RUN_COMMAND)
+        login.login(name, options, run_command)
         return
-    code = fleetcmd.login(name, options, _RUN_COMMAND)
+    code = fleetcmd.login(name, options, run_command)
     if code != ExitStatus.OK:
         raise typer.Exit(int(code))
 
@@ -358,14 +364,17 @@ def _config_show(name: str, options: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (the only place errors become codes)."""
     args, run_command = normalize_argv(sys.argv[1:] if argv is None else argv)
-    _RUN_COMMAND[:] = run_command
     try:
         if args[:1] == ["run"] and not run_command:
             from tunnelauth.preflight import run_separator
 
             run_separator(args[1:], VALUE_FLAGS)
         # Without standalone mode, click returns a typer.Exit's code instead of raising it.
-        result = app(args=args, prog_name="tunnelauth", standalone_mode=False)
+        # The command after `run ... --` (split off before typer sees the arguments) reaches the
+        # login through the context, never through module state.
+        result = app(
+            args=args, prog_name="tunnelauth", standalone_mode=False, obj=tuple(run_command)
+        )
     except TunnelauthError as exc:
         from tunnelauth.login import error_status
 

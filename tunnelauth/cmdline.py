@@ -12,8 +12,9 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from tunnelauth import preflight
@@ -54,15 +55,17 @@ OPTION_SPECS: tuple[tuple[str, tuple[str, ...], Any, str, bool], ...] = (
     ("verbose", ("-v", "--verbose"), int, "More detail (repeatable).", False),
 )
 
-VALUE_FLAGS = {flag for _, flags, _, _, takes in OPTION_SPECS if takes for flag in flags}
-BOOL_FLAGS = {flag for _, flags, _, _, takes in OPTION_SPECS if not takes for flag in flags}
+VALUE_FLAGS = frozenset({flag for _, flags, _, _, takes in OPTION_SPECS if takes for flag in flags})
+BOOL_FLAGS = frozenset(
+    {flag for _, flags, _, _, takes in OPTION_SPECS if not takes for flag in flags}
+)
 
 
 # Commands that log in (and so may start their SSH master before the heavy imports).
 LOGIN_COMMANDS = frozenset({*PROVIDERS, "run", "recipe"})
 # Commands whose own command line follows `--`: run's command, a recipe's extra arguments.
 DASH_COMMANDS = frozenset({"run", "recipe"})
-_SPEC_BY_FLAG = {flag: spec for spec in OPTION_SPECS for flag in spec[1]}
+_SPEC_BY_FLAG = MappingProxyType({flag: spec for spec in OPTION_SPECS for flag in spec[1]})
 _COUNT_FLAG = re.compile(r"-v+")
 
 
@@ -123,14 +126,16 @@ def parse_login(argv: Sequence[str]) -> tuple[str, dict[str, Any], list[str]] | 
 
 
 # Each option type's reading of a flag's text (repeatable flags give a one-item list).
-_CONVERTERS: dict[Any, Any] = {
-    int | None: int,
-    float | None: float,
-    str | None: str,
-    Path | None: Path,
-    list[Path] | None: lambda value: [Path(value)],
-    list[str] | None: lambda value: [value],
-}
+_CONVERTERS: Mapping[Any, Any] = MappingProxyType(
+    {
+        int | None: int,
+        float | None: float,
+        str | None: str,
+        Path | None: Path,
+        list[Path] | None: lambda value: [Path(value)],
+        list[str] | None: lambda value: [value],
+    }
+)
 
 
 def start_ahead(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:

@@ -16,8 +16,9 @@ import shutil
 import sys
 import time
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from tunnelauth import ports
@@ -40,12 +41,14 @@ OUTPUT_LIMIT = 64 * 1024  # bytes of a remote answer kept (a real one is a few l
 DETAIL_LIMIT = 1000  # characters of one cell (found / fix) shown
 PROBE_DEADLINE = 5.0  # the server's answer to the probe channel
 PROBE_PORTS = (20000, 27000)  # below Linux's ephemeral range and clear of hermes' pinned ports
-WELL_KNOWN_PORTS: dict[int, str] = {
-    43827: "spotify",
-    56121: "xai (older hermes)",
-    1455: "codex browser mode",
-    **{p: "MCP pinned port" for p in range(27890, 27895)},
-}
+WELL_KNOWN_PORTS: Mapping[int, str] = MappingProxyType(
+    {
+        43827: "spotify",
+        56121: "xai (older hermes)",
+        1455: "codex browser mode",
+        **{p: "MCP pinned port" for p in range(27890, 27895)},
+    }
+)
 
 # $1 = a port: is anything listening on it (any address)? Prints busy, free or unknown.
 _PORT_STATE = r"""

@@ -12,6 +12,7 @@ import html
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from types import MappingProxyType
 
 # Limits. A browser's callback request is a few hundred bytes plus whatever cookies other
 # local apps set for 127.0.0.1 (they are read, then dropped): 32 KiB of head leaves room for
@@ -37,22 +38,24 @@ _TARGET = re.compile(r"[\x21-\x7e]+")
 # (and "?" in the query).
 _PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})"
 _PASTE_TARGET = re.compile(rf"/{_PCHAR}*(?:\?(?:{_PCHAR}|\?)*)?")
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    421: "Misdirected Request",
-    431: "Request Header Fields Too Large",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+_REASONS = MappingProxyType(
+    {
+        200: "OK",
+        400: "Bad Request",
+        403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        408: "Request Timeout",
+        411: "Length Required",
+        413: "Content Too Large",
+        414: "URI Too Long",
+        421: "Misdirected Request",
+        431: "Request Header Fields Too Large",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }
+)
 
 
 class LocalAnswer(Exception):

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TextIO
 
 from tunnelauth.report import Reporter, Stage
@@ -20,31 +21,35 @@ from tunnelauth.sanitize import redact, strip
 SCHEMA_VERSION = 1
 
 # Event name → the fields it always carries (besides ``v``, ``event``, ``time``).
-EVENTS: Mapping[str, frozenset[str]] = {
-    "connecting": frozenset({"host"}),
-    "connected": frozenset({"host", "backend"}),
-    "remote_started": frozenset({"command"}),
-    "listening": frozenset({"port", "detail"}),
-    "authorize_url": frozenset({"url", "host", "unusual_host"}),
-    "browser_opened": frozenset({"url", "how"}),
-    "device_code": frozenset({"url", "code"}),
-    "remote_line": frozenset({"text"}),
-    "prompt": frozenset({"text", "secret"}),
-    "stage": frozenset({"stage", "detail"}),
-    "warning": frozenset({"message"}),
-    "replaced": frozenset({"ok", "removed", "kept", "detail"}),
-    "verified": frozenset({"ok", "detail"}),
-    "succeeded": frozenset({"exit_status", "message", "login"}),
-    "failed": frozenset({"exit_status", "reason", "hint", "last_lines"}),
-    "fleet_done": frozenset({"exit_status", "hosts"}),
-}
+EVENTS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "connecting": frozenset({"host"}),
+        "connected": frozenset({"host", "backend"}),
+        "remote_started": frozenset({"command"}),
+        "listening": frozenset({"port", "detail"}),
+        "authorize_url": frozenset({"url", "host", "unusual_host"}),
+        "browser_opened": frozenset({"url", "how"}),
+        "device_code": frozenset({"url", "code"}),
+        "remote_line": frozenset({"text"}),
+        "prompt": frozenset({"text", "secret"}),
+        "stage": frozenset({"stage", "detail"}),
+        "warning": frozenset({"message"}),
+        "replaced": frozenset({"ok", "removed", "kept", "detail"}),
+        "verified": frozenset({"ok", "detail"}),
+        "succeeded": frozenset({"exit_status", "message", "login"}),
+        "failed": frozenset({"exit_status", "reason", "hint", "last_lines"}),
+        "fleet_done": frozenset({"exit_status", "hosts"}),
+    }
+)
 ENVELOPE = frozenset({"v", "event", "time"})
 
-_STAGE_EVENTS = {
-    Stage.CONNECTING: "connecting",
-    Stage.RUNNING: "remote_started",
-    Stage.LISTENING: "listening",
-}
+_STAGE_EVENTS = MappingProxyType(
+    {
+        Stage.CONNECTING: "connecting",
+        Stage.RUNNING: "remote_started",
+        Stage.LISTENING: "listening",
+    }
+)
 _PORT = re.compile(r":(\d{1,5})\b")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from tunnelauth.errors import UsageError
@@ -40,9 +41,9 @@ KEYS: tuple[Key, ...] = (
     Key("timeout", "--timeout", "TUNNELAUTH_TIMEOUT", float),
     Key("connect_timeout", "--connect-timeout", "TUNNELAUTH_CONNECT_TIMEOUT", float, 30.0),
 )
-KEYS_BY_NAME = {k.name: k for k in KEYS}
+KEYS_BY_NAME = MappingProxyType({k.name: k for k in KEYS})
 # The option dict from typer names the SSH user ``login``; the config file calls it ``user``.
-_OPTION_NAME = {"user": "login"}
+_OPTION_NAME = MappingProxyType({"user": "login"})
 TOP_LEVEL_KEYS = ("default_host", "hosts", "groups")
 
 

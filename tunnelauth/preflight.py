@@ -11,7 +11,7 @@ import math
 import os
 import shlex
 import shutil
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from pathlib import Path
 
 from tunnelauth.errors import UsageError
@@ -92,7 +92,7 @@ def identity_notices(paths: Sequence[Path]) -> tuple[str, ...]:
     return tuple(notices)
 
 
-def run_positionals(tail: Sequence[str], value_flags: set[str]) -> list[str]:
+def run_positionals(tail: Sequence[str], value_flags: Set[str]) -> list[str]:
     """The positional words of ``run``'s arguments (flag values skipped)."""
     words: list[str] = []
     i = 0
@@ -106,7 +106,7 @@ def run_positionals(tail: Sequence[str], value_flags: set[str]) -> list[str]:
     return words
 
 
-def run_separator(tail: Sequence[str], value_flags: set[str]) -> None:
+def run_separator(tail: Sequence[str], value_flags: Set[str]) -> None:
     """``run HOST echo hi``: the command must come after ``--``; say so."""
     words = run_positionals(tail, value_flags)
     if len(words) > 1:

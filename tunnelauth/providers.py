@@ -8,6 +8,8 @@ listener to a device code in 0.19.0).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from tunnelauth.errors import UsageError
@@ -25,83 +27,85 @@ class Provider(NamedTuple):
     success: str = ""  # what its success line looks like (for messages; watch.py matches it)
 
 
-PROVIDERS: dict[str, Provider] = {
-    p.name: p
-    for p in (
-        Provider(
-            "xai",
-            ("auth", "add", "xai-oauth", "--no-browser"),
-            "device code (older hermes: loopback on 56121)",
-            ("auth.x.ai", "accounts.x.ai"),
-            900.0,
-            ("auth", "status", "xai-oauth"),
-            "Login successful!",
-        ),
-        Provider(
-            "spotify",
-            ("auth", "spotify", "login", "--no-browser"),
-            "loopback on 43827, /spotify/callback",
-            ("accounts.spotify.com",),
-            180.0,
-            ("auth", "status", "spotify"),
-            "Spotify login successful!",
-        ),
-        Provider(
-            "mcp",
-            ("mcp", "login", "{name}"),
-            "loopback, port picked per server",
-            (),
-            300.0,
-            ("mcp", "test", "{name}"),
-            "✓ Authenticated — N tool(s) available",
-        ),
-        Provider(
-            "anthropic",
-            ("auth", "add", "anthropic"),
-            "paste the code the provider shows",
-            ("claude.ai", "console.anthropic.com"),
-            900.0,
-            ("auth", "status", "anthropic"),
-            'Added anthropic OAuth credential #1: "..."',
-        ),
-        Provider(
-            "openrouter",
-            ("auth", "add", "openrouter", "--type", "oauth"),
-            "paste the code (hermes 0.21 over SSH: OpenRouter's headless flow)",
-            (),
-            900.0,
-            ("auth", "status", "openrouter"),
-            'Added openrouter OAuth credential #1: "..."',
-        ),
-        Provider(
-            "codex",
-            ("auth", "add", "openai-codex"),
-            "device code",
-            ("auth.openai.com",),
-            900.0,
-            ("auth", "status", "openai-codex"),
-            "Login successful!",
-        ),
-        Provider(
-            "minimax",
-            ("auth", "add", "minimax-oauth"),
-            "device code",
-            (),
-            900.0,
-            ("auth", "status", "minimax-oauth"),
-            "✓ MiniMax OAuth login successful.",
-        ),
-        Provider(
-            "nous",
-            ("auth", "add", "nous"),
-            "device code",
-            (),
-            900.0,
-            ("auth", "status", "nous"),
-            "Login successful!",
-        ),
-    )
-}
+PROVIDERS: Mapping[str, Provider] = MappingProxyType(
+    {
+        p.name: p
+        for p in (
+            Provider(
+                "xai",
+                ("auth", "add", "xai-oauth", "--no-browser"),
+                "device code (older hermes: loopback on 56121)",
+                ("auth.x.ai", "accounts.x.ai"),
+                900.0,
+                ("auth", "status", "xai-oauth"),
+                "Login successful!",
+            ),
+            Provider(
+                "spotify",
+                ("auth", "spotify", "login", "--no-browser"),
+                "loopback on 43827, /spotify/callback",
+                ("accounts.spotify.com",),
+                180.0,
+                ("auth", "status", "spotify"),
+                "Spotify login successful!",
+            ),
+            Provider(
+                "mcp",
+                ("mcp", "login", "{name}"),
+                "loopback, port picked per server",
+                (),
+                300.0,
+                ("mcp", "test", "{name}"),
+                "✓ Authenticated — N tool(s) available",
+            ),
+            Provider(
+                "anthropic",
+                ("auth", "add", "anthropic"),
+                "paste the code the provider shows",
+                ("claude.ai", "console.anthropic.com"),
+                900.0,
+                ("auth", "status", "anthropic"),
+                'Added anthropic OAuth credential #1: "..."',
+            ),
+            Provider(
+                "openrouter",
+                ("auth", "add", "openrouter", "--type", "oauth"),
+                "paste the code (hermes 0.21 over SSH: OpenRouter's headless flow)",
+                (),
+                900.0,
+                ("auth", "status", "openrouter"),
+                'Added openrouter OAuth credential #1: "..."',
+            ),
+            Provider(
+                "codex",
+                ("auth", "add", "openai-codex"),
+                "device code",
+                ("auth.openai.com",),
+                900.0,
+                ("auth", "status", "openai-codex"),
+                "Login successful!",
+            ),
+            Provider(
+                "minimax",
+                ("auth", "add", "minimax-oauth"),
+                "device code",
+                (),
+                900.0,
+                ("auth", "status", "minimax-oauth"),
+                "✓ MiniMax OAuth login successful.",
+            ),
+            Provider(
+                "nous",
+                ("auth", "add", "nous"),
+                "device code",
+                (),
+                900.0,
+                ("auth", "status", "nous"),
+                "Login successful!",
+            ),
+        )
+    }
+)
 
 # Names the user gives (MCP server, hermes profile) travel to the remote as data: keep them plain.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -9,7 +9,8 @@ login is judged like ``run``: a callback delivered (or a device flow seen) and e
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple
 
 from tunnelauth.errors import UsageError
@@ -29,45 +30,47 @@ class Recipe(NamedTuple):
     success: str = ""  # the line it prints on success (documentation only)
 
 
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe(
-            "wrangler",
-            "wrangler",
-            ("login", "--browser=false"),
-            (),
-            "loopback on localhost:8976, /oauth/callback",
-            ("dash.cloudflare.com",),
-            120.0,
-            "--browser=false: print the link instead of opening a browser on the host",
-            "Successfully logged in.",
-        ),
-        Recipe(
-            "databricks",
-            "databricks",
-            ("auth", "login"),
-            (("BROWSER", "none"),),
-            "loopback on localhost:8020; add -- --host URL --profile NAME",
-            (),
-            3600.0,
-            "BROWSER=none: print the link instead of opening a browser on the host",
-            "Profile NAME was successfully saved",
-        ),
-        Recipe(
-            "aws",
-            "aws",
-            ("sso", "login", "--no-browser"),
-            (),
-            "loopback on 127.0.0.1, port picked per run, /oauth/callback (sso-session "
-            "profiles; legacy ones use a device code); add -- --profile NAME",
-            (),
-            600.0,
-            "--no-browser: print the link instead of opening a browser on the host",
-            "Successfully logged into Start URL: URL",
-        ),
-    )
-}
+RECIPES: Mapping[str, Recipe] = MappingProxyType(
+    {
+        r.name: r
+        for r in (
+            Recipe(
+                "wrangler",
+                "wrangler",
+                ("login", "--browser=false"),
+                (),
+                "loopback on localhost:8976, /oauth/callback",
+                ("dash.cloudflare.com",),
+                120.0,
+                "--browser=false: print the link instead of opening a browser on the host",
+                "Successfully logged in.",
+            ),
+            Recipe(
+                "databricks",
+                "databricks",
+                ("auth", "login"),
+                (("BROWSER", "none"),),
+                "loopback on localhost:8020; add -- --host URL --profile NAME",
+                (),
+                3600.0,
+                "BROWSER=none: print the link instead of opening a browser on the host",
+                "Profile NAME was successfully saved",
+            ),
+            Recipe(
+                "aws",
+                "aws",
+                ("sso", "login", "--no-browser"),
+                (),
+                "loopback on 127.0.0.1, port picked per run, /oauth/callback (sso-session "
+                "profiles; legacy ones use a device code); add -- --profile NAME",
+                (),
+                600.0,
+                "--no-browser: print the link instead of opening a browser on the host",
+                "Successfully logged into Start URL: URL",
+            ),
+        )
+    }
+)
 
 # Environment names a recipe may set: plain shell names, so `env NAME=VALUE` reads them alike.
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")

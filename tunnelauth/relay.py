@@ -10,6 +10,7 @@ travels on that session's stdin, never on its command line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from tunnelauth.remote import join, lookup_snippet
 from tunnelauth.sanitize import untrusted
@@ -93,7 +94,9 @@ def parse_request(data: bytes) -> ParsedRequest:
 
 
 # curl config quoting: inside double quotes curl reads these escapes and every other byte as is.
-_CONF_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+_CONF_ESCAPES = MappingProxyType(
+    {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+)
 
 
 def _conf_value(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from rich.console import Console, RenderableType
@@ -203,7 +204,9 @@ class ConsoleReporter:
 
 # -- command results (stdout: they are what the command was asked for) ----------------------
 
-_STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+_STATUS_STYLE = MappingProxyType(
+    {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+)
 
 
 def print_doctor(report: DoctorReport, console: Console | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from types import MappingProxyType
 from urllib.parse import parse_qsl, urlsplit
 
 from tunnelauth.sanitize import strip
@@ -26,7 +27,9 @@ _SINGLE_PARAMS = ("redirect_uri", "user_code")  # repeated, they could mean two 
 
 _URL_START = re.compile(r"(?<![\w+.\-:/@])(?i:https?)://")
 _URL_END = re.compile(r"[\s<>]")
-_CLOSERS = {'"': '"', "'": "'", "`": "`", "<": ">"}  # a URL after one of these ends at its pair
+_CLOSERS = MappingProxyType(
+    {'"': '"', "'": "'", "`": "`", "<": ">"}
+)  # a URL after one of these ends at its pair
 _BROWSER_ENCODED = re.compile(r"[\"`{}|^\\]")  # what a browser percent-encodes after the host
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")

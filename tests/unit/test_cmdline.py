@@ -6,6 +6,7 @@ import glob
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,15 @@ from tunnelauth.cmdline import parse_login, start_ahead
 from tunnelauth.hostset import single_host
 
 
-def typer_reading(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
-    """What the typer app hands the login of one host: the command's name and its options."""
-    seen: list[tuple[str, dict[str, Any]]] = []
+def typer_reading(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict[str, Any], list[str]]:
+    """What the typer app hands the login of one host: the name, the options, the run command."""
+    seen: list[tuple[str, dict[str, Any], list[str]]] = []
 
-    def one_host(name: str, options: dict[str, Any]) -> None:
+    def one_host(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
         assert single_host(options)  # HOST... with one plain host: the single-host login
-        seen.append((name, options))
+        seen.append((name, options, list(run_command)))
 
     monkeypatch.setattr(cli, "_login", one_host)
     assert cli.main(argv) == 0
@@ -51,8 +54,8 @@ def test_login_lines_read_as_typer_reads_them(
 ) -> None:
     parsed = parse_login(argv)
     assert parsed is not None
-    name, options, _ = parsed
-    assert (name, options) == typer_reading(argv, monkeypatch)
+    name, options, run_command = parsed
+    assert (name, options, run_command) == typer_reading(argv, monkeypatch)
 
 
 def test_run_keeps_its_command() -> None:

@@ -13,6 +13,7 @@ import html
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -22,7 +23,9 @@ HEAD_DEADLINE = 15.0  # a client that sends no complete head within this is drop
 MAX_PENDING = 32  # consent pages shown but not answered; the oldest are forgotten
 CLOSE_DEADLINE = 5.0
 
-_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found", 405: "Not Allowed"}
+_REASONS = MappingProxyType(
+    {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found", 405: "Not Allowed"}
+)
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:34rem;margin:4rem auto;padding:0 1rem;"
     "color:#1d2330}h1{font-size:1.4rem}.box{border:1px solid #d0d5de;border-radius:.6rem;"

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import os
 import socket
+from types import MappingProxyType
 
 from tunnelauth.errors import UsageError
 from tunnelauth.sanitize import untrusted
 
 # SSH_MSG_CHANNEL_OPEN_FAILURE reason codes (RFC 4254 §5.1) as OpenSSH words them.
-_OPEN_FAILURES = {
-    1: "administratively prohibited",
-    2: "connect failed",
-    3: "unknown channel type",
-    4: "resource shortage",
-}
+_OPEN_FAILURES = MappingProxyType(
+    {
+        1: "administratively prohibited",
+        2: "connect failed",
+        3: "unknown channel type",
+        4: "resource shortage",
+    }
+)
 
 
 def split_hop(spec: str) -> tuple[str | None, str, int | None]:
