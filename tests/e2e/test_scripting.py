@@ -269,4 +269,3 @@ def test_ci_reauth_runs_one_fleet_command_per_provider_and_fails_if_one_line_fai
         ["xai", "remote-direct", "bastion", "--json", "--batch"],
         ["mcp", "linear", "remote", "--json", "--batch"],
     ], calls.read_text()
-
