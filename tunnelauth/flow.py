@@ -386,14 +386,17 @@ class Login:
         self.reporter.info(f"relaying the callback through an SSH session ({why})")
         command = relay.relay_command(self.settings.program, self.remote_host, self.remote_port)
         stdin = relay.relay_input(request, self.remote_host, self.remote_port)
-        deadline = relay.SESSION_DEADLINE
         try:
-            result = await self.transport.exec(command, stdin=stdin, timeout=deadline)
+            result = await self.transport.exec(command, stdin=stdin, timeout=relay.SESSION_DEADLINE)
+            outcome = relay.relay_outcome(result.exit_status, result.stdout)
         except asyncio.TimeoutError:
-            # The request may well have reached the CLI: nothing else is tried.
-            self.reporter.warn(f"the relay got no answer from the remote CLI within {deadline:g} s")
+            outcome = "late"
+        if outcome == "late":
+            # The request may well have reached the CLI: nothing else (no paste) is tried.
+            self.reporter.warn(
+                f"the relay got no answer from the remote CLI within {relay.ANSWER_DEADLINE:g} s"
+            )
             return local_response(504, "No answer", "See the tunnelauth terminal.")
-        outcome = relay.relay_outcome(result.exit_status, result.stdout)
         if outcome == "no_answer":
             self._warn_no_answer()
             return local_response(502, *NO_ANSWER_PAGE)

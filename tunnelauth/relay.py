@@ -29,7 +29,8 @@ ANSWER_DEADLINE = SESSION_DEADLINE - 5.0  # the remote program's wait for the wh
 CONNECT_DEADLINE = 10.0  # the remote program's connection to the login's listener
 
 # Runs on the remote: one connection, the request from stdin, the response to stdout, the whole
-# answer within the deadline (argv[4]). A listener that closes without a byte: exit 0, no output.
+# answer within the deadline (argv[4]), else exit LATE_STATUS. A listener that closes without a
+# byte: exit 0, no output.
 _RELAY_PY = (
     "import socket,sys,time\n"
     "h,p,n,w=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4])\n"
@@ -41,7 +42,8 @@ _RELAY_PY = (
     "while n>0:\n"
     " s.settimeout(max(e-time.monotonic(),0.01))\n"
     " try:c=s.recv(65536)\n"
-    " except socket.timeout:sys.exit('tunnelauth-relay: no answer within %gs'%w)\n"
+    " except socket.timeout:print('tunnelauth-relay: no answer within %gs'%w,file=sys.stderr);"
+    "sys.exit(124)\n"
     " if not c:break\n"
     " o.write(c[:n]);o.flush();n-=len(c)\n"
 )
@@ -87,6 +89,9 @@ exit 127
 
 # curl's exit status for a connection the server closed without a byte of answer.
 CURL_EMPTY_REPLY = 52
+# The answer deadline passed: the python route's and timeout(1)'s status, and curl's.
+LATE_STATUS = 124
+CURL_TIMED_OUT = 28
 
 # curl config quoting: inside double quotes curl reads these escapes and every other byte as is.
 _CONF_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
@@ -153,15 +158,18 @@ def relay_input(request: bytes, host: str, port: int) -> bytes:
 
 
 def relay_outcome(exit_status: int | None, stdout: bytes) -> str:
-    """What a finished relay session means: ``answered``, ``no_answer`` or ``failed``.
+    """What a finished relay session means: ``answered``, ``no_answer``, ``late`` or ``failed``.
 
     ``no_answer``: the login's listener took the request and closed without a byte (its CLI
-    exited, or dropped the connection): the callback reached it, so nothing else is tried.
+    exited, or dropped the connection); ``late``: it took the request and gave no whole answer
+    within the answer deadline. Either way the callback reached it, so nothing else is tried.
     """
     if stdout and exit_status == 0:
         return "answered"
     if not stdout and exit_status in (0, CURL_EMPTY_REPLY):
         return "no_answer"
+    if exit_status in (LATE_STATUS, CURL_TIMED_OUT):
+        return "late"
     return "failed"
 
 

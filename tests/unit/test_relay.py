@@ -357,8 +357,7 @@ def test_each_route_ends_at_its_answer_deadline(route: str, tmp_path: Path) -> N
         )
     finally:
         listener.close()
-    assert result.returncode != 0
-    assert relay_outcome(result.returncode, result.stdout) == "failed"
+    assert relay_outcome(result.returncode, result.stdout) == "late", result.stderr
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
