@@ -90,7 +90,8 @@ _BUSY_PAGE = (
     "Busy",
     "tunnelauth is already carrying other requests to the remote host. Try again.",
 )
-_NO_ANSWER_PAGE = (
+NO_ANSWER = "no answer"  # the detail of a carry that reached the remote and got no answer
+NO_ANSWER_PAGE = (
     "Remote listener did not answer",
     "The callback reached the remote host, but its login listener closed without answering. "
     "Look at the tunnelauth terminal for the login's result.",
@@ -467,8 +468,8 @@ class CallbackListener:
             if message:
                 await self._refused(data, message, redacted, writer)
             else:
-                self._emit(ListenerEvent("carry_failed", redacted, 502, "no answer"))
-                writer.write(local_response(502, *_NO_ANSWER_PAGE, request.method))
+                self._emit(ListenerEvent("carry_failed", redacted, 502, NO_ANSWER))
+                writer.write(local_response(502, *NO_ANSWER_PAGE, request.method))
         finally:
             if channel is not None:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):

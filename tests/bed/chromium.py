@@ -46,14 +46,24 @@ def resolver_rules(idp_ip: str) -> str:
     )
 
 
-def chromium_argv(url: str, *, idp_ip: str, profile_dir: Path | str) -> list[str]:
-    """The full Chromium command line for dumping one URL's DOM."""
+def chromium_argv(
+    url: str, *, idp_ip: str, profile_dir: Path | str, settle_ms: int = 0
+) -> list[str]:
+    """The full Chromium command line for dumping one URL's DOM.
+
+    ``settle_ms`` > 0 lets the page's scripts run on (``--virtual-time-budget``) before the
+    DOM is dumped: a navigation they start (a form_post page submitting its form on load) is
+    followed to its answer, however long that answer takes. Without it, ``--dump-dom`` dumps
+    the first page once it has loaded.
+    """
+    settle = [f"--virtual-time-budget={settle_ms}"] if settle_ms > 0 else []
     return [
         CHROMIUM,
         *BASE_FLAGS,
         f"--host-resolver-rules={resolver_rules(idp_ip)}",
         "--ignore-certificate-errors",
         f"--user-data-dir={profile_dir}",
+        *settle,
         "--dump-dom",
         url,
     ]
@@ -132,6 +142,7 @@ def run_chromium(
     workdir: Path | str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     reap_all: bool = False,
+    settle_ms: int = 0,
 ) -> BrowserResult:
     """Dump ``url``'s DOM with a fresh profile; kill the whole group at the deadline."""
     start = time.monotonic()
@@ -141,7 +152,7 @@ def run_chromium(
     proc: subprocess.Popen[str] | None = None
     try:
         proc = subprocess.Popen(
-            chromium_argv(url, idp_ip=idp_ip, profile_dir=profile),
+            chromium_argv(url, idp_ip=idp_ip, profile_dir=profile, settle_ms=settle_ms),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -190,6 +201,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     idp_ip, workdir = bed_browser_settings(os.environ)
     timeout = float(os.environ.get("TA_BROWSER_TIMEOUT", DEFAULT_TIMEOUT))
+    settle_ms = int(os.environ.get("TA_BROWSER_SETTLE_MS", "0"))
     subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -198,7 +210,12 @@ def main(argv: Sequence[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
     result = run_chromium(
-        argv[0], idp_ip=idp_ip, workdir=workdir, timeout=timeout, reap_all=subreaper
+        argv[0],
+        idp_ip=idp_ip,
+        workdir=workdir,
+        timeout=timeout,
+        reap_all=subreaper,
+        settle_ms=settle_ms,
     )
     dom_file = os.environ.get("TA_BROWSER_DOM")
     if dom_file:
