@@ -19,6 +19,7 @@ The browser wrapper asks every loopback origin for its icons before Chromium loa
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def run_kind(bed: Bed, tmp: Path, host: str, backend: str, args: list[str]) -> R
     """Run ``loopback-cli ARGS`` on ``host`` through tunnelauth with the eager-icon browser."""
     dom = tmp / "dom.html"
     browser = bed.browser_cmd(dom).replace("env ", "env TA_BROWSER_EAGER_ICONS=1 ", 1)
-    command = ["--browser-cmd", browser, "run", host, "--timeout", "60", "--"]
+    command = ["--browser-cmd", browser, "-v", "run", host, "--timeout", "60", "--"]
     return tunnelauth(
         bed, *command, "loopback-cli", *args, tmp=tmp, backend=backend, browser=False, deadline=90
     )
@@ -89,6 +90,9 @@ def test_loopback_cli_kind_logs_in(
     # Only the login's own pages reached the CLI: never an icon the browser asked for.
     assert record["requests"] == paths, record
     assert record["hosts"] == [f"{HOSTS[kind]}:{port}"] * len(paths), record
+    if HOSTS[kind] == "localhost":
+        # The redirect URI names localhost: the laptop listens on both families.
+        assert re.search(rf"bound .*\[::1\]:{port}\b", result.stderr), result
     icons = (tmp_path / "dom.html.icons").read_text().splitlines()
     assert icons and all(line.endswith(" 404") for line in icons), icons
     if host == "remote-nofwd":
