@@ -87,6 +87,14 @@ def _is_loopback_url(url: str) -> bool:
         return False
 
 
+def _loopback_port(url: str) -> int | None:
+    """The port of a loopback ``url`` (None for any other URL)."""
+    try:
+        return urlsplit(url).port if _is_loopback_url(url) else None
+    except ValueError:
+        return None
+
+
 class Login:
     """One login in progress: state read from events and the resources it opened."""
 
@@ -254,6 +262,7 @@ class Login:
             self.callback_path = urlsplit(event.path).path or "/"
         if self.listener is not None:
             if self.listener.port == event.port:
+                await self._refine_listener(event)
                 return
             if event.source == "announcement" and self.listen_source == "redirect_uri":
                 # The redirect URI fixes the laptop port; a later announcement only moves the
@@ -266,6 +275,14 @@ class Login:
         self.listen_source = event.source
         self.reporter.stage(Stage.LISTENING, f"127.0.0.1:{event.port} → remote port {event.port}")
         await self._maybe_open_browser(idle=False)
+
+    async def _refine_listener(self, event: Callback) -> None:
+        """A later line about the same port: its host and path win, the sockets stay open."""
+        assert self.listener is not None
+        if event.source == "announcement" and self.listen_source == "redirect_uri":
+            return  # the browser comes back where the redirect URI says, not a waiting line
+        await self.listener.refine(event.host, event.path)
+        self.listen_source = event.source
 
     async def _lock_port(self, port: int) -> None:
         """Claim the laptop port against other tunnelauth runs (wait, refuse or reap)."""
@@ -500,6 +517,10 @@ class Login:
         if not needs_listener and redirect is None and self.listener is None and not idle:
             return  # a callback announcement may still follow the URL
         self.opened.add(auth.url)  # decided once, whatever the check below finds
+        listener = self.listener
+        if listener is not None and _loopback_port(auth.url) == listener.port:
+            # The CLI's own page (rclone's /auth): its origin's pages are the login's.
+            listener.carry_whole_origin()
         if needs_listener and not await self._remote_listens():
             host, port = self.settings.target.host, self.remote_port
             self.reporter.warn(

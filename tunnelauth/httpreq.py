@@ -58,6 +58,19 @@ _REASONS = MappingProxyType(
 )
 
 
+# Requests a browser makes on its own to any origin it visits (icons, crawler and tile
+# metadata). When a listener carries every path of the remote's loopback origin (a CLI that
+# serves its own start page), these are still answered locally: a remote listener that
+# answers one request only (hermes MCP, Google's run_local_server) must get the callback.
+BROWSER_OWN_PATHS = frozenset({"/favicon.ico", "/robots.txt", "/browserconfig.xml"})
+BROWSER_OWN_PREFIXES = ("/apple-touch-icon", "/.well-known/")
+
+
+def is_browser_own(path: str) -> bool:
+    """Whether ``path`` is one a browser requests by itself, not a page of the login."""
+    return path in BROWSER_OWN_PATHS or path.startswith(BROWSER_OWN_PREFIXES)
+
+
 class LocalAnswer(Exception):
     """A request that is answered locally with an error status instead of being carried."""
 

@@ -3,12 +3,19 @@
 Used directly by tests (``run_chromium``) and by the ``chromium-browser`` wrapper that
 tunnelauth starts through ``--browser-cmd``. This module imports nothing from the bed
 so that the wrapper can load it with a plain ``sys.path`` entry.
+
+With ``TA_BROWSER_EAGER_ICONS=1`` the wrapper first asks each loopback origin involved (the
+URL's own, and its ``redirect_uri``'s) for the icons a desktop browser fetches by itself
+(``/favicon.ico``, ``/apple-touch-icon.png``), before Chromium loads the page: the harshest
+timing for a remote listener that answers only once. The statuses go to
+``$TA_BROWSER_DOM.icons`` as ``URL STATUS`` lines (``-`` when nothing answered).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import shutil
@@ -21,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from urllib.parse import parse_qs, urlsplit
 
 CHROMIUM = "/usr/bin/chromium"
 DEFAULT_TIMEOUT = 30.0
@@ -194,6 +202,44 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+EAGER_ICONS = ("/favicon.ico", "/apple-touch-icon.png")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+ICON_DEADLINE = 10.0
+
+
+def icon_origins(url: str) -> list[tuple[str, int, str]]:
+    """(host, port, Host header) of the loopback origins a page load involves."""
+    urls = [url, *parse_qs(urlsplit(url).query).get("redirect_uri", [])[:1]]
+    origins = []
+    for each in urls:
+        parts = urlsplit(each)
+        if parts.scheme == "http" and parts.hostname in LOOPBACK and parts.port:
+            origin = (parts.hostname, parts.port, parts.netloc)
+            if origin not in origins:
+                origins.append(origin)
+    return origins
+
+
+def fetch_icons(url: str) -> list[str]:
+    """Request the icons of each loopback origin (``URL STATUS`` lines, ``-``: no answer)."""
+    lines = []
+    for host, port, authority in icon_origins(url):
+        for path in EAGER_ICONS:
+            status = "-"
+            conn = http.client.HTTPConnection(host, port, timeout=ICON_DEADLINE)
+            try:
+                conn.request("GET", path, headers={"Host": authority, "Accept": "image/*"})
+                response = conn.getresponse()
+                response.read()
+                status = str(response.status)
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+            lines.append(f"http://{authority}{path} {status}")
+    return lines
+
+
 def main(argv: Sequence[str]) -> int:
     """Wrapper entry point: ``chromium-browser URL`` → DOM into $TA_BROWSER_DOM (or stdout)."""
     if len(argv) != 1:
@@ -209,6 +255,11 @@ def main(argv: Sequence[str]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
+    dom_file = os.environ.get("TA_BROWSER_DOM")
+    if os.environ.get("TA_BROWSER_EAGER_ICONS") == "1":
+        icons = fetch_icons(argv[0])
+        if dom_file:
+            _write_atomically(Path(dom_file + ".icons"), "".join(f"{x}\n" for x in icons))
     result = run_chromium(
         argv[0],
         idp_ip=idp_ip,
@@ -217,7 +268,6 @@ def main(argv: Sequence[str]) -> int:
         reap_all=subreaper,
         settle_ms=settle_ms,
     )
-    dom_file = os.environ.get("TA_BROWSER_DOM")
     if dom_file:
         _write_atomically(Path(dom_file + ".log"), result.stderr)
         _write_atomically(Path(dom_file), result.dom)

@@ -911,6 +911,96 @@ def test_loopback_cli_rclone(spawn: Any, provider: Provider) -> None:
     assert s.finish() == 0
 
 
+def test_loopback_cli_rclone_custom_client_names_its_redirect_first(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    """A custom client: rclone first says where the redirect must go, then links its page."""
+    s = spawn(
+        ["--rclone", "--port", "0", "--client-id", "my-own"],
+        None,
+        env_for(home),
+        program=LOOPBACK_CLI,
+    )
+    redirect = s.expect(re.compile(r'(?<=Make sure your Redirect URL is set to ")[^"]+'))
+    link = s.expect(re.compile(r"(?<=go to the following link: )http://127\.0\.0\.1:\d+/auth\S+"))
+    port = urlsplit(link).port
+    assert redirect == f"http://127.0.0.1:{port}/"
+    s.expect_exact("NOTICE: Waiting for code...")
+    status, headers, _, _ = loopback_get(link)
+    assert status == 302 and parse_qs(urlsplit(headers["location"]).query)["client_id"] == [
+        "my-own"
+    ]
+    assert loopback_get(authorize(provider, headers["location"]))[0] == 200
+    s.expect_exact("NOTICE: Got code")
+    assert s.finish() == 0
+    rec = record(home, "loopback-cli")
+    assert rec["requests"] == ["/auth", "/"]
+    assert rec["hosts"] == [f"127.0.0.1:{port}"] * 2
+
+
+def test_loopback_cli_callback_refine(spawn: Any, home: Path, provider: Provider) -> None:
+    """``Listening on http://127.0.0.1:P`` first; the redirect URI names localhost and a path."""
+    s = spawn(["--callback", "refine"], None, env_for(home), program=LOOPBACK_CLI)
+    listening = s.expect(re.compile(r"(?<=Listening on )http://127\.0\.0\.1:\d+(?=\r?\n)"))
+    s.expect_exact("Open this URL:")
+    url = s.expect(URL_RE)
+    port = urlsplit(listening).port
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    assert redirect == f"http://localhost:{port}/oauth/callback"
+    assert loopback_get(authorize(provider, url))[0] == 200
+    s.expect_exact("Login successful!")
+    assert s.finish() == 0
+    rec = record(home, "loopback-cli")
+    assert rec["requests"] == ["/oauth/callback"] and rec["hosts"] == [f"localhost:{port}"]
+
+
+def test_loopback_cli_callback_root_answers_one_request_only(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    """Google's shape: whatever comes first is taken as the redirect; nothing after it."""
+    s = spawn(["--callback", "root"], None, env_for(home), program=LOOPBACK_CLI)
+    url = s.expect(
+        re.compile(r"(?<=Please visit this URL to authorize this application: )https://\S+")
+    )
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    port = urlsplit(redirect).port
+    assert redirect == f"http://localhost:{port}/"
+    assert loopback_get(f"http://127.0.0.1:{port}/favicon.ico")[0] == 400
+    s.expect_exact("Login failed: state mismatch")
+    assert s.finish() == 1
+    rec = record(home, "loopback-cli")
+    assert rec["requests"] == ["/favicon.ico"] and rec["code"] is None
+
+
+def test_loopback_cli_callback_ipv6(spawn: Any, home: Path, provider: Provider) -> None:
+    """Listens on [::1] only; the redirect URI and the waiting line name [::1]."""
+    if not ipv6_loopback():
+        pytest.skip("no ::1 here")
+    s = spawn(["--callback", "ipv6"], None, env_for(home), program=LOOPBACK_CLI)
+    s.expect_exact("Open this URL:")
+    url = s.expect(URL_RE)
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    port = urlsplit(redirect).port
+    assert redirect == f"http://[::1]:{port}/callback"
+    s.expect_exact(f"Waiting for callback on http://[::1]:{port}/callback ")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+    assert loopback_get(authorize(provider, url))[0] == 200
+    s.expect_exact("Login successful!")
+    assert s.finish() == 0
+    assert record(home, "loopback-cli")["hosts"] == [f"[::1]:{port}"]
+
+
+def ipv6_loopback() -> bool:
+    """Whether ::1 can be bound here."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def test_loopback_cli_as_aws_sso_login(
     spawn: Any, home: Path, provider: Provider, tmp_path: Path
 ) -> None:
