@@ -87,10 +87,15 @@ async def login_all(
     tasks = [asyncio.ensure_future(one(host)) for host in hosts]
     try:
         return list(await asyncio.gather(*tasks))
+    except asyncio.CancelledError:
+        # gather has cancelled every login: each tears down in order before this returns (a
+        # second cancel would cut a teardown short and leave its master or temp dir behind).
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     finally:
-        # On cancellation every login tears down before this returns.
         for task in tasks:
-            task.cancel()
+            if not task.done():
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 

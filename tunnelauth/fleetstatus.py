@@ -91,8 +91,14 @@ async def ask_fleet(
     tasks = [asyncio.ensure_future(one(host)) for host in hosts]
     try:
         return list(await asyncio.gather(*tasks))
+    except asyncio.CancelledError:
+        # gather has cancelled every host: each closes its connection before this returns (a
+        # second cancel would cut a close short).
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     finally:
-        # Ctrl-C (or any failure): every host's connection is closed before returning.
+        # Any other failure: every host's connection is closed before returning.
         for task in tasks:
-            task.cancel()
+            if not task.done():
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

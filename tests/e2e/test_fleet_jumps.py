@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shlex
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,7 +114,8 @@ def test_a_dead_host_and_a_failed_login_leave_the_shared_hop_to_the_others(
     assert found["fleet2"]["exit_status"] == ExitStatus.SSH_FAILED, result
     # The target is blamed, not the shared jump host (which stays open for the others).
     message = str(found["fleet2"]["message"])
-    assert message.startswith("cannot connect to fleet2: jump host bastion could not reach it")
+    blamed = "cannot connect to fleet2: jump host bastion could not reach it (connect failed: "
+    assert message.startswith(blamed), message
     assert found["fleet3"]["exit_status"] == ExitStatus.LOGIN_FAILED, result
     assert found["fleet1"]["exit_status"] == found["fleet4"]["exit_status"] == 0, result
     expected = {"bastion": 1, "fleet3": 1, "fleet1": 1, "fleet4": 1}
@@ -190,3 +194,111 @@ def test_a_live_master_of_the_users_to_the_bastion_is_used_and_kept(
         assert ssh("-O", "check").returncode == 0, "the user's master was left running"
     finally:
         ssh("-O", "exit")
+
+
+def derived(fleet: Fleet, tmp: Path, first_lines: str) -> Path:
+    """The fleet's ssh config with ``first_lines`` in front (ssh takes the first value)."""
+    path = tmp / "ssh_config"
+    path.write_text(first_lines + fleet.ssh_config.read_text())
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_host_keys_are_checked_behind_the_shared_hop_as_before(
+    fleet_fresh: Fleet, bed: Bed, tmp_path: Path, backend: str
+) -> None:
+    # fleet3's key is looked up under a name known_hosts does not list: refused (StrictHostKey
+    # Checking yes), while the others go through the same bastion connection.
+    config = derived(fleet_fresh, tmp_path, "Host fleet3\n  HostKeyAlias fleet3-unlisted\n")
+    before = counts(fleet_fresh, bed)
+    names = ("fleet1", "fleet3", "fleet4")
+    result = tunnelauth(
+        bed, "xai", *names, "--json", tmp=tmp_path, backend=backend, ssh_config=config
+    )
+    found = rows(result)
+    assert found["fleet3"]["exit_status"] == ExitStatus.HOST_KEY, result
+    assert found["fleet1"]["exit_status"] == found["fleet4"]["exit_status"] == 0, result
+    assert_authenticated(fleet_fresh, bed, before, {"bastion": 1, "fleet1": 1, "fleet4": 1})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_bastion_whose_key_is_not_known_fails_every_host_behind_it(
+    fleet_fresh: Fleet, bed: Bed, tmp_path: Path, backend: str
+) -> None:
+    config = derived(fleet_fresh, tmp_path, "Host bastion\n  HostKeyAlias bastion-unlisted\n")
+    before = counts(fleet_fresh, bed)
+    names = fleet_fresh.names[:3]
+    result = tunnelauth(
+        bed, "xai", *names, "--json", tmp=tmp_path, backend=backend, ssh_config=config
+    )
+    assert result.code == ExitStatus.HOST_KEY, result
+    for name, row in rows(result).items():
+        assert row["exit_status"] == ExitStatus.HOST_KEY, row
+        assert f"jump host bastion (for {name})" in str(row["message"]), row
+    assert_authenticated(fleet_fresh, bed, before, {})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_closes_every_login_and_the_shared_hop(
+    fleet_fresh: Fleet, bed: Bed, tmp_path: Path, backend: str
+) -> None:
+    names = fleet_fresh.names
+    argv = [
+        *("tunnelauth", "-F", str(fleet_fresh.ssh_config), "--backend", backend),
+        *("--no-browser", "xai", *names),
+    ]
+    env = {**os.environ, "TUNNELAUTH_CONFIG": os.devnull, "CI": "1"}
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        assert proc.stderr is not None
+        # Every host waits for its device code to be entered: the shared hop is open.
+        seen = read_until(
+            proc.stderr.fileno(), lambda text: text.count("enter the code") == len(names)
+        )
+        proc.send_signal(signal.SIGINT)
+        _out, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitStatus.INTERRUPTED, seen + rest.decode()
+
+
+def read_until(fd: int, done: Callable[[str], bool], timeout: float = 60) -> str:
+    """Read ``fd`` until ``done(text so far)`` (or fail at the deadline)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            seen += chunk
+            if done(seen.decode(errors="replace")):
+                return seen.decode(errors="replace")
+    raise AssertionError(f"not seen within {timeout}s: {seen.decode(errors='replace')}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_at_the_one_time_code_question_closes_everything(
+    fleet_fresh: Fleet, bed: Bed, tmp_path: Path, backend: str
+) -> None:
+    accepted = fleet_fresh.otp_accepted()
+    before = fleet_fresh.auth_counts()
+    shell = at_terminal(
+        fleet_fresh, bed, tmp_path, "--backend", backend, "xai", *fleet_fresh.otp_names
+    )
+    shell.expect("asks: .*[Cc]ode")
+    shell.sendintr()
+    shell.expect(r"EXIT=(\d+)")
+    code = int(shell.match.group(1))
+    shell.expect(pexpect.EOF)
+    transcript = (tmp_path / "transcript").read_text(errors="replace")
+    assert code == ExitStatus.INTERRUPTED, transcript
+    assert fleet_fresh.otp_accepted() == accepted
+    assert fleet_fresh.auth_counts() == before, "no target was logged in to"

@@ -556,13 +556,13 @@ class OpenSSHTransport:
         # ssh -f exits 0 only once the master listens on its socket: no `-O check` needed.
         if code != 0 or not os.path.exists(socket):
             await self._discard_master()
-            if self._hop is not None:
-                stderr = sshargs.shared_hop_refusal(stderr, self._hop.last_open_failure())
             chain: list[str] = []
             if self._through_proxy():
                 chain = await self._jump_chain()
                 if sshargs.proxy_failure_hidden(stderr) and not sshargs.proxied_failure(stderr)[0]:
                     stderr = await self._diagnose() or stderr
+            if self._hop is not None:
+                stderr = sshargs.shared_hop_refusal(stderr, self._hop.last_open_failure())
             error = _connect_error(
                 self.target.host, stderr, batch=self.batch, asked=asked, chain=chain
             )
