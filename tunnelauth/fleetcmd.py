@@ -66,39 +66,44 @@ def host_options(options: dict[str, Any], host: FleetHost) -> dict[str, Any]:
 async def open_shared_hops(
     pool: HopPool, hosts: Sequence[FleetHost], build: Any, *, verbosity: int
 ) -> None:
-    """Open each host's jump chain once, before any login: ssh's questions (a bastion's
-    one-time code) are asked here, once for the fleet, while nothing else is on the terminal.
+    """On a terminal, open each host's jump chain once before any login: ssh's questions (a
+    bastion's one-time code) are asked here, once for the fleet, while nothing else is on the
+    terminal. Logins side by side run as in batch mode and could not ask them.
 
-    ``build`` gives a host's Settings as the user runs them (not batch on a terminal). A chain
-    that fails is not reported here: each host behind it reports the failure in its row.
+    ``build`` gives a host's Settings as the user runs them. A batch run asks nothing: its
+    chains are opened by the first host that needs each (the others wait for that one). A
+    chain that fails is not reported here: each host behind it reports it in its row.
     """
     from tunnelauth.transports import resolve
 
+    if not sys.stdin.isatty():
+        return
     reporter: Any = None
     terminal: Any = None
     try:
         for host in hosts:
             try:
                 settings: Settings = build(host)
+                if settings.batch:
+                    continue
                 transport = resolve.make(settings, hops=pool)
             except TunnelauthError:
                 continue  # the host's own run reports it
             open_hops = getattr(transport, "open_hops", None)
             if open_hops is None:
                 continue
-            if not settings.batch and sys.stdin.isatty():
-                if terminal is None:
-                    from tunnelauth.flow import ssh_asker
-                    from tunnelauth.render import ConsoleReporter
-                    from tunnelauth.report import Stage
-                    from tunnelauth.terminal import Terminal
+            if terminal is None:
+                from tunnelauth.flow import ssh_asker
+                from tunnelauth.render import ConsoleReporter
+                from tunnelauth.report import Stage
+                from tunnelauth.terminal import Terminal
 
-                    terminal = Terminal.open()
-                    reporter = ConsoleReporter(verbosity=verbosity)
-                    reporter.stage(Stage.CONNECTING, "jump hosts")
-                set_asker = getattr(transport, "set_asker", None)
-                if terminal is not None and callable(set_asker):
-                    set_asker(ssh_asker(reporter, terminal))
+                terminal = Terminal.open()
+                reporter = ConsoleReporter(verbosity=verbosity)
+                reporter.stage(Stage.CONNECTING, "jump hosts")
+            set_asker = getattr(transport, "set_asker", None)
+            if terminal is not None and callable(set_asker):
+                set_asker(ssh_asker(reporter, terminal))
             try:
                 await open_hops()
             except (TunnelauthError, OSError, asyncio.TimeoutError):

@@ -463,6 +463,9 @@ class AsyncSSHTransport:
             hops = tuple(self.target.jump)
             if not hops:
                 kwargs = self._kwargs(self.target.host, self.target.port, self.target.login, True)
+                # Only the ProxyJump is read: no key is loaded (nor its passphrase asked) here.
+                kwargs.pop("passphrase", None)
+                kwargs["client_keys"] = None
                 options = await asyncio.to_thread(
                     lambda: asyncssh.SSHClientConnectionOptions(**kwargs)
                 )
