@@ -313,3 +313,23 @@ def test_ctrl_c_at_the_one_time_code_question_closes_everything(
     assert code == ExitStatus.INTERRUPTED, transcript
     assert fleet_fresh.otp_accepted() == accepted
     assert fleet_fresh.auth_counts() == before, "no target was logged in to"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hosts_behind_two_bastions_get_one_connection_to_each(
+    fleet_fresh: Fleet, bed: Bed, tmp_path: Path, backend: str
+) -> None:
+    prompts = fleet_fresh.otp_prompts()
+    before = counts(fleet_fresh, bed)
+    hosts = ("fleet1", "otp-fleet2", "fleet3", "otp-fleet4")
+    shell = at_terminal(fleet_fresh, bed, tmp_path, "--backend", backend, "xai", *hosts)
+    shell.expect("asks: .*[Cc]ode")
+    shell.sendline(fleet_fresh.otp_code)
+    shell.expect(r"EXIT=(\d+)")
+    code = int(shell.match.group(1))
+    shell.expect(pexpect.EOF)
+    transcript = (tmp_path / "transcript").read_text(errors="replace")
+    assert code == ExitStatus.OK, transcript
+    assert fleet_fresh.otp_prompts() - prompts == 1
+    expected = {"bastion": 1, "fleet1": 1, "fleet2": 1, "fleet3": 1, "fleet4": 1}
+    assert_authenticated(fleet_fresh, bed, before, expected)
