@@ -20,7 +20,7 @@ import termios
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tunnelauth import tempdirs
 from tunnelauth.askpass import Asker, AskpassServer
@@ -29,6 +29,7 @@ from tunnelauth.errors import (
     HostKeyError,
     SSHError,
     UsageError,
+    at_hop,
     hop_hint,
     hop_label,
 )
@@ -40,6 +41,9 @@ from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
 from tunnelauth.transports.early import MasterStart, short_tmp
 from tunnelauth.transports.early import take as take_early
 from tunnelauth.transports.hops import jump_chain, split_hop, unreachable_from
+
+if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
 MAX_HOPS = 10  # a longer ProxyJump chain is taken for a loop
@@ -320,11 +324,16 @@ class OpenSSHTransport:
         connect_timeout: float = 30.0,
         batch: bool = False,
         ssh: str | None = None,
+        hops: HopPool | None = None,
+        shared_hop: bool = False,
     ) -> None:
         self.target = target
         self.connect_timeout = connect_timeout
         self.batch = batch
         self.ssh = ssh or shutil.which("ssh") or "ssh"
+        self.hops = hops  # a fleet's shared jump chains (None: this connection opens its own)
+        self.shared_hop = shared_hop  # this connection is a jump host the fleet shares
+        self._hop: OpenSSHTransport | None = None  # the fleet's hop this target goes through
         self.config: dict[str, str] = {}
         self._master: _Master | None = None
         self.reused_master = False
@@ -359,13 +368,104 @@ class OpenSSHTransport:
         if early is not None and early.master is not None:
             await self._open_master(early.master)  # started before the heavy imports
             return
-        if not self.target.has_connection_flags:
-            path = sshargs.existing_control_path(self.config)
-            if path and os.path.exists(path) and await self._check(path):
-                self._master = _Master(path, owned=False, tempdir=None)
-                self.reused_master = True
-                return
+        if await self._adopt():
+            return
+        if self.hops is not None:
+            await self._through_shared_hop()
         await self._open_master()
+
+    async def _adopt(self) -> bool:
+        """Use the user's live master for the host, if no flag asks for another connection.
+
+        A jump host a fleet shares is named by user, host and port (from ProxyJump), which the
+        user's ControlPath tells apart: its master is adopted whatever those say.
+        """
+        target = self.target
+        flags = target.has_connection_flags
+        if self.shared_hop:
+            flags = bool(target.identity or target.options)
+        if flags:
+            return False
+        path = sshargs.existing_control_path(self.config)
+        if path and os.path.exists(path) and await self._check(path):
+            self._master = _Master(path, owned=False, tempdir=None)
+            self.reused_master = True
+            return True
+        return False
+
+    async def open_hops(self) -> None:
+        """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
+        if self.hops is None:
+            return
+        if shutil.which(self.ssh) is None:
+            return  # the host's own login says so
+        self.config = await self._query_config()
+        await self._shared_hop()
+
+    async def _shared_hop(self) -> OpenSSHTransport | None:
+        """The fleet's master to this host's last jump host (shared with the fleet's hosts).
+
+        None when the host is reached directly or through a ProxyCommand (nothing to share).
+        """
+        assert self.hops is not None
+        from tunnelauth.hoppool import hop_key
+
+        proxy = self.config.get("proxycommand", "none")
+        hops = list(jump_chain(self.config.get("proxyjump"))) or list(self.target.jump)
+        if not hops or proxy.lower() != "none":
+            return None
+        config = str(self.target.ssh_config) if self.target.ssh_config is not None else ""
+        key = hop_key(self.name, hops, (config,))
+        user, host, port = split_hop(hops[-1])
+        hop_target = SSHTarget(
+            host=host,
+            jump=tuple(hops[:-1]),
+            ssh_config=self.target.ssh_config,
+            port=port,
+            login=user,
+        )
+
+        async def open_hop() -> OpenSSHTransport:
+            hop = OpenSSHTransport(
+                hop_target,
+                connect_timeout=self.connect_timeout,
+                batch=self.batch,
+                ssh=self.ssh,
+                shared_hop=True,
+            )
+            if self._asker is not None:
+                hop.set_asker(self._asker)
+            try:
+                await hop.connect()
+            except SSHError as exc:
+                await hop.close()
+                raise at_hop(exc, hops[-1], self.target.host) from None
+            except BaseException:
+                await hop.close()
+                raise
+            return hop
+
+        async def usable(hop: OpenSSHTransport) -> bool:
+            # Its ControlPersist may have run out while no host used it.
+            return await hop.alive()
+
+        return await self.hops.get(key, open_hop, target=self.target.host, usable=usable)
+
+    async def _through_shared_hop(self) -> None:
+        """Reach the target through the fleet's master to its last jump host.
+
+        ssh's own ProxyJump would authenticate to every hop again; instead the target's
+        connection runs ``ssh -S <hop master> -W [%h]:%p`` as its ProxyCommand (which takes
+        precedence over the config's ProxyJump), with the same host-key checks for the target.
+        """
+        hop = await self._shared_hop()
+        if hop is None:
+            return
+        self._hop = hop
+        command = sshargs.shared_hop_proxy(self.ssh, hop.target, hop.socket)
+        self.target = self.target._replace(
+            jump=(), options=(f"ProxyCommand={command}", *self.target.options)
+        )
 
     async def _query_config(self) -> dict[str, str]:
         argv = sshargs.config_query_argv(self.ssh, self.target)
@@ -461,6 +561,8 @@ class OpenSSHTransport:
                 chain = await self._jump_chain()
                 if sshargs.proxy_failure_hidden(stderr) and not sshargs.proxied_failure(stderr)[0]:
                     stderr = await self._diagnose() or stderr
+            if self._hop is not None:
+                stderr = sshargs.shared_hop_refusal(stderr, self._hop.last_open_failure())
             error = _connect_error(
                 self.target.host, stderr, batch=self.batch, asked=asked, chain=chain
             )
@@ -536,6 +638,15 @@ class OpenSSHTransport:
         if master is None or not master.owned or master.tempdir is None:
             return None
         return os.path.join(master.tempdir, "master.log")
+
+    def last_open_failure(self) -> str | None:
+        """Why the server last refused a channel, from the log of a master tunnelauth opened."""
+        path = self._master_log_path()
+        if path is None:
+            return None
+        with contextlib.suppress(OSError), open(path, "rb") as fh:
+            return sshargs.last_open_failure(fh.read()[-STDERR_LIMIT:].decode("utf-8", "replace"))
+        return None
 
     async def _discard_master(self) -> None:
         follower, self._follower = self._follower, None

@@ -11,6 +11,7 @@ from tunnelauth.errors import UsageError
 from tunnelauth.settings import SSHTarget
 
 if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
     from tunnelauth.settings import Settings
     from tunnelauth.transports.base import Transport
 
@@ -63,8 +64,11 @@ def choose_backend(requested: str, target: SSHTarget) -> tuple[str, str]:
     )
 
 
-def make(settings: Settings) -> Transport:
-    """Build the chosen transport; the reason for the choice is left in ``choice_reason``."""
+def make(settings: Settings, *, hops: HopPool | None = None) -> Transport:
+    """Build the chosen transport; the reason for the choice is left in ``choice_reason``.
+
+    ``hops``: a fleet's shared jump chains (one login alone opens its own).
+    """
     name, reason = choose_backend(settings.backend, settings.target)
     timeout, batch = settings.connect_timeout, settings.batch
     transport: Transport
@@ -74,15 +78,21 @@ def make(settings: Settings) -> Transport:
         with native_libs.answered():  # the lookups started ahead, if any
             from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
 
-        transport = AsyncSSHTransport(settings.target, connect_timeout=timeout, batch=batch)
+        transport = AsyncSSHTransport(
+            settings.target, connect_timeout=timeout, batch=batch, hops=hops
+        )
     elif name == "paramiko":
         from tunnelauth.transports.paramiko_transport import ParamikoTransport
 
-        transport = ParamikoTransport(settings.target, connect_timeout=timeout, batch=batch)
+        transport = ParamikoTransport(
+            settings.target, connect_timeout=timeout, batch=batch, hops=hops
+        )
     else:
         from tunnelauth.transports.openssh import OpenSSHTransport
 
-        transport = OpenSSHTransport(settings.target, connect_timeout=timeout, batch=batch)
+        transport = OpenSSHTransport(
+            settings.target, connect_timeout=timeout, batch=batch, hops=hops
+        )
     # An instance attribute, so the Transport protocol (owned elsewhere) need not change.
     setattr(transport, "choice_reason", reason)  # noqa: B010
     return transport
