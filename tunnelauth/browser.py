@@ -18,12 +18,12 @@ from typing import IO, Literal
 from urllib.parse import urlsplit
 
 from tunnelauth.errors import TunnelauthError, UsageError
+from tunnelauth.loopback import LOOPBACK_HOSTS
 from tunnelauth.status import ExitStatus
 
 HowOpened = Literal["command", "system", "printed", "builtin"]
 
 MAX_URL_LENGTH = 8192
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Text-mode browsers the stdlib may pick; started from here they would take over the terminal.
 CONSOLE_BROWSERS = frozenset({"lynx", "links", "links2", "elinks", "w3m", "www-browser"})
 # Shells whose -c script a --browser-cmd may carry: {url} must never be part of that script.

@@ -19,6 +19,7 @@ from tunnelauth import __version__
 from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, build_settings, normalize_argv
 from tunnelauth.completion import complete_choice, complete_host, complete_mcp_server
 from tunnelauth.errors import TunnelauthError, UsageError
+from tunnelauth.exits import Shown, status_of
 from tunnelauth.fleetparams import fleet_parameters
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
@@ -388,15 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = app(
             args=args, prog_name="tunnelauth", standalone_mode=False, obj=tuple(run_command)
         )
-    except TunnelauthError as exc:
-        from tunnelauth.login import error_status
-
-        return error_status(exc)
+    except (TunnelauthError, Shown, KeyboardInterrupt) as exc:
+        return status_of(exc)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
-        return int(ExitStatus.INTERRUPTED)
-    except KeyboardInterrupt:
         return int(ExitStatus.INTERRUPTED)
     except Exception as exc:
         # click's usage errors (typer may vendor click, so match by behaviour, not by class).

@@ -8,16 +8,15 @@ the same option table, so both read a command line the same way.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from tunnelauth import preflight
+from tunnelauth.environment import Environment
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS, hermes_args, validate_name
@@ -138,7 +137,13 @@ _CONVERTERS: Mapping[Any, Any] = MappingProxyType(
 )
 
 
-def start_ahead(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
+def start_ahead(
+    name: str,
+    options: dict[str, Any],
+    run_command: Sequence[str],
+    *,
+    environment: Environment | None = None,
+) -> None:
     """Start what can run while the heavy modules import (once per target).
 
     A batch run on the OpenSSH transport starts its master. asyncssh and paramiko runs open the
@@ -147,7 +152,7 @@ def start_ahead(name: str, options: dict[str, Any], run_command: Sequence[str]) 
     the first packet.
     """
     try:
-        settings = build_settings(name, options, run_command=run_command)
+        settings = build_settings(name, options, run_command=run_command, environment=environment)
     except TunnelauthError:
         return  # reported later, once the reporter exists
     if settings.backend in ("asyncssh", "paramiko"):
@@ -168,10 +173,19 @@ def start_ahead(name: str, options: dict[str, Any], run_command: Sequence[str]) 
 
 
 def build_settings(
-    name: str, options: dict[str, Any], *, run_command: Sequence[str] = ()
+    name: str,
+    options: dict[str, Any],
+    *,
+    run_command: Sequence[str] = (),
+    environment: Environment | None = None,
 ) -> Settings:
-    """Resolve command-line options, environment and config file into Settings."""
-    resolution = resolve_options(options, os.environ, stdin_is_tty=sys.stdin.isatty())
+    """Resolve command-line options, environment and config file into Settings.
+
+    ``environment`` is the process's, as the CLI read it (None: read it now).
+    """
+    process = Environment.current() if environment is None else environment
+    variables = process.variables
+    resolution = resolve_options(options, variables, stdin_is_tty=process.stdin_tty)
     host = resolution.host.value
     values = resolution.values
 
@@ -183,8 +197,8 @@ def build_settings(
         value = options.get(key)
         if value not in (None, [], ()):
             return value, "flag"
-        if env and os.environ.get(env):
-            return os.environ[env], "env"
+        if env and variables.get(env):
+            return variables[env], "env"
         return default, "default"
 
     jump_raw, _ = pick("jump")

@@ -30,7 +30,6 @@ class TunnelauthError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = None if hint is None else _shown(hint)
-        self.reported = False  # set once the error was shown to the user
 
 
 class UsageError(TunnelauthError):

@@ -18,6 +18,21 @@ def _is_rule(line: str) -> bool:
     return len(text) >= 10 and set(text) == {"-"}
 
 
+def step(left: int, line: str) -> tuple[bool, int]:
+    """Whether ``line`` is shown, and how many more lines the hint block may hide after it.
+
+    ``left`` is the count carried from the previous line (0: no block is being hidden).
+    """
+    if left == 0:
+        if any(marker in line for marker in START_MARKERS):
+            return False, MAX_HIDDEN
+        return True, 0
+    left -= 1
+    if (_is_rule(line) and left < MAX_HIDDEN - 2) or any(m in line for m in END_MARKERS):
+        left = 0
+    return False, left
+
+
 class HintFilter:
     """Decides, line by line, whether a remote line belongs on the display."""
 
@@ -26,15 +41,8 @@ class HintFilter:
 
     def shows(self, line: str) -> bool:
         """False for the lines of hermes's manual-tunnel hint block; True otherwise."""
-        if self._left == 0:
-            if any(marker in line for marker in START_MARKERS):
-                self._left = MAX_HIDDEN
-                return False
-            return True
-        self._left -= 1
-        if (_is_rule(line) and self._left < MAX_HIDDEN - 2) or any(m in line for m in END_MARKERS):
-            self._left = 0
-        return False
+        shown, self._left = step(self._left, line)
+        return shown
 
     @property
     def hiding(self) -> bool:

@@ -14,6 +14,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from tunnelauth.loopback import host_headers
+
 # Limits. A browser's callback request is a few hundred bytes plus whatever cookies other
 # local apps set for 127.0.0.1 (they are read, then dropped): 32 KiB of head leaves room for
 # those and still bounds memory; the target alone (the redirect URL with its code and state)
@@ -249,7 +251,7 @@ def check_origin(request: Request, port: int) -> None:
     A DNS-rebinding page reaches 127.0.0.1:P under its own name; its Host header (and an
     absolute-form target) still names that name, so only the loopback names pass.
     """
-    allowed = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+    allowed = host_headers(port)
     hosts = request.header_values(b"host")
     if len(hosts) != 1:
         raise LocalAnswer(400, "The request needs exactly one Host header.")

@@ -7,12 +7,13 @@ so a login never waits for typer's import (~50 ms before the first SSH packet).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from tunnelauth.cmdline import build_settings, start_ahead
+from tunnelauth.environment import Environment
 from tunnelauth.errors import TunnelauthError, UsageError
+from tunnelauth.exits import Shown, status_of
 from tunnelauth.report import Reporter
 from tunnelauth.status import ExitStatus
 
@@ -21,24 +22,21 @@ def run(name: str, options: dict[str, Any], run_command: Sequence[str]) -> int:
     """Run one login and return its exit status (errors not yet shown are printed)."""
     try:
         login(name, options, run_command)
-    except TunnelauthError as exc:
-        return error_status(exc)
-    except KeyboardInterrupt:
-        return int(ExitStatus.INTERRUPTED)
+    except (TunnelauthError, Shown, KeyboardInterrupt) as exc:
+        return status_of(exc)
     return int(ExitStatus.OK)
 
 
-def error_status(exc: TunnelauthError) -> int:
-    """Print an error no reporter has shown yet; return its exit status."""
-    if not exc.reported:
-        sys.stderr.write(f"tunnelauth: {exc.message}\n")
-        if exc.hint:
-            sys.stderr.write(f"  {exc.hint}\n")
-    return int(exc.status)
+def login(
+    name: str,
+    options: dict[str, Any],
+    run_command: Sequence[str],
+    env: Environment | None = None,
+) -> None:
+    """Run one login; raises ``Shown`` (or a TunnelauthError not shown yet) on failure.
 
-
-def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
-    """Run one login; raises a TunnelauthError naming the exit status on failure."""
+    ``env`` is the process's environment, read here once if the caller has not.
+    """
     from tunnelauth.hostset import single_host
     from tunnelauth.terminal import modes_kept
 
@@ -46,26 +44,28 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Non
         raise UsageError(f"{name}: several hosts need the fleet command line")
     # However the run ends (errors included), the terminal's modes are written back as found.
     with modes_kept():
-        _login(name, options, run_command)
+        _login(name, options, run_command, Environment.current() if env is None else env)
 
 
-def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
-    start_ahead(name, options, run_command)  # e.g. the batch master authenticates meanwhile
+def _login(
+    name: str, options: dict[str, Any], run_command: Sequence[str], env: Environment
+) -> None:
+    # e.g. the batch master authenticates meanwhile
+    start_ahead(name, options, run_command, environment=env)
     from tunnelauth import flow, postlogin
 
     # Made before the settings, so a bad option or config still ends the JSON stream properly.
     reporter = reporter_for(options)
     try:
-        settings = build_settings(name, options, run_command=run_command)
+        settings = build_settings(name, options, run_command=run_command, environment=env)
         for notice in settings.notices:
             reporter.warn(notice)
         hook = postlogin.after_login if settings.verify or settings.replace else None
-        success = flow.run(settings, reporter, after_success=hook)
+        success = flow.run(settings, reporter, after_success=hook, env=env)
     except TunnelauthError as exc:
         lines = list(getattr(exc, "last_lines", []))
         reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))
-        exc.reported = True
-        raise
+        raise Shown(exc) from exc
     except Exception as exc:
         reporter.finish(False, f"internal error: {exc!r}", None, [], exit_status=ExitStatus.ERROR)
         raise

@@ -9,13 +9,16 @@ travels on that session's stdin, never on its command line.
 
 from __future__ import annotations
 
+import asyncio
 from types import MappingProxyType
 
 from tunnelauth import httpreq
 from tunnelauth.httpreq import LocalAnswer, Request
 from tunnelauth.listener import RESPONSE_DEADLINE
 from tunnelauth.remote import join, lookup_snippet
+from tunnelauth.report import Reporter
 from tunnelauth.sanitize import untrusted
+from tunnelauth.transports.base import Transport
 
 STDERR_SHOWN = 300  # characters of a failed relay's stderr shown (its last ones)
 RESPONSE_LIMIT = 4 * 1024 * 1024  # bytes of a relayed response kept (a callback page is tiny)
@@ -194,3 +197,24 @@ def probe_verdict(refusal: str | None, got_data: bool) -> str:
     if "connect failed" in text or "connection refused" in text:
         return "allowed"
     return "unknown"
+
+
+async def probe_forwarding(transport: Transport, reporter: Reporter, deadline: float) -> str:
+    """Open a channel to a closed remote port: the answer says whether forwarding works."""
+    channel = await transport.open_channel("127.0.0.1", PROBE_PORT)
+    try:
+        data = await asyncio.wait_for(channel.reader.read(1), deadline)
+        refusal = None if data else await channel.refusal()
+    finally:
+        await channel.close()
+    found = probe_verdict(refusal, bool(data))
+    if found == "refused":
+        reporter.info(
+            f"the SSH server refuses forwarding ({refusal}): the callback will be relayed "
+            "through a session on the same connection"
+        )
+    elif found == "allowed":
+        reporter.debug("the SSH server allows forwarding: direct channel")
+    else:
+        reporter.debug(f"forwarding probe inconclusive ({refusal}): trying a channel")
+    return found

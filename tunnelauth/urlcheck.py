@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import parse_qsl, urlsplit
 
+from tunnelauth.loopback import LOOPBACK_HOSTS
 from tunnelauth.sanitize import strip
 
 MAX_URL = 8192
 """Longest URL accepted."""
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 OAUTH_PARAMS = frozenset({"response_type", "client_id", "redirect_uri", "code_challenge"})
 _SINGLE_PARAMS = ("redirect_uri", "user_code")  # repeated, they could mean two things
 
@@ -61,7 +61,7 @@ class ParsedUrl:
     @property
     def loopback(self) -> bool:
         """Whether the host is 127.0.0.1, localhost or ::1."""
-        return self.host in LOOPBACK
+        return self.host in LOOPBACK_HOSTS
 
     def param(self, name: str) -> str | None:
         """The first value of query parameter ``name``, if present."""
@@ -148,7 +148,7 @@ def check_url(raw: str) -> ParsedUrl | str:
     if _BAD_PERCENT.search(url):
         return "it holds a % that starts no escape"
     scheme = shape["scheme"].lower()
-    if scheme == "http" and (host not in LOOPBACK or port is None or port < 1024):
+    if scheme == "http" and (host not in LOOPBACK_HOSTS or port is None or port < 1024):
         return "plain http is opened only to this machine's loopback, with a port 1024-65535"
     parts = urlsplit(url)
     params = _params(parts.query)

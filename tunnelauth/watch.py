@@ -73,11 +73,11 @@ from tunnelauth.events import (
     RemoteLine,
     Status,
 )
+from tunnelauth.loopback import LOOPBACK_HOSTS
 from tunnelauth.remote import BROWSER_MARKER
 from tunnelauth.sanitize import Stripper
 from tunnelauth.urlcheck import (
     LOGIN_PARAMS,
-    LOOPBACK,
     OAUTH_PARAMS,
     ParsedUrl,
     Rejected,
@@ -470,7 +470,7 @@ class Watcher:
         self, host: str, port: int, path: str | None, source: str, out: list[Event]
     ) -> None:
         """Emit a callback unless it repeats the last one."""
-        if not 1024 <= port <= 65535 or host not in LOOPBACK:
+        if not 1024 <= port <= 65535 or host not in LOOPBACK_HOSTS:
             return
         key = (host, port, path)
         if key != self._last_callback:

@@ -39,14 +39,14 @@ try:
         from tunnelauth.flow import _ssh_asker
         answer = asyncio.run(_ssh_asker(SlowScreen(), terminal)("user@box's password: ", ""))
     else:
-        from tunnelauth.events import Prompt, PromptKind
-        from tunnelauth.flow import Login
+        from tunnelauth.flowstate import EndPrompt, ShowPrompt
+        from tunnelauth.runner import Runner
         from tunnelauth.settings import Settings, SSHTarget
-        login = Login(Settings(SSHTarget("box"), "hermes", ()), None, SlowScreen(), None, None)
-        login.terminal = terminal
-        login._on_prompt(Prompt("Password: ", PromptKind.SECRET))
+        settings = Settings(SSHTarget("box"), "hermes", ())
+        runner = Runner(settings, None, SlowScreen(), None, None, terminal=terminal)
+        runner._perform_now(ShowPrompt("Password: ", secret=True))
         answer = sys.stdin.readline().rstrip("\n")  # what the flow relays to the remote
-        login._end_prompt()
+        runner._perform_now(EndPrompt())
 finally:
     terminal.restore()
 print("DONE", answer == sys.argv[2])

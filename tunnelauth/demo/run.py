@@ -17,6 +17,7 @@ from tunnelauth.demo.browser import DemoBrowser
 from tunnelauth.demo.provider import DemoProvider
 from tunnelauth.demo.server import DEMO_ARGV, LOGIN_TIMEOUT, USER, DemoServer, free_port
 from tunnelauth.errors import TunnelauthError
+from tunnelauth.exits import Shown
 from tunnelauth.report import Reporter
 from tunnelauth.settings import Settings, SSHTarget
 from tunnelauth.signals import run_with_signals
@@ -146,8 +147,7 @@ def main(*, no_browser: bool, verbosity: int) -> None:
         )
     except TunnelauthError as exc:
         reporter.finish(False, exc.message, exc.hint, getattr(exc, "last_lines", []))
-        exc.reported = True
-        raise
+        raise Shown(exc) from exc
     finally:
         reporter.close()
     reporter.finish(True, "logged in (on the simulated host)", None, [])
