@@ -6,7 +6,6 @@ ones written before it to after it, so each command declares them once.
 
 import inspect
 import json
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -349,11 +348,14 @@ def _status(name: str, options: dict[str, Any]) -> None:
 def _config_show(name: str, options: dict[str, Any]) -> None:
     """Print the effective settings for HOST and where each one came from."""
     _no_login_flags("config show", options)
+    from tunnelauth.environment import Environment
+
+    env = Environment.current()
     resolution = resolve_options(
-        options, os.environ, stdin_is_tty=sys.stdin.isatty(), require_host=False
+        options, env.variables, stdin_is_tty=env.stdin_tty, require_host=False
     )
     if resolution.host.value is not None:
-        build_settings(name, options)  # validates everything the way a login would
+        build_settings(name, options, environment=env)  # validated the way a login would
     if options.get("json"):
         typer.echo(json.dumps(resolution.to_json(), ensure_ascii=False))
     else:
