@@ -115,6 +115,8 @@ async def login(
         reporter.stage(Stage.CONNECTED, transport.name)
         browser = browser_factory(settings)
         stack.push_async_callback(browser.close, BROWSER_GRACE)
+        if env is None:  # a caller that has not read it (a fleet's host, the demo): now
+            env = Environment.current()
         flow = Runner(settings, transport, reporter, browser, stack, terminal=terminal, env=env)
 
         async def login_then_check() -> Success:
