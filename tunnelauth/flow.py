@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tunnelauth import clipboard, httpreq, ports, relay, verdict
@@ -57,6 +57,9 @@ from tunnelauth.terminal import LineTooLong, Terminal
 from tunnelauth.transports.base import Channel, RemoteProcess, Transport
 from tunnelauth.verdict import LoginSeen, Success
 from tunnelauth.watch import Watcher
+
+if TYPE_CHECKING:
+    from tunnelauth.transports.headstart import HeadStart
 
 PROBE_DEADLINE = 5.0  # the forwarding probe's answer
 RELAY_DEADLINE = 90.0  # one relayed callback request and its response
@@ -154,11 +157,8 @@ class Login:
 
     async def _link_alive(self) -> bool:
         """Whether the SSH connection still answers (transports without a check: assume so)."""
-        alive = getattr(self.transport, "alive", None)
-        if alive is None:
-            return True
         try:
-            return bool(await asyncio.wait_for(alive(), PROBE_DEADLINE))
+            return await asyncio.wait_for(self.transport.alive(), PROBE_DEADLINE)
         except (asyncio.TimeoutError, OSError):
             return False
 
@@ -681,11 +681,12 @@ def _ssh_asker(
 AfterSuccess = Callable[[Settings, Transport, Reporter], Awaitable[None]]
 
 
-def make_transport(settings: Settings) -> Transport:
-    """The transport the settings ask for (``auto``: OpenSSH if usable, else asyncssh/paramiko)."""
+def make_transport(settings: Settings, head_start: HeadStart | None = None) -> Transport:
+    """The transport the settings ask for (``auto``: OpenSSH if usable, else asyncssh/paramiko),
+    adopting what ``head_start`` started for it."""
     from tunnelauth.transports import resolve
 
-    return resolve.make(settings)
+    return resolve.make(settings, head_start)
 
 
 def make_browser(settings: Settings) -> BrowserLauncher:
@@ -697,34 +698,31 @@ async def login(
     settings: Settings,
     reporter: Reporter,
     *,
-    transport_factory: Callable[[Settings], Transport] = make_transport,
+    head_start: HeadStart | None = None,
+    transport_factory: Callable[[Settings, HeadStart | None], Transport] = make_transport,
     browser_factory: Callable[[Settings], BrowserLauncher] = make_browser,
     after_success: AfterSuccess | None = None,
     on_teardown: Callable[[], None] | None = None,
 ) -> Success:
     """Run one login to its end; raises a TunnelauthError naming the exit status on failure.
 
-    ``after_success`` runs on the same connection once the login succeeded, before teardown.
+    ``head_start``: what the caller started before the heavy imports, for the transport to
+    adopt (the caller discards what is left). ``after_success`` runs on the same connection
+    once the login succeeded, before teardown.
     """
     started = time.monotonic()
     async with AsyncExitStack() as stack:
-        transport = transport_factory(settings)
-        reason = getattr(transport, "choice_reason", None)
-        if reason:
-            reporter.debug(f"backend {transport.name}: {reason}")
-        if settings.verbosity >= 2:
-            set_debug_log = getattr(transport, "set_debug_log", None)
-            if callable(set_debug_log):
-                set_debug_log(partial(_ssh_debug, reporter))
+        transport = transport_factory(settings, head_start)
+        if transport.choice is not None:
+            reporter.debug(f"backend {transport.name}: {transport.choice.reason}")
+        debug_log = partial(_ssh_debug, reporter) if settings.verbosity >= 2 else None
         reporter.stage(Stage.CONNECTING, settings.target.host)
         terminal = None if settings.batch else Terminal.open()
         if terminal is not None:
             stack.callback(terminal.restore)
-            set_asker = getattr(transport, "set_asker", None)
-            if callable(set_asker):
-                set_asker(_ssh_asker(reporter, terminal))
+        asker = _ssh_asker(reporter, terminal) if terminal is not None else None
         stack.push_async_callback(transport.close)
-        await transport.connect()
+        await transport.connect(asker=asker, debug_log=debug_log)
         reporter.debug(f"connected with {transport.name} in {time.monotonic() - started:.2f} s")
         reporter.stage(Stage.CONNECTED, transport.name)
         browser = browser_factory(settings)
@@ -765,12 +763,23 @@ def _ssh_debug(reporter: Reporter, line: str) -> None:
 
 
 def run(
-    settings: Settings, reporter: Reporter, *, after_success: AfterSuccess | None = None
+    settings: Settings,
+    reporter: Reporter,
+    *,
+    head_start: HeadStart | None = None,
+    after_success: AfterSuccess | None = None,
 ) -> Success:
-    """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130)."""
+    """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130).
+
+    ``head_start`` is the caller's (see ``login``).
+    """
     return run_with_signals(
         lambda teardown_started: login(
-            settings, reporter, after_success=after_success, on_teardown=teardown_started
+            settings,
+            reporter,
+            head_start=head_start,
+            after_success=after_success,
+            on_teardown=teardown_started,
         ),
         again_until_teardown=True,
     )

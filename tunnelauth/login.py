@@ -11,10 +11,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tunnelauth.cmdline import build_settings, start_ahead
+from tunnelauth.cmdline import build_settings
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.report import Reporter
 from tunnelauth.status import ExitStatus
+from tunnelauth.transports.headstart import HeadStart, prepare
 
 
 def run(name: str, options: dict[str, Any], run_command: Sequence[str]) -> int:
@@ -49,8 +50,31 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Non
         _login(name, options, run_command)
 
 
+def head_start(name: str, options: dict[str, Any], run_command: Sequence[str]) -> HeadStart:
+    """Start what the run's transport can use before the heavy imports (``prepare``).
+
+    Settings or a backend that cannot be had give an empty head start: the same error comes
+    again once the reporter exists, which reports it.
+    """
+    from tunnelauth.transports.choice import choose
+
+    try:
+        settings = build_settings(name, options, run_command=run_command)
+        return prepare(choose(settings), settings)
+    except TunnelauthError:
+        return HeadStart()
+
+
 def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
-    start_ahead(name, options, run_command)  # e.g. the batch master authenticates meanwhile
+    # e.g. the batch master authenticates meanwhile; what the transport did not adopt is
+    # discarded when the login is over, however it ends.
+    with head_start(name, options, run_command) as ahead:
+        _login_with(name, options, run_command, ahead)
+
+
+def _login_with(
+    name: str, options: dict[str, Any], run_command: Sequence[str], ahead: HeadStart
+) -> None:
     from tunnelauth import flow, postlogin
 
     # Made before the settings, so a bad option or config still ends the JSON stream properly.
@@ -60,7 +84,7 @@ def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> No
         for notice in settings.notices:
             reporter.warn(notice)
         hook = postlogin.after_login if settings.verify or settings.replace else None
-        success = flow.run(settings, reporter, after_success=hook)
+        success = flow.run(settings, reporter, head_start=ahead, after_success=hook)
     except TunnelauthError as exc:
         lines = list(getattr(exc, "last_lines", []))
         reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))

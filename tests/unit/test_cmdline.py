@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from tunnelauth import cli
-from tunnelauth.cmdline import parse_login, start_ahead
+from tunnelauth.cmdline import build_settings, parse_login
 from tunnelauth.hostset import single_host
+from tunnelauth.transports.choice import choose
+from tunnelauth.transports.headstart import plan
 
 
 def typer_reading(
@@ -91,17 +93,12 @@ def test_anything_unusual_is_left_to_typer(argv: list[str]) -> None:
     assert parse_login(argv) is None
 
 
-def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only batch runs start an ssh master ahead: an interactive one may be asked for a password."""
-    from tunnelauth.transports import early, early_dial
-
-    started: list[object] = []
-    dialled: list[object] = []
-    monkeypatch.setattr(early, "start", lambda target, **_: started.append(target))
-    monkeypatch.setattr(early_dial, "start", dialled.append)  # a TCP connect asks nothing
     monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    planned = {}
     for argv in (
         ["spotify", "user@host"],
         ["spotify", "user@host", "--backend", "paramiko", "--batch"],
@@ -109,11 +106,12 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
     ):
         parsed = parse_login(argv)
         assert parsed is not None
-        start_ahead(*parsed)
-        assert len(started) == (1 if "2200" in argv else 0)
-    assert [t.host for t in started] == ["user@host"]  # type: ignore[attr-defined]
+        name, options, run_command = parsed
+        settings = build_settings(name, options, run_command=run_command)
+        planned[" ".join(argv[2:])] = plan(choose(settings), settings)
+    assert [key for key, parts in planned.items() if parts.master] == ["-p 2200 --batch"]
     # The paramiko line, batch or not, opens its first hop's connection ahead.
-    assert [t.host for t in dialled] == ["user@host"]  # type: ignore[attr-defined]
+    assert [key for key, parts in planned.items() if parts.dial] == ["--backend paramiko --batch"]
 
 
 def _batch_login_refused(probe: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -134,16 +132,17 @@ def _batch_login_refused(probe: str, tmp_path: Path) -> subprocess.CompletedProc
 def test_a_login_line_runs_without_importing_typer(tmp_path: Path) -> None:
     """The whole login (here: refused at a closed local port) runs with typer never loaded."""
     probe = (
-        "import sys\n"
+        "import os, sys\n"
         "from tunnelauth.entry import main\n"
         "code = main(sys.argv[1:])\n"
-        "print('typer' in sys.modules, code)\n"
+        "print('typer' in sys.modules, code, os.getpid())\n"
     )
-    before = set(glob.glob("/tmp/tunnelauth-*"))
     result = _batch_login_refused(probe, tmp_path)
-    assert result.stdout.split() == ["False", "3"], result
+    typer_loaded, code, pid = result.stdout.split()
+    assert [typer_loaded, code] == ["False", "3"], result
     assert "127.0.0.1" in result.stderr and "refused" in result.stderr.lower(), result.stderr
-    assert set(glob.glob("/tmp/tunnelauth-*")) <= before, "a temp dir was left behind"
+    # Its own dirs are named after its pid (other runs on this machine may have theirs).
+    assert glob.glob(f"/tmp/tunnelauth-{pid}-*") == [], "a temp dir was left behind"
 
 
 def test_the_early_master_starts_before_the_heavy_imports(tmp_path: Path) -> None:
@@ -152,17 +151,18 @@ def test_the_early_master_starts_before_the_heavy_imports(tmp_path: Path) -> Non
     Nor dataclasses: it brings inspect, ast and dis (~8 ms), and the settings are tuples.
     """
     probe = (
-        "import sys\n"
-        "from tunnelauth.transports import early\n"
-        "real = early.query_config\n"
-        "def query_config(ssh, target):\n"
-        "    heavy = ('asyncio', 'rich', 'typer', 'tunnelauth.flow', 'asyncssh', 'paramiko',\n"
-        "             'dataclasses', 'inspect')\n"
-        "    print('loaded:', *[m for m in heavy if m in sys.modules])\n"
-        "    return real(ssh, target)\n"
-        "early.query_config = query_config\n"
+        "import os, subprocess, sys\n"
+        "heavy = ('asyncio', 'rich', 'typer', 'tunnelauth.flow', 'asyncssh', 'paramiko',\n"
+        "         'dataclasses', 'inspect')\n"
+        "class Popen(subprocess.Popen):\n"
+        "    def __init__(self, args, *rest, **kwargs):\n"
+        "        if os.path.basename(args[0]) == 'ssh' and ('-G' in args or '-f' in args):\n"
+        "            what = 'config' if '-G' in args else 'master'\n"
+        "            print(what, 'loaded:', *[m for m in heavy if m in sys.modules])\n"
+        "        super().__init__(args, *rest, **kwargs)\n"
+        "subprocess.Popen = Popen\n"
         "from tunnelauth.entry import main\n"
         "print('exit', main(sys.argv[1:]))\n"
     )
     result = _batch_login_refused(probe, tmp_path)
-    assert result.stdout.splitlines() == ["loaded:", "exit 3"], result
+    assert result.stdout.splitlines() == ["config loaded:", "master loaded:", "exit 3"], result

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paramiko
 
@@ -28,8 +28,7 @@ from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, at_hop, no_terminal_error
 from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
-from tunnelauth.transports import early_dial
-from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
+from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult, Transport
 from tunnelauth.transports.hops import (
     jump_chain,
     os_error_reason,
@@ -40,6 +39,9 @@ from tunnelauth.transports.hops import (
 from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.sshargs import batch_prompt_refusal
+
+if TYPE_CHECKING:
+    from tunnelauth.transports.headstart import HeadStart
 
 # paramiko logs a refused channel (our forwarding probe) at ERROR; with no handler configured,
 # Python would print it on the user's terminal. tunnelauth reports what matters itself.
@@ -251,7 +253,7 @@ def _feeder(reader: asyncio.StreamReader) -> Callable[[bytes], None]:
     return feed
 
 
-class ParamikoTransport:
+class ParamikoTransport(Transport):
     """paramiko Transports (hops first, the target last) run on threads of ours."""
 
     name = "paramiko"
@@ -263,8 +265,10 @@ class ParamikoTransport:
         connect_timeout: float = 30.0,
         batch: bool = False,
         keepalive_interval: float = 5.0,
+        head_start: HeadStart | None = None,
     ) -> None:
         self.target = target
+        self.head_start = head_start  # may hold the first hop's connection, opened early
         self.connect_timeout = connect_timeout
         self.batch = batch
         self.keepalive_interval = keepalive_interval
@@ -275,14 +279,6 @@ class ParamikoTransport:
         self._stop = threading.Event()
         self.prompter = Prompter()
         self._library_log: LibraryLog | None = None
-
-    def set_debug_log(self, sink: Callable[[str], None]) -> None:
-        """``-vv``: paramiko's own debug log goes to ``sink`` until ``close``."""
-        self._library_log = LibraryLog("paramiko", sink)
-
-    def set_asker(self, ask: Asker) -> None:
-        """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
-        self.prompter.bind(ask)
 
     @property
     def transport(self) -> Any:
@@ -313,8 +309,19 @@ class ParamikoTransport:
             paramiko.SSHConfig.from_text(text),
         )
 
-    async def connect(self) -> None:
-        """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each."""
+    async def connect(
+        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+    ) -> None:
+        """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each.
+
+        ``asker``: passwords, codes, passphrases and host keys are asked through the flow
+        (display paused). ``debug_log`` (``-vv``): paramiko's own debug log goes there until
+        ``close``.
+        """
+        if debug_log is not None:
+            self._library_log = LibraryLog("paramiko", debug_log)
+        if asker is not None:
+            self.prompter.bind(asker)
         target_config, hop_config = self._configs()
         try:
             chain: list[_Hop] = [(spec, hop_config, None, None) for spec in self.target.jump]
@@ -377,7 +384,9 @@ class ParamikoTransport:
                 raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
         else:
             try:
-                sock = early_dial.take(eff.hostname, eff.port, self.connect_timeout)
+                sock = None
+                if self.head_start is not None:
+                    sock = self.head_start.take_socket(eff.hostname, eff.port, self.connect_timeout)
                 if sock is None:  # not opened during the imports (or to another address)
                     sock = socket.create_connection((eff.hostname, eff.port), self.connect_timeout)
                 # Small SSH packets go out at once (asyncio does this for asyncssh too): with
