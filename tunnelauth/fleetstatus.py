@@ -83,9 +83,15 @@ async def ask_fleet(
 
     tasks = [asyncio.ensure_future(one(host)) for host in hosts]
     try:
-        return list(await asyncio.gather(*tasks))
+        # return_exceptions: cancelled (Ctrl-C), this waits until every host's connection is
+        # closed, instead of returning at the first and cancelling the others mid-close.
+        results = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        # Ctrl-C (or any failure): every host's connection is closed before returning.
         for task in tasks:
-            task.cancel()
+            if not task.done():  # only if this coroutine itself failed: gather never ran
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result  # ask_host keeps every expected failure in its HostResult
+    return [r for r in results if isinstance(r, HostResult)]

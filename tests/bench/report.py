@@ -318,44 +318,37 @@ def fleet_transports(fleet: FleetResults) -> list[str]:
 
 
 def fleet_table(fleet: FleetResults) -> list[str]:
-    """One host and the whole fleet, per transport."""
+    """Per transport: the whole fleet's run next to one host's."""
     size, rtt = fleet.size, fleet.rtt_ms
-    lines = [
-        f"#### Fleet: {size} hosts behind one bastion, +{rtt} ms RTT per hop",
-        "",
-        "`tunnelauth nous HOST…`: a device code on every host, all at once, each approved by "
-        "the stand-in browser.",
-        "",
-    ]
+    lines = [f"#### Fleet: {size} hosts behind one bastion, +{rtt} ms RTT per hop", ""]
     if fleet.broken:
         return [*lines, f"**not working**: {fleet.broken}"]
     lines += [
-        "| | start → exit, median (min–max) | ÷ one host | SSH auths bastion / each target "
-        "| tunnelauth peak RSS | its ssh processes |",
-        "|---|---|---|---|---|---|",
+        f"| `tunnelauth nous` | {size} hosts: start → exit, median (min–max) | 1 host | ÷ "
+        f"| SSH auths bastion / each target | tunnelauth peak RSS | its ssh processes |",
+        "|---|---|---|---|---|---|---|",
     ]
     for transport in fleet_transports(fleet):
-        one = _fleet_med(fleet.logins.get((transport, 1), []), lambda x: x.total)
-        for count in (1, size):
-            logins = fleet.logins.get((transport, count), [])
-            good = _fleet_good(logins)
-            what = "1 host" if count == 1 else f"{count} hosts"
-            label = f"`--backend {transport}`, {what}"
-            if not good:
-                reason = next((x.error for x in logins if x.error), "no run")
-                lines.append(f"| {label} | **not working**: {reason} |" + " |" * 4)
-                continue
-            failed = len(logins) - len(good)
-            note = f" ({failed}/{len(logins)} runs failed)" if failed else ""
-            total = _fleet_med(logins, lambda x: x.total)
-            rss = _fleet_med(logins, lambda x: x.rss)
-            ssh_rss = _fleet_med(logins, lambda x: x.ssh_rss)
-            ssh_count = max(x.ssh_count for x in good)
-            ssh_text = f"{ssh_count} seen, {mb(ssh_rss)} at most at once" if ssh_count else ""
-            lines.append(
-                f"| {label}{note} | {ms(total)}{_fleet_spread(logins)} | {ratio(total, one)} "
-                f"| {_fleet_auths(logins)} | {mb(rss)} | {ssh_text} |"
-            )
+        ones = fleet.logins.get((transport, 1), [])
+        logins = fleet.logins.get((transport, size), [])
+        good = _fleet_good(logins)
+        label = f"`--backend {transport}`"
+        if not good:
+            reason = next((x.error for x in logins if x.error), "no run")
+            lines.append(f"| {label} | **not working**: {reason} |" + " |" * 5)
+            continue
+        failed = sum(not x.ok for x in (*logins, *ones))
+        note = f" ({failed} of {len(logins) + len(ones)} runs failed)" if failed else ""
+        total = _fleet_med(logins, lambda x: x.total)
+        one = _fleet_med(ones, lambda x: x.total)
+        ssh_rss = _fleet_med(logins, lambda x: x.ssh_rss)
+        ssh_count = max(x.ssh_count for x in good)
+        ssh_text = f"{ssh_count} seen, {mb(ssh_rss)} at most at once" if ssh_count else ""
+        lines.append(
+            f"| {label}{note} | {ms(total)}{_fleet_spread(logins)} | {ms(one)} "
+            f"| {ratio(total, one)} | {_fleet_auths(logins)} "
+            f"| {mb(_fleet_med(logins, lambda x: x.rss))} | {ssh_text} |"
+        )
     return lines
 
 
@@ -370,10 +363,10 @@ def fleet_checks(fleet: FleetResults) -> list[Check]:
         logins = fleet.logins.get((transport, size), [])
         good = _fleet_good(logins)
         one = _fleet_med(fleet.logins.get((transport, 1), []), lambda x: x.total)
-        label = f"{transport}, {size} hosts"
+        label = transport
         if not good or one is None:
             why = "not working: " + next((x.error for x in logins if x.error), "no run")
-            for what in ("bastion authentications", "all hosts ÷ one host", "peak RSS"):
+            for what in ("bastion authentications", f"{size} hosts ÷ 1 host", "peak RSS"):
                 out.append(Check(f"{what}, {label}", why, "", None, False, FLEET))
             continue
         bastion = [x.bastion_auths for x in good]
@@ -391,7 +384,7 @@ def fleet_checks(fleet: FleetResults) -> list[Check]:
         assert total is not None
         out.append(
             Check(
-                f"all hosts ÷ one host, {label}",
+                f"{size} hosts ÷ 1 host, {label}",
                 f"{total / one:.2f} ({ms(total)} ÷ {ms(one)})",
                 f"{FLEET_RATIO_LIMIT:.2f}",
                 total / one / FLEET_RATIO_LIMIT,
@@ -403,7 +396,7 @@ def fleet_checks(fleet: FleetResults) -> list[Check]:
         if rss is not None:
             out.append(
                 Check(
-                    f"peak RSS of the tunnelauth process, {label}",
+                    f"peak RSS, {label}",
                     mb(rss),
                     mb(FLEET_RSS_LIMIT),
                     rss / FLEET_RSS_LIMIT,
@@ -417,9 +410,9 @@ def fleet_checks(fleet: FleetResults) -> list[Check]:
 def fleet_targets(fleet: FleetResults, items: Sequence[Check], judged: bool) -> str:
     """The fleet's targets and whether they held."""
     return (
-        f"Targets: {FLEET_BASTION_AUTHS} bastion authentication for the whole fleet; "
-        f"{fleet.size} hosts' logins ≤ {FLEET_RATIO_LIMIT:g} × one host's; tunnelauth's peak "
-        f"RSS ≤ {mb(FLEET_RSS_LIMIT)}. " + verdict(items, judged)
+        f"Targets: {FLEET_BASTION_AUTHS} bastion authentication per fleet run; {fleet.size} "
+        f"hosts ≤ {FLEET_RATIO_LIMIT:g} × 1 host; tunnelauth's peak RSS ≤ {mb(FLEET_RSS_LIMIT)}. "
+        + verdict(items, judged)
     )
 
 
@@ -496,10 +489,14 @@ def render_fleet(results: Results, machine: Sequence[str], command: str) -> str:
     if results.fleet is None:
         return ""
     here = [item for item in checks(results) if item.group == FLEET]
-    lines = _header(results, machine, command)
-    lines += [
+    judged = not results.quick
+    where = "; ".join(dict.fromkeys([*machine[:1], *machine[-1:]]))
+    lines = [
+        f"Measured with `{command}` ({results.runs} run(s) per row, medians; "
+        f"{'quick run' if results.quick else 'full run'}). {where}.",
+        "",
         *fleet_table(results.fleet),
         "",
-        fleet_targets(results.fleet, here, not results.quick),
+        fleet_targets(results.fleet, here, judged),
     ]
     return "\n".join([*lines, ""])

@@ -67,9 +67,8 @@ def test_bench_quick_completes_and_prints_its_table() -> None:
     assert "#### Fleet: 10 hosts behind one bastion, +50 ms RTT per hop" in out, out
     fleet = out.split("#### Fleet:", 1)[1].split("####", 1)[0]
     for backend in ("openssh", "asyncssh", "paramiko"):
-        for hosts in ("1 host", "10 hosts"):
-            (row,) = [ln for ln in fleet.splitlines() if f"`--backend {backend}`, {hosts} |" in ln]
-            assert "not working" not in row and " / 1 each |" in row, row
+        (row,) = [ln for ln in fleet.splitlines() if ln.startswith(f"| `--backend {backend}` |")]
+        assert "not working" not in row and " / 1 each |" in row, row
     assert "`tunnelauth --version`" in out, out
     # Its bed (named after its pid) is gone.
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)

@@ -254,6 +254,8 @@ def test_ctrl_c_ends_every_hosts_login_and_leaves_nothing(
     shell.expect(pexpect.EOF)
     assert code == ExitStatus.INTERRUPTED, shown
     assert "interrupted by SIGINT; every host was closed" in shown, shown
+    for host in hosts:
+        assert f"tunnelauth: {host}: ✗ interrupted; everything was closed" in shown, shown
 
     found = events((tmp_path / "events.jsonl").read_text())
     for host in hosts:
@@ -262,8 +264,8 @@ def test_ctrl_c_ends_every_hosts_login_and_leaves_nothing(
         assert not of(found, host, "succeeded"), host
         record = f.fake_record(host, "nous")
         assert record is not None, host
-        # hermes on each host was cancelled through its PTY (or hung up), never left waiting.
-        assert record["outcome"] in ("cancelled", "hangup"), (host, record)
+        # Each host's hermes got Ctrl-C through its PTY (not a dropped connection) and ended.
+        assert record["outcome"] == "cancelled", (host, record)
         assert record["exchanged"] is False, record
     # fleet_fresh and no_leftovers: no ssh, listener, control socket or remote process stays.
     assert f.login_processes() == []
@@ -288,5 +290,5 @@ def test_sigterm_to_the_fleet_process_alone_tears_every_host_down(
     assert code == ExitStatus.INTERRUPTED
     for host in hosts:
         record = f.fake_record(host, "nous")
-        assert record is not None and record["outcome"] in ("cancelled", "hangup", "terminated")
+        assert record is not None and record["outcome"] == "cancelled", (host, record)
     assert f.login_processes() == []

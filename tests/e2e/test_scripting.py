@@ -18,6 +18,7 @@ import pytest
 from tests.bed import leftovers
 from tests.bed.netbed import Bed
 from tests.e2e.helpers import Result, tunnelauth
+from tests.e2e.test_local_clients import private_spotify_port
 from tunnelauth.jsonout import validate
 from tunnelauth.status import ExitStatus
 
@@ -229,6 +230,7 @@ def test_replace_keeps_only_the_newest_credential(fresh: Bed, tmp_path: Path) ->
 def test_ci_reauth_runs_one_fleet_command_per_provider_and_fails_if_one_line_fails(
     fresh: Bed, tmp_path: Path
 ) -> None:
+    private_spotify_port(fresh)
     lines = tmp_path / "logins.txt"
     lines.write_text(
         "# host provider [name]\nremote spotify\nremote-direct xai\nremote mcp linear\n"
@@ -251,16 +253,17 @@ def test_ci_reauth_runs_one_fleet_command_per_provider_and_fails_if_one_line_fai
         env=env,
         check=False,
     )
-    assert proc.returncode == 1, proc
+    shown = f"{proc.stdout}\n--- stderr\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 1, shown
     rows = [line.split() for line in proc.stdout.splitlines()[1:5]]
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("remote", "spotify", "ok"),
         ("remote-direct", "xai", "FAILED"),
         ("remote", "mcp", "linear"),
         ("bastion", "xai", "ok"),
-    ], proc.stdout
-    assert rows[1][3] == str(ExitStatus.SSH_FAILED.value), proc.stdout
-    assert rows[2][3] == "ok", proc.stdout
+    ], shown
+    assert rows[1][3] == str(ExitStatus.SSH_FAILED.value), shown
+    assert rows[2][3] == "ok", shown
     assert "3 ok, 1 failed" in proc.stdout
     # One command per provider: both xai hosts in one fleet command, in the order listed.
     logins = [c.split(" -F ")[0].split() for c in calls.read_text().splitlines()]

@@ -52,7 +52,11 @@ def test_doc_names_no_machine_specific_path(doc: Path) -> None:
 
 
 def test_performance_doc_is_a_short_reference() -> None:
-    assert len((ROOT / "docs" / "performance.md").read_text().split()) < 1200
+    text = (ROOT / "docs" / "performance.md").read_text()
+    # The blocks scripts/bench writes (single-host rows, fleet rows) are most of it.
+    prose = re.sub(r"<!-- bench(-fleet)?:begin.*?<!-- bench(-fleet)?:end -->", "", text, flags=re.S)
+    assert len(prose.split()) < 450
+    assert len(text.split()) < 1500
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from tunnelauth import fleetstatus
 from tunnelauth.errors import CommandNotFoundError, UsageError
 from tunnelauth.fleetstatus import HostResult, ask_fleet, exit_status
 from tunnelauth.hostset import FleetHost
 from tunnelauth.loginstatus import LoginStatus
-from tunnelauth.settings import Settings
+from tunnelauth.settings import Settings, SSHTarget
 from tunnelauth.status import ExitStatus
 
 
@@ -44,3 +47,41 @@ def test_all_answered_is_ok_and_the_json_names_the_fleet_host() -> None:
     assert exit_status([result]) == ExitStatus.OK
     assert result.to_json()["host"] == "web1"
     assert exit_status([]) == ExitStatus.OK
+
+
+def test_cancelling_waits_for_every_hosts_connection_to_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One host done closing must not cut the others' closing short."""
+    hosts = [FleetHost(n, n) for n in ("a", "b", "c", "d")]
+    waiting: set[str] = set()
+    all_waiting = asyncio.Event()
+    closed: list[str] = []
+
+    async def ask(settings: Settings) -> LoginStatus:
+        name = settings.target.host
+        waiting.add(name)
+        if len(waiting) == len(hosts):
+            all_waiting.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            for _ in range(ord(name) - ord("a")):  # host a closes at once, d takes longest
+                await asyncio.sleep(0)
+            closed.append(name)
+        raise AssertionError("never answers")
+
+    monkeypatch.setattr(fleetstatus, "ask", ask)
+
+    def build(host: FleetHost) -> Settings:
+        return Settings(target=SSHTarget(host=host.host), program="hermes", args=())
+
+    async def main() -> None:
+        task = asyncio.ensure_future(ask_fleet(hosts, build, jobs=4))
+        await asyncio.wait_for(all_waiting.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert closed == ["a", "b", "c", "d"]
