@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tunnelauth import cli
@@ -166,3 +170,39 @@ def test_the_early_master_starts_before_the_heavy_imports(tmp_path: Path) -> Non
     )
     result = _batch_login_refused(probe, tmp_path)
     assert result.stdout.splitlines() == ["config loaded:", "master loaded:", "exit 3"], result
+
+
+def test_an_interrupted_batch_login_leaves_no_master(tmp_path: Path) -> None:
+    """Ctrl-C while the master started ahead still authenticates (a host that never answers):
+    the run ends with 130, and neither the master nor its temp dir outlives it."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
+        port = str(silent.getsockname()[1])
+        argv = ["spotify", "user@127.0.0.1", "-p", port, "-F", os.devnull, "--batch"]
+        run = subprocess.Popen(
+            [sys.executable, "-c", "from tunnelauth.entry import main; main()", *argv],
+            env={**os.environ, "TUNNELAUTH_CONFIG": os.devnull},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not (logs := glob.glob(f"/tmp/tunnelauth-{run.pid}-*/connect.log")):
+                assert run.poll() is None and time.monotonic() < deadline, "no master started"
+                time.sleep(0.01)
+            tempdir = os.path.dirname(logs[0])
+            run.send_signal(signal.SIGINT)
+            assert run.wait(30) == 130
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait(30)
+            assert run.stderr is not None
+            run.stderr.close()
+    assert not os.path.exists(tempdir), "the master's temp dir was left behind"
+    masters = [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if any(tempdir in part for part in proc.info["cmdline"] or ())
+    ]
+    assert masters == [], "the master outlived the run"

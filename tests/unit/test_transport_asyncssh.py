@@ -594,6 +594,37 @@ def test_pty_request_and_command_leave_in_one_flight(
     assert steps == ["client sent the command", "server made the PTY"]
 
 
+def test_sessions_opened_side_by_side_each_go_in_one_flight(
+    keys: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """Two connections start their sessions at once: the first to finish puts the stock class
+    back while the other still waits for its replies, and that one is not slowed by it."""
+    assert asyncssh_pty.supported()
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            first, second = _asyncssh(bed.target()), _asyncssh(bed.target())
+            try:
+                await asyncio.wait_for(asyncio.gather(first.connect(), second.connect()), DEADLINE)
+                procs = await asyncio.wait_for(
+                    asyncio.gather(first.start("ptyinfo"), second.start("ptyinfo")), DEADLINE
+                )
+                try:
+                    for proc in procs:
+                        assert b"pty=xterm" in await read_until(proc.read, b"\n")
+                        channel = proc._proc.channel  # private: the class it was built with
+                        assert type(channel).__name__ == "OneFlightChannel"
+                    assert asyncssh.connection.SSHClientChannel is asyncssh_pty._STOCK
+                finally:
+                    for proc in procs:
+                        await proc.close()
+            finally:
+                await first.close()
+                await second.close()
+
+    run(main())
+
+
 def test_without_one_flight_the_command_waits_for_the_pty(
     keys: tuple[Any, Path],
     tmp_path: Path,

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tunnelauth.settings import Settings, SSHTarget
     from tunnelauth.transports.choice import Choice
     from tunnelauth.transports.early_dial import Dial
-    from tunnelauth.transports.master import Ahead
+    from tunnelauth.transports.master import Ahead, Master
     from tunnelauth.transports.native_libs import Lookups
 
 
@@ -49,6 +49,11 @@ class HeadStart:
         self.lookups = lookups  # asyncssh's library lookups (read, never discarded)
         self._ahead = ahead
         self._dial = dial
+
+    @property
+    def master(self) -> Master | None:
+        """The OpenSSH master started ahead, until its transport adopts it."""
+        return self._ahead.master if self._ahead is not None else None
 
     def for_target(self, target: SSHTarget) -> bool:
         """Whether this head start was made for ``target`` (another run adopts nothing)."""
