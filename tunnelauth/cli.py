@@ -361,9 +361,22 @@ def _config_show(name: str, options: dict[str, Any]) -> None:
         print_config(resolution)
 
 
+COMPLETION_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status (the only place errors become codes)."""
     args, run_command = normalize_argv(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "--show-completion" and args[1] in COMPLETION_SHELLS:
+        # typer's flag takes no value and detects the shell it runs under; a named shell is the
+        # one a script or a CI job asks for, wherever it runs.
+        from typer._completion_shared import get_completion_script
+
+        script = get_completion_script(
+            prog_name="tunnelauth", complete_var="_TUNNELAUTH_COMPLETE", shell=args[1]
+        )
+        sys.stdout.write(script.rstrip("\n") + "\n")
+        return int(ExitStatus.OK)
     try:
         if args[:1] == ["run"] and not run_command:
             from tunnelauth.preflight import run_separator

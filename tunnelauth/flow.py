@@ -45,7 +45,7 @@ from tunnelauth.events import (
 from tunnelauth.hints import HintFilter
 from tunnelauth.httpreq import local_response
 from tunnelauth.launchpad import LaunchPad
-from tunnelauth.listener import CallbackListener, ListenerEvent
+from tunnelauth.listener import NO_ANSWER, NO_ANSWER_PAGE, CallbackListener, ListenerEvent
 from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.remote import settings_command
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
     from tunnelauth.transports.headstart import HeadStart
 
 PROBE_DEADLINE = 5.0  # the forwarding probe's answer
-RELAY_DEADLINE = 90.0  # one relayed callback request and its response
 PASTE_DEADLINE = 60.0  # the remote's verdict after a pasted redirect
 PTY_LINE_LIMIT = 4000  # a canonical-mode PTY line holds at most 4095 bytes
 SSH_PROMPT_DEADLINE = 300.0  # how long ssh's password or code question waits for the user
@@ -89,6 +88,14 @@ def _is_loopback_url(url: str) -> bool:
         return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
     except ValueError:
         return False
+
+
+def _loopback_port(url: str) -> int | None:
+    """The port of a loopback ``url`` (None for any other URL)."""
+    try:
+        return urlsplit(url).port if _is_loopback_url(url) else None
+    except ValueError:
+        return None
 
 
 class Login:
@@ -255,6 +262,7 @@ class Login:
             self.callback_path = urlsplit(event.path).path or "/"
         if self.listener is not None:
             if self.listener.port == event.port:
+                await self._refine_listener(event)
                 return
             if event.source == "announcement" and self.listen_source == "redirect_uri":
                 # The redirect URI fixes the laptop port; a later announcement only moves the
@@ -267,6 +275,14 @@ class Login:
         self.listen_source = event.source
         self.reporter.stage(Stage.LISTENING, f"127.0.0.1:{event.port} → remote port {event.port}")
         await self._maybe_open_browser(idle=False)
+
+    async def _refine_listener(self, event: Callback) -> None:
+        """A later line about the same port: its host and path win, the sockets stay open."""
+        assert self.listener is not None
+        if event.source == "announcement" and self.listen_source == "redirect_uri":
+            return  # the browser comes back where the redirect URI says, not a waiting line
+        await self.listener.refine(event.host, event.path)
+        self.listen_source = event.source
 
     async def _lock_port(self, port: int) -> None:
         """Claim the laptop port against other tunnelauth runs (wait, refuse or reap)."""
@@ -386,18 +402,57 @@ class Login:
         self.reporter.info(f"relaying the callback through an SSH session ({why})")
         command = relay.relay_command(self.settings.program, self.remote_host, self.remote_port)
         stdin = relay.relay_input(request, self.remote_host, self.remote_port)
-        result = await self.transport.exec(command, stdin=stdin, timeout=RELAY_DEADLINE)
-        if result.exit_status != 0 or not result.stdout:
+        try:
+            result = await self.transport.exec(command, stdin=stdin, timeout=relay.SESSION_DEADLINE)
+            outcome = relay.relay_outcome(result.exit_status, result.stdout)
+        except asyncio.TimeoutError:
+            outcome = "late"
+        if outcome == "late":
+            # The request may well have reached the CLI: nothing else (no paste) is tried.
+            self.reporter.warn(
+                f"the relay got no answer from the remote CLI within {relay.ANSWER_DEADLINE:g} s"
+            )
+            return local_response(504, "No answer", "See the tunnelauth terminal.")
+        if outcome == "no_answer":
+            self._warn_no_answer()
+            return local_response(502, *NO_ANSWER_PAGE)
+        if outcome == "failed":
             detail = relay.stderr_detail(result.stderr)
             self.reporter.warn(f"the relay failed (exit {result.exit_status}): {detail}")
             return None
         self.seen = LoginSeen.CALLBACK
         return result.stdout
 
+    def _warn_no_answer(self) -> None:
+        """The remote CLI took the callback and closed without answering the browser."""
+        if self.status is not None and self.status.outcome is Outcome.SUCCEEDED:
+            self.reporter.debug("a request after the login got no answer from the remote")
+            return
+        self.reporter.warn(
+            "the remote CLI took the callback but closed the connection without answering "
+            "(it may have exited); the browser shows that no answer came"
+        )
+
     async def _paste(self, request: bytes) -> bytes:
         """Type the captured redirect URL into the remote's paste prompt; page = the result."""
         assert self.remote_port is not None and self.process is not None
-        target = httpreq.request_target(request)
+        try:
+            parsed: httpreq.Request | None = httpreq.parse_request(request)
+        except httpreq.LocalAnswer:
+            parsed = None
+        if parsed is not None and (parsed.method == "POST" or parsed.body):
+            # A form_post callback carries its code in the body: the URL alone would lose
+            # it, and a body is never typed into a terminal.
+            self.fatal = LoginFailedError(
+                "the callback came as a form POST (response_mode=form_post): its code is in "
+                "the request body, which a paste prompt cannot take, so nothing was pasted",
+                hint="log in where the callback can be carried: without --via paste, on a host "
+                "that allows forwarding (AllowTcpForwarding) or has python, bash or curl for "
+                "the relay",
+            )
+            text = "A POSTed callback cannot be pasted. See the tunnelauth terminal."
+            return local_response(502, "Callback not pasted", text)
+        target = parsed.target if parsed is not None else ""
         url = httpreq.paste_url(self.remote_host, self.remote_port, target)
         if url is None or len(url) >= PTY_LINE_LIMIT:
             # Only a well-formed callback URL is ever typed: a control byte (CR, Ctrl-C) in
@@ -430,6 +485,8 @@ class Login:
             else:
                 # A page of the remote's own login (its start page), not the callback.
                 self.reporter.debug(f"carried the browser's request for {event.path} to the remote")
+        elif event.kind == "carry_failed" and event.detail == NO_ANSWER:
+            self._warn_no_answer()
         elif event.kind == "request_local" and event.status == 421:
             # The Host it named is the sender's text: not shown.
             self.reporter.warn(
@@ -460,6 +517,10 @@ class Login:
         if not needs_listener and redirect is None and self.listener is None and not idle:
             return  # a callback announcement may still follow the URL
         self.opened.add(auth.url)  # decided once, whatever the check below finds
+        listener = self.listener
+        if listener is not None and _loopback_port(auth.url) == listener.port:
+            # The CLI's own page (rclone's /auth): its origin's pages are the login's.
+            listener.carry_whole_origin()
         if needs_listener and not await self._remote_listens():
             host, port = self.settings.target.host, self.remote_port
             self.reporter.warn(

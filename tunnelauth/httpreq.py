@@ -58,6 +58,19 @@ _REASONS = MappingProxyType(
 )
 
 
+# Requests a browser makes on its own to any origin it visits (icons, crawler and tile
+# metadata). When a listener carries every path of the remote's loopback origin (a CLI that
+# serves its own start page), these are still answered locally: a remote listener that
+# answers one request only (hermes MCP, Google's run_local_server) must get the callback.
+BROWSER_OWN_PATHS = frozenset({"/favicon.ico", "/robots.txt", "/browserconfig.xml"})
+BROWSER_OWN_PREFIXES = ("/apple-touch-icon", "/.well-known/")
+
+
+def is_browser_own(path: str) -> bool:
+    """Whether ``path`` is one a browser requests by itself, not a page of the login."""
+    return path in BROWSER_OWN_PATHS or path.startswith(BROWSER_OWN_PREFIXES)
+
+
 class LocalAnswer(Exception):
     """A request that is answered locally with an error status instead of being carried."""
 
@@ -90,6 +103,14 @@ class Request:
             if key.lower() == name:
                 values.append(value.strip(b" \t"))
         return values
+
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """Every header line as ``(name, value)`` in order (latin-1, value spaces trimmed)."""
+        pairs = []
+        for line in _head_lines(self.head)[1:]:
+            key, _, value = line.partition(b":")
+            pairs.append((key.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+        return tuple(pairs)
 
     def forward_bytes(self, remote_cookies: Collection[str] = ()) -> bytes:
         """The request as the remote gets it: no laptop credentials, ``Connection: close``.
@@ -149,6 +170,34 @@ async def read_request(
             return None
         buf += chunk
     head, rest = buf[:end], buf[end:]
+    method, target, length = _checked_head(head, max_head, max_body)
+    if len(rest) < length:
+        rest += await reader.readexactly(length - len(rest))
+    # Anything after the body (a pipelined second request) is deliberately dropped.
+    return Request(method, target, head, rest[:length])
+
+
+def parse_request(data: bytes, *, max_head: int = MAX_HEAD, max_body: int = MAX_BODY) -> Request:
+    """One whole request held in ``data``, checked exactly as ``read_request`` checks it.
+
+    The one parser of requests: the listener reads with it, and the relay takes apart the
+    bytes the listener forwards with it. Raises ``LocalAnswer`` for what the listener refuses.
+    """
+    data = data.lstrip(b"\r\n")
+    end = _head_end(data)
+    if end < 0:
+        if len(data) > max_head:
+            raise LocalAnswer(431, "The request head is too large.")
+        raise LocalAnswer(400, "The request ended early.")
+    head, rest = data[:end], data[end:]
+    method, target, length = _checked_head(head, max_head, max_body)
+    if len(rest) < length:
+        raise LocalAnswer(400, "The request ended early.")
+    return Request(method, target, head, rest[:length])
+
+
+def _checked_head(head: bytes, max_head: int, max_body: int) -> tuple[str, str, int]:
+    """Method, target and body length of a whole head; ``LocalAnswer`` if it is refused."""
     if len(head) > max_head:
         raise LocalAnswer(431, "The request head is too large.")
     method, target = _request_line(head)
@@ -156,10 +205,7 @@ async def read_request(
     length = _content_length(head)
     if length > max_body:
         raise LocalAnswer(413, "The request body is too large.")
-    if len(rest) < length:
-        rest += await reader.readexactly(length - len(rest))
-    # Anything after the body (a pipelined second request) is deliberately dropped.
-    return Request(method, target, head, rest[:length])
+    return method, target, length
 
 
 def _head_end(buf: bytes) -> int:
@@ -233,12 +279,6 @@ def set_cookie_names(response: bytes) -> set[str]:
 def response_head_done(response: bytes) -> bool:
     """Whether ``response`` holds a whole response head (or more than a head may hold)."""
     return _head_end(response) >= 0 or len(response) >= MAX_HEAD
-
-
-def request_target(data: bytes) -> str:
-    """The target of a raw request's first line ("" if there is none)."""
-    parts = data.split(b"\n", 1)[0].removesuffix(b"\r").split(b" ")
-    return parts[1].decode("latin-1") if len(parts) == 3 else ""
 
 
 def paste_url(host: str, port: int, target: str) -> str | None:

@@ -90,7 +90,8 @@ _BUSY_PAGE = (
     "Busy",
     "tunnelauth is already carrying other requests to the remote host. Try again.",
 )
-_NO_ANSWER_PAGE = (
+NO_ANSWER = "no answer"  # the detail of a carry that reached the remote and got no answer
+NO_ANSWER_PAGE = (
     "Remote listener did not answer",
     "The callback reached the remote host, but its login listener closed without answering. "
     "Look at the tunnelauth terminal for the login's result.",
@@ -124,6 +125,8 @@ class CallbackListener:
         self.host = host
         self.port = port
         self.path = None if path is None else (path.split("?", 1)[0] or "/")
+        # Every path of the origin is part of the login (the browser opens a page of it).
+        self.whole_origin = False
         self._open_channel = open_channel
         self._on_event = on_event
         self._on_refused = on_refused
@@ -200,13 +203,58 @@ class CallbackListener:
         if self._started:
             return
         self._started = True
-        socks, notes = await self._bind_all()
-        self._sockets = socks
-        self.bound = tuple(_show(sock.getsockname()[0], self.port) for sock in socks)
+        socks, notes = await self._bind_all(self._addresses, self._optional_v6)
+        self._serve_on(socks, notes)
+
+    def _serve_on(self, socks: list[socket.socket], notes: list[str]) -> None:
+        """Start accepting on freshly bound sockets and say so."""
+        self._sockets += socks
+        shown = tuple(_show(sock.getsockname()[0], self.port) for sock in socks)
+        self.bound += shown
         for sock in socks:
             task = asyncio.create_task(self._accept_loop(sock), name=f"accept {self.port}")
             self._accepting.add(task)
-        self._emit(ListenerEvent("bound", detail=", ".join([*self.bound, *notes])))
+        self._emit(ListenerEvent("bound", detail=", ".join([*shown, *notes])))
+
+    async def refine(self, host: str, path: str | None) -> None:
+        """A later line names the same port's callback more precisely: its host and path.
+
+        Only a loopback ``host`` is taken (``UsageError`` otherwise) and the port never
+        changes. Sockets already listening stay open, as a browser may be connecting to them;
+        a host that names another address (``localhost``: both families) adds its socket,
+        and ``PortUnavailableError`` says when that address is taken here. ``path`` replaces
+        the callback path; ``None`` keeps the one known.
+        """
+        addresses = ports.listen_addresses(host)  # the remote cannot aim us beyond loopback
+        if self._closing:
+            return
+        optional_v6 = host.strip().lower() == "localhost"
+        if not self._started:
+            self._addresses += tuple(a for a in addresses if a not in self._addresses)
+            self._optional_v6 = self._optional_v6 or optional_v6
+        else:
+            listening = {sock.getsockname()[0] for sock in self._sockets}
+            missing = tuple(a for a in addresses if a not in listening)
+            if missing:
+                self._serve_on(*await self._bind_all(missing, optional_v6))
+        self.host = host
+        if path is not None:
+            self.path = path.split("?", 1)[0] or "/"
+
+    def carry_whole_origin(self) -> None:
+        """The browser opens a page of this origin: every path of it belongs to the login.
+
+        The browser's own requests (``httpreq.is_browser_own``) are still answered here.
+        """
+        self.whole_origin = True
+
+    def _belongs(self, path: str) -> bool:
+        """Whether a request for ``path`` is carried to the remote."""
+        if path == self.path:
+            return True
+        if self.path is not None and not self.whole_origin:
+            return False
+        return not httpreq.is_browser_own(path)
 
     def stop_carrying(self) -> None:
         """After the login succeeded: answer further callback requests locally."""
@@ -243,14 +291,16 @@ class CallbackListener:
         """Wait until close() has finished."""
         await self._closed.wait()
 
-    async def _bind_all(self) -> tuple[list[socket.socket], list[str]]:
+    async def _bind_all(
+        self, addresses: tuple[str, ...], optional_v6: bool
+    ) -> tuple[list[socket.socket], list[str]]:
         """Bind every address (all or nothing) and listen; PortUnavailableError on conflict."""
         socks: list[socket.socket] = []
         notes: list[str] = []
         try:
-            for address in self._addresses:
+            for address in addresses:
                 family = ports.family_of(address)
-                optional = self._optional_v6 and family == socket.AF_INET6
+                optional = optional_v6 and family == socket.AF_INET6
                 try:
                     sock = socket.socket(family, socket.SOCK_STREAM)
                 except OSError as exc:
@@ -390,7 +440,7 @@ class CallbackListener:
             self._busy.add(task)
             task.add_done_callback(self._busy.discard)
         redacted = redact_target(request.target)
-        belongs = self.path is None or request.path == self.path
+        belongs = self._belongs(request.path)
         try:
             httpreq.check_origin(request, self.port)
         except LocalAnswer as answer:
@@ -467,8 +517,8 @@ class CallbackListener:
             if message:
                 await self._refused(data, message, redacted, writer)
             else:
-                self._emit(ListenerEvent("carry_failed", redacted, 502, "no answer"))
-                writer.write(local_response(502, *_NO_ANSWER_PAGE, request.method))
+                self._emit(ListenerEvent("carry_failed", redacted, 502, NO_ANSWER))
+                writer.write(local_response(502, *NO_ANSWER_PAGE, request.method))
         finally:
             if channel is not None:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):

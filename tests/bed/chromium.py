@@ -3,12 +3,19 @@
 Used directly by tests (``run_chromium``) and by the ``chromium-browser`` wrapper that
 tunnelauth starts through ``--browser-cmd``. This module imports nothing from the bed
 so that the wrapper can load it with a plain ``sys.path`` entry.
+
+With ``TA_BROWSER_EAGER_ICONS=1`` the wrapper first asks each loopback origin involved (the
+URL's own, and its ``redirect_uri``'s) for the icons a desktop browser fetches by itself
+(``/favicon.ico``, ``/apple-touch-icon.png``), before Chromium loads the page: the harshest
+timing for a remote listener that answers only once. The statuses go to
+``$TA_BROWSER_DOM.icons`` as ``URL STATUS`` lines (``-`` when nothing answered).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import shutil
@@ -21,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from urllib.parse import parse_qs, urlsplit
 
 CHROMIUM = "/usr/bin/chromium"
 DEFAULT_TIMEOUT = 30.0
@@ -46,14 +54,24 @@ def resolver_rules(idp_ip: str) -> str:
     )
 
 
-def chromium_argv(url: str, *, idp_ip: str, profile_dir: Path | str) -> list[str]:
-    """The full Chromium command line for dumping one URL's DOM."""
+def chromium_argv(
+    url: str, *, idp_ip: str, profile_dir: Path | str, settle_ms: int = 0
+) -> list[str]:
+    """The full Chromium command line for dumping one URL's DOM.
+
+    ``settle_ms`` > 0 lets the page's scripts run on (``--virtual-time-budget``) before the
+    DOM is dumped: a navigation they start (a form_post page submitting its form on load) is
+    followed to its answer, however long that answer takes. Without it, ``--dump-dom`` dumps
+    the first page once it has loaded.
+    """
+    settle = [f"--virtual-time-budget={settle_ms}"] if settle_ms > 0 else []
     return [
         CHROMIUM,
         *BASE_FLAGS,
         f"--host-resolver-rules={resolver_rules(idp_ip)}",
         "--ignore-certificate-errors",
         f"--user-data-dir={profile_dir}",
+        *settle,
         "--dump-dom",
         url,
     ]
@@ -132,6 +150,7 @@ def run_chromium(
     workdir: Path | str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     reap_all: bool = False,
+    settle_ms: int = 0,
 ) -> BrowserResult:
     """Dump ``url``'s DOM with a fresh profile; kill the whole group at the deadline."""
     start = time.monotonic()
@@ -141,7 +160,7 @@ def run_chromium(
     proc: subprocess.Popen[str] | None = None
     try:
         proc = subprocess.Popen(
-            chromium_argv(url, idp_ip=idp_ip, profile_dir=profile),
+            chromium_argv(url, idp_ip=idp_ip, profile_dir=profile, settle_ms=settle_ms),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -183,6 +202,44 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+EAGER_ICONS = ("/favicon.ico", "/apple-touch-icon.png")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+ICON_DEADLINE = 10.0
+
+
+def icon_origins(url: str) -> list[tuple[str, int, str]]:
+    """(host, port, Host header) of the loopback origins a page load involves."""
+    urls = [url, *parse_qs(urlsplit(url).query).get("redirect_uri", [])[:1]]
+    origins = []
+    for each in urls:
+        parts = urlsplit(each)
+        if parts.scheme == "http" and parts.hostname in LOOPBACK and parts.port:
+            origin = (parts.hostname, parts.port, parts.netloc)
+            if origin not in origins:
+                origins.append(origin)
+    return origins
+
+
+def fetch_icons(url: str) -> list[str]:
+    """Request the icons of each loopback origin (``URL STATUS`` lines, ``-``: no answer)."""
+    lines = []
+    for host, port, authority in icon_origins(url):
+        for path in EAGER_ICONS:
+            status = "-"
+            conn = http.client.HTTPConnection(host, port, timeout=ICON_DEADLINE)
+            try:
+                conn.request("GET", path, headers={"Host": authority, "Accept": "image/*"})
+                response = conn.getresponse()
+                response.read()
+                status = str(response.status)
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+            lines.append(f"http://{authority}{path} {status}")
+    return lines
+
+
 def main(argv: Sequence[str]) -> int:
     """Wrapper entry point: ``chromium-browser URL`` → DOM into $TA_BROWSER_DOM (or stdout)."""
     if len(argv) != 1:
@@ -190,6 +247,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     idp_ip, workdir = bed_browser_settings(os.environ)
     timeout = float(os.environ.get("TA_BROWSER_TIMEOUT", DEFAULT_TIMEOUT))
+    settle_ms = int(os.environ.get("TA_BROWSER_SETTLE_MS", "0"))
     subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -197,10 +255,19 @@ def main(argv: Sequence[str]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    result = run_chromium(
-        argv[0], idp_ip=idp_ip, workdir=workdir, timeout=timeout, reap_all=subreaper
-    )
     dom_file = os.environ.get("TA_BROWSER_DOM")
+    if os.environ.get("TA_BROWSER_EAGER_ICONS") == "1":
+        icons = fetch_icons(argv[0])
+        if dom_file:
+            _write_atomically(Path(dom_file + ".icons"), "".join(f"{x}\n" for x in icons))
+    result = run_chromium(
+        argv[0],
+        idp_ip=idp_ip,
+        workdir=workdir,
+        timeout=timeout,
+        reap_all=subreaper,
+        settle_ms=settle_ms,
+    )
     if dom_file:
         _write_atomically(Path(dom_file + ".log"), result.stderr)
         _write_atomically(Path(dom_file), result.dom)

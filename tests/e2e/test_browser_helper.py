@@ -60,4 +60,5 @@ def test_printed_port_where_nothing_listens_is_named_and_not_opened(
     # The browser was never sent, and the check itself never connected to the CLI's port.
     assert result.dom == ""
     assert len(fresh.provider_issued()) == issued_before
-    assert fresh.fake_record("loopback-cli") == {"code": None, "port": 8976, "connections": 0}
+    record = fresh.fake_record("loopback-cli")
+    assert record == {"code": None, "port": 8976, "connections": 0, "requests": [], "hosts": []}

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """A fake OAuth authorization server over HTTPS for tunnelauth's tests (stdlib only).
 
-Authorization-code flow (``/authorize``, ``/token``), a two-step authorize page,
+Authorization-code flow (``/authorize``, ``/token``; ``response_mode=form_post`` answers
+with an auto-submitting form that POSTs the code, as Microsoft's MSAL logins ask), a two-step
+authorize page,
 a paste-the-code page (``/oauth/code/callback``) and the device-code flow
 (``/device/code``, ``/device``). Every consent is automatic. What it issued,
 exchanged and approved is appended as JSON lines under ``--state-dir``.
@@ -205,10 +207,16 @@ class Handler(BaseHTTPRequestHandler):
     # -- authorization code -----------------------------------------------------------------
 
     def authorize(self) -> None:
-        """Auto-consent: redirect to ``redirect_uri`` with a fresh code (or access_denied)."""
+        """Auto-consent: redirect to ``redirect_uri`` with a fresh code (or access_denied).
+
+        ``response_mode=form_post``: instead of the redirect, a page whose form POSTs the same
+        parameters to ``redirect_uri`` by itself (a ``noscript`` button without scripts).
+        """
         q = self.query()
         redirect_uri, state = q.get("redirect_uri", ""), q.get("state")
-        if not redirect_uri or q.get("response_type", "code") != "code":
+        mode = q.get("response_mode", "query")
+        bad = not redirect_uri or q.get("response_type", "code") != "code"
+        if bad or mode not in ("query", "form_post"):
             self.send(400, page("Bad authorization request", ""), "text/html; charset=utf-8")
             return
         client_id = q.get("client_id", "")
@@ -219,21 +227,40 @@ class Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 issued = IssuedCode(redirect_uri, client_id, q.get("code_challenge"))
                 self.state.codes[code] = issued
-                self.state.append(
-                    "issued.jsonl",
-                    {
-                        "code": code,
-                        "redirect_uri": redirect_uri,
-                        "client_id": client_id,
-                        "state": state,
-                    },
-                )
+                line = {
+                    "code": code,
+                    "redirect_uri": redirect_uri,
+                    "client_id": client_id,
+                    "state": state,
+                }
+                if mode != "query":
+                    line["response_mode"] = mode
+                self.state.append("issued.jsonl", line)
             params = {"code": code}
         if state is not None:
             params["state"] = state
+        if mode == "form_post":
+            self.form_post(redirect_uri, params)
+            return
         sep = "&" if "?" in redirect_uri else "?"
         location = redirect_uri + sep + urlencode(params)
         self.send(302, b"", "text/plain", {"Location": location})
+
+    def form_post(self, redirect_uri: str, params: dict[str, str]) -> None:
+        """The form_post answer: hidden fields POSTed to the redirect URI once the page loads."""
+        fields = "".join(
+            f"<input type='hidden' name='{html.escape(k, quote=True)}' "
+            f"value='{html.escape(v, quote=True)}'>"
+            for k, v in params.items()
+        )
+        action = html.escape(redirect_uri, quote=True)
+        body = (
+            f"<form method='POST' name='hiddenform' action='{action}'>"
+            f"{fields}<noscript><p>Script is disabled. Click Submit to continue.</p>"
+            "<input type='submit' value='Submit'></noscript></form>"
+            "<script>document.forms[0].submit();</script>"
+        )
+        self.send(200, page("Working...", body), "text/html; charset=utf-8")
 
     def authorize_page(self) -> None:
         """A consent page that moves on to ``/authorize`` by itself (meta refresh and JS)."""

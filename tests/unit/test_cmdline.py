@@ -143,9 +143,9 @@ def test_a_login_line_runs_without_importing_typer(tmp_path: Path) -> None:
     )
     result = _batch_login_refused(probe, tmp_path)
     typer_loaded, code, pid = result.stdout.split()
-    assert [typer_loaded, code] == ["False", "3"], result
+    assert (typer_loaded, code) == ("False", "3"), result
     assert "127.0.0.1" in result.stderr and "refused" in result.stderr.lower(), result.stderr
-    # Its own dirs are named after its pid (other runs on this machine may have theirs).
+    # This run's own temp dirs only: other runs on the machine make theirs meanwhile.
     assert glob.glob(f"/tmp/tunnelauth-{pid}-*") == [], "a temp dir was left behind"
 
 

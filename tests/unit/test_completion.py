@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def complete(words: str) -> list[str]:
     env = {
@@ -27,16 +29,25 @@ def test_commands_and_options_complete() -> None:
     assert "--verify" in complete("tunnelauth spotify --ver")
 
 
-def test_completion_script_is_printed() -> None:
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [
+        ("bash", "complete -o default -F _tunnelauth_completion tunnelauth"),
+        ("zsh", "#compdef tunnelauth"),
+        ("fish", "complete --command tunnelauth"),
+    ],
+)
+def test_completion_script_for_the_named_shell(shell: str, marker: str) -> None:
+    # Whatever shell runs the tests (or none): the script is the one asked for.
     code = "import sys; from tunnelauth.cli import main; sys.exit(main(sys.argv[1:]))"
     out = subprocess.run(
-        [sys.executable, "-c", code, "--show-completion", "bash"],
+        [sys.executable, "-c", code, "--show-completion", shell],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    assert out.returncode == 0 and "_tunnelauth_completion" in out.stdout, out.stderr
+    assert out.returncode == 0 and marker in out.stdout, out.stderr
 
 
 def complete_with_home(words: str, home: str) -> list[str]:

@@ -6,6 +6,7 @@ Tests that need hermes' fixed ports (43827, 56121) skip when this machine alread
 
 from __future__ import annotations
 
+import html
 import http.client
 import io
 import json
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
@@ -910,6 +911,96 @@ def test_loopback_cli_rclone(spawn: Any, provider: Provider) -> None:
     assert s.finish() == 0
 
 
+def test_loopback_cli_rclone_custom_client_names_its_redirect_first(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    """A custom client: rclone first says where the redirect must go, then links its page."""
+    s = spawn(
+        ["--rclone", "--port", "0", "--client-id", "my-own"],
+        None,
+        env_for(home),
+        program=LOOPBACK_CLI,
+    )
+    redirect = s.expect(re.compile(r'(?<=Make sure your Redirect URL is set to ")[^"]+'))
+    link = s.expect(re.compile(r"(?<=go to the following link: )http://127\.0\.0\.1:\d+/auth\S+"))
+    port = urlsplit(link).port
+    assert redirect == f"http://127.0.0.1:{port}/"
+    s.expect_exact("NOTICE: Waiting for code...")
+    status, headers, _, _ = loopback_get(link)
+    assert status == 302 and parse_qs(urlsplit(headers["location"]).query)["client_id"] == [
+        "my-own"
+    ]
+    assert loopback_get(authorize(provider, headers["location"]))[0] == 200
+    s.expect_exact("NOTICE: Got code")
+    assert s.finish() == 0
+    rec = record(home, "loopback-cli")
+    assert rec["requests"] == ["/auth", "/"]
+    assert rec["hosts"] == [f"127.0.0.1:{port}"] * 2
+
+
+def test_loopback_cli_callback_refine(spawn: Any, home: Path, provider: Provider) -> None:
+    """``Listening on http://127.0.0.1:P`` first; the redirect URI names localhost and a path."""
+    s = spawn(["--callback", "refine"], None, env_for(home), program=LOOPBACK_CLI)
+    listening = s.expect(re.compile(r"(?<=Listening on )http://127\.0\.0\.1:\d+(?=\r?\n)"))
+    s.expect_exact("Open this URL:")
+    url = s.expect(URL_RE)
+    port = urlsplit(listening).port
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    assert redirect == f"http://localhost:{port}/oauth/callback"
+    assert loopback_get(authorize(provider, url))[0] == 200
+    s.expect_exact("Login successful!")
+    assert s.finish() == 0
+    rec = record(home, "loopback-cli")
+    assert rec["requests"] == ["/oauth/callback"] and rec["hosts"] == [f"localhost:{port}"]
+
+
+def test_loopback_cli_callback_root_answers_one_request_only(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    """Google's shape: whatever comes first is taken as the redirect; nothing after it."""
+    s = spawn(["--callback", "root"], None, env_for(home), program=LOOPBACK_CLI)
+    url = s.expect(
+        re.compile(r"(?<=Please visit this URL to authorize this application: )https://\S+")
+    )
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    port = urlsplit(redirect).port
+    assert redirect == f"http://localhost:{port}/"
+    assert loopback_get(f"http://127.0.0.1:{port}/favicon.ico")[0] == 400
+    s.expect_exact("Login failed: state mismatch")
+    assert s.finish() == 1
+    rec = record(home, "loopback-cli")
+    assert rec["requests"] == ["/favicon.ico"] and rec["code"] is None
+
+
+def test_loopback_cli_callback_ipv6(spawn: Any, home: Path, provider: Provider) -> None:
+    """Listens on [::1] only; the redirect URI and the waiting line name [::1]."""
+    if not ipv6_loopback():
+        pytest.skip("no ::1 here")
+    s = spawn(["--callback", "ipv6"], None, env_for(home), program=LOOPBACK_CLI)
+    s.expect_exact("Open this URL:")
+    url = s.expect(URL_RE)
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    port = urlsplit(redirect).port
+    assert redirect == f"http://[::1]:{port}/callback"
+    s.expect_exact(f"Waiting for callback on http://[::1]:{port}/callback ")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+    assert loopback_get(authorize(provider, url))[0] == 200
+    s.expect_exact("Login successful!")
+    assert s.finish() == 0
+    assert record(home, "loopback-cli")["hosts"] == [f"[::1]:{port}"]
+
+
+def ipv6_loopback() -> bool:
+    """Whether ::1 can be bound here."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def test_loopback_cli_as_aws_sso_login(
     spawn: Any, home: Path, provider: Provider, tmp_path: Path
 ) -> None:
@@ -925,6 +1016,105 @@ def test_loopback_cli_as_aws_sso_login(
     loopback_get(authorize(provider, url))
     s.expect_exact("Successfully logged into Start URL: https://start.idp.test/start")
     assert s.finish() == 0
+
+
+def _form_fields(page: str) -> tuple[str, dict[str, str]]:
+    """The action and hidden fields of a form_post page."""
+    action = re.search(r"<form method='POST' name='hiddenform' action='([^']*)'>", page)
+    assert action is not None, page
+    fields = re.findall(r"<input type='hidden' name='([^']*)' value='([^']*)'>", page)
+    return html.unescape(action.group(1)), {k: html.unescape(v) for k, v in fields}
+
+
+def _loopback_raw(port: int, request: bytes) -> bytes:
+    """Send one raw request to 127.0.0.1:PORT; everything that came back until the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def _post(url: str, form: dict[str, str]) -> bytes:
+    parts = urlsplit(url)
+    assert parts.port is not None
+    body = urlencode(form).encode()
+    head = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return _loopback_raw(parts.port, head.encode() + body)
+
+
+def test_provider_form_post_answers_with_a_self_submitting_form(provider: Provider) -> None:
+    query = urlencode(
+        {"client_id": "c", "redirect_uri": "http://127.0.0.1:9/cb?x=1", "state": "s'&<"}
+    )
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", provider.port, context=tls(provider), timeout=WAIT
+    )
+    conn.request("GET", f"/authorize?{query}&response_mode=form_post")
+    resp = conn.getresponse()
+    page = resp.read().decode()
+    conn.close()
+    assert resp.status == 200 and resp.getheader("Location") is None
+    action, fields = _form_fields(page)
+    assert action == "http://127.0.0.1:9/cb?x=1"
+    issued = provider.lines("issued.jsonl")[-1]
+    assert fields == {"code": issued["code"], "state": "s'&<"}
+    assert issued["response_mode"] == "form_post"
+    assert "document.forms[0].submit()" in page
+    assert provider_get(provider, f"/authorize?{query}&response_mode=fragment").status == 400
+
+
+def test_loopback_cli_form_post_takes_the_callback_only_as_a_post(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    s = spawn(["--form-post"], None, env_for(home), program=LOOPBACK_CLI)
+    url = s.expect(URL_RE)
+    assert parse_qs(urlsplit(url).query)["response_mode"] == ["form_post"]
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", provider.port, context=tls(provider), timeout=WAIT
+    )
+    parts = urlsplit(url)
+    conn.request("GET", f"{parts.path}?{parts.query}")
+    action, fields = _form_fields(conn.getresponse().read().decode())
+    conn.close()
+    refused = loopback_get(f"{action}?{urlencode(fields)}")
+    assert refused[0] == 400, "a GET callback is not what a form_post login takes"
+    assert _post(action, fields).startswith(b"HTTP/1.1 200 ")
+    s.expect_exact("Login successful!")
+    assert s.finish() == 0
+    assert record(home, "loopback-cli")["code"] == fields["code"]
+
+
+def test_loopback_cli_answers_only_after_its_token_exchange(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    s = spawn(["--answer-delay", "0.5"], None, env_for(home), program=LOOPBACK_CLI)
+    location = authorize(provider, s.expect(URL_RE))
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    status = loopback_get(location)[0]
+    # The answer came, and by then the provider had already exchanged the code.
+    assert status == 200
+    assert code in [line.get("code") for line in provider.lines("exchanged.jsonl")]
+    s.expect_exact("Login successful!")
+    assert s.finish() == 0
+
+
+def test_loopback_cli_can_exit_without_answering_the_callback(
+    spawn: Any, home: Path, provider: Provider
+) -> None:
+    s = spawn(["--exit-without-answer"], None, env_for(home), program=LOOPBACK_CLI)
+    location = authorize(provider, s.expect(URL_RE))
+    parts = urlsplit(location)
+    assert parts.port is not None
+    request = f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n"
+    assert _loopback_raw(parts.port, request.encode()) == b"", "the callback got no answer"
+    s.expect_exact("Error: the sign-in was interrupted.")
+    assert s.finish() == 1
+    assert record(home, "loopback-cli")["code"] == parse_qs(parts.query)["code"][0]
 
 
 def test_loopback_cli_as_wrangler_refuses_other_commands(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import string
 
 import pytest
@@ -13,8 +14,9 @@ from tunnelauth.httpreq import (
     LocalAnswer,
     Request,
     check_origin,
+    parse_request,
     paste_url,
-    request_target,
+    read_request,
     set_cookie_names,
 )
 
@@ -89,9 +91,72 @@ def test_set_cookie_names_reads_only_the_response_head() -> None:
     assert set_cookie_names(response) == {"sid", "pref"}
 
 
-def test_request_target_of_raw_bytes() -> None:
-    assert request_target(b"GET /cb?code=1 HTTP/1.1\r\nHost: x\r\n\r\n") == "/cb?code=1"
-    assert request_target(b"nonsense") == ""
+# A form_post callback as Chromium sends it (response_mode=form_post: MSAL, az).
+FORM_POST = (
+    b"POST /callback HTTP/1.1\r\n"
+    + f"Host: 127.0.0.1:{PORT}\r\n".encode()
+    + b"Connection: keep-alive\r\nContent-Length: 33\r\n"
+    b"Cache-Control: max-age=0\r\nOrigin: https://idp.test\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\nX-Empty:\r\n"
+    b"Cookie: sid=1\r\n\r\n"
+    b"code=%40a%2Bb&state=s+t&x=@c&y=%0"
+)
+
+
+async def _read(raw: bytes) -> Request | None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(raw)
+    reader.feed_eof()
+    return await read_request(reader)
+
+
+def test_parse_request_reads_a_whole_request_as_the_listener_does() -> None:
+    read = asyncio.run(_read(FORM_POST + b"GET /pipelined HTTP/1.1\r\n\r\n"))
+    parsed = parse_request(FORM_POST)
+    assert read == parsed
+    assert (parsed.method, parsed.target, parsed.path) == ("POST", "/callback", "/callback")
+    assert parsed.body == b"code=%40a%2Bb&state=s+t&x=@c&y=%0"
+    assert parsed.fields()[2:5] == (
+        ("Content-Length", "33"),
+        ("Cache-Control", "max-age=0"),
+        ("Origin", "https://idp.test"),
+    )
+    assert ("X-Empty", "") in parsed.fields()
+
+
+def test_a_forwarded_request_parses_back_to_the_same_request() -> None:
+    # What the listener forwards (to a channel or the relay) is read back by the same parser.
+    original = parse_request(FORM_POST)
+    again = parse_request(original.forward_bytes())
+    assert (again.method, again.target, again.body) == ("POST", "/callback", original.body)
+    dropped = {"Connection", "Cookie"}
+    kept = [field for field in original.fields() if field[0] not in dropped]
+    assert list(again.fields()) == [*kept, ("Connection", "close")]
+    lf_only = parse_request(FORM_POST.replace(b"\r\n", b"\n"))
+    assert parse_request(lf_only.forward_bytes()).body == original.body
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /callback HTTP/1.1\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n", 431),
+        (b"POST /callback HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", 413),
+        (b"POST /callback HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+        (b"PUT /callback HTTP/1.1\r\n\r\n", 405),
+        (b"GET /callback?code=x\0 HTTP/1.1\r\n\r\n", 400),
+        (b"GET /callback HTTP/1.1\r\nX-A: b\r\n Cookie: folded\r\n\r\n", 400),
+        (b"POST /callback HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", 400),
+        (b"GET /callback HTTP/1.1\r\nHost: x\r\n", 400),
+    ],
+)
+def test_parse_request_refuses_what_the_listener_refuses(raw: bytes, status: int) -> None:
+    with pytest.raises(LocalAnswer) as parsed:
+        parse_request(raw)
+    assert parsed.value.status == status
+    if b"short" not in raw and raw.endswith(b"\r\n\r\n"):
+        with pytest.raises(LocalAnswer) as read:
+            asyncio.run(_read(raw))
+        assert read.value.status == status
 
 
 @pytest.mark.parametrize(

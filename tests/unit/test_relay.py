@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tunnelauth.relay import curl_config, parse_request, relay_command, relay_input
+from tunnelauth import listener as callback_listener
+from tunnelauth import relay
+from tunnelauth.httpreq import parse_request
+from tunnelauth.relay import curl_config, relay_command, relay_input, relay_outcome
 
 LOGIN_SHELLS = [s for s in ("bash", "dash", "zsh", "fish") if shutil.which(s)]
 DEADLINE = 30.0
@@ -45,7 +48,10 @@ class Listener:
     """A one-request HTTP listener on 127.0.0.1 that records what reached it."""
 
     needles: list[bytes]
+    answer: bytes | None = ANSWER  # None: close without answering (the CLI exited)
+    hold: bool = False  # answer only once ``release`` is set (a CLI still exchanging its code)
     sock: socket.socket = field(default_factory=socket.socket)
+    release: threading.Event = field(default_factory=threading.Event)
     received: bytes = b""
     leaks: list[str] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
@@ -74,10 +80,15 @@ class Listener:
             self.received = data
             # The relay is alive and waiting for this answer: its command lines are visible now.
             self.leaks = _cmdlines_holding(self.needles)
-            conn.sendall(ANSWER)
+            self.done.set()
+            if self.hold:
+                self.release.wait(DEADLINE)
+            if self.answer is not None:
+                conn.sendall(self.answer)
         self.done.set()
 
     def close(self) -> None:
+        self.release.set()
         self.sock.close()
         self.thread.join(DEADLINE)
 
@@ -114,9 +125,14 @@ def _program(tmp_path: Path, shebang: str) -> str:
 
 
 def _relay(
-    shell: str, request: bytes, listener: Listener, program: str, path: str
+    shell: str,
+    request: bytes,
+    listener: Listener,
+    program: str,
+    path: str,
+    answer_deadline: float = relay.ANSWER_DEADLINE,
 ) -> subprocess.CompletedProcess[bytes]:
-    command = relay_command(program, "127.0.0.1", listener.port)
+    command = relay_command(program, "127.0.0.1", listener.port, answer_deadline=answer_deadline)
     login_shell = shutil.which(shell, path="/usr/bin:/bin")
     assert login_shell is not None
     return subprocess.run(
@@ -174,7 +190,8 @@ def test_the_request_reaches_the_listener_and_never_a_command_line(
         got = parse_request(listener.received)
         sent = parse_request(request)
         assert (got.method, got.target) == (sent.method, sent.target)
-        assert set(sent.headers) - {("Host", f"127.0.0.1:{listener.port}")} <= set(got.headers)
+        host = ("Host", f"127.0.0.1:{listener.port}")
+        assert set(sent.fields()) - {host} <= set(got.fields())
     else:
         assert listener.received == request, "the raw request reached the listener unchanged"
 
@@ -211,8 +228,10 @@ def test_the_command_line_holds_no_part_of_the_request() -> None:
 
 
 def test_a_request_curl_cannot_carry_has_no_curl_route() -> None:
-    assert curl_config(parse_request(b"POST /cb HTTP/1.1\r\n\r\na\0b"), "127.0.0.1", 1) == ""
-    assert curl_config(parse_request(b"GET /cb?c=\0 HTTP/1.1\r\n\r\n"), "127.0.0.1", 1) == ""
+    nul_body = b"POST /cb HTTP/1.1\r\nContent-Length: 3\r\n\r\na\0b"
+    assert curl_config(parse_request(nul_body), "127.0.0.1", 1) == ""
+    # The listener forwards only requests its parser took; any other gets no curl route.
+    assert relay_input(b"GET /cb?c=\0 HTTP/1.1\r\n\r\n", "127.0.0.1", 1).startswith(b"\n")
 
 
 def test_every_tool_missing_is_reported(tmp_path: Path) -> None:
@@ -229,3 +248,131 @@ def test_every_tool_missing_is_reported(tmp_path: Path) -> None:
         listener.close()
     assert result.returncode == 127
     assert b"the relay needs python, bash or curl" in result.stderr
+
+
+# A form_post callback (response_mode=form_post) as Chromium posts it, its body beyond the
+# 1024 bytes above which curl 7 would ask for "100 Continue" first (an id_token rides along).
+FORM_BODY = b"code=%40c%2Bd&state=s+t&id_token=" + b"e" * 2000 + b"&x=@/etc/passwd"
+
+
+def _form_post(port: int, body: bytes = FORM_BODY) -> bytes:
+    head = [
+        "POST /callback HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Origin: https://idp.test",
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_curl_config_posts_the_raw_body_without_expect() -> None:
+    config = curl_config(parse_request(_form_post(4711, b'a=@b&c="d"\\')), "127.0.0.1", 4711)
+    assert config.splitlines() == [
+        "globoff",
+        "path-as-is",
+        'request = "POST"',
+        'url = "http://127.0.0.1:4711/callback"',
+        'header = "Origin: https://idp.test"',
+        'header = "Content-Type: application/x-www-form-urlencoded"',
+        'header = "Expect:"',
+        'data-raw = "a=@b&c=\\"d\\"\\\\"',
+    ]
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_form_post_callback_reaches_the_listener_whole(route: str, tmp_path: Path) -> None:
+    listener = Listener(needles=[b"%40c%2Bd", b"eeeeeeee"])
+    try:
+        tools, shebang = ROUTES[route]
+        request = _form_post(listener.port)
+        result = _relay(
+            "sh", request, listener, _program(tmp_path, shebang), _path_with(tmp_path, *tools)
+        )
+        assert listener.done.wait(DEADLINE), result.stderr
+    finally:
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"HTTP/1.0 200 OK"), "no interim 100 Continue before it"
+    assert relay_outcome(result.returncode, result.stdout) == "answered"
+    got = parse_request(listener.received)
+    assert (got.method, got.target, got.body) == ("POST", "/callback", FORM_BODY)
+    assert got.header_values(b"expect") == [], "curl asked for 100 Continue"
+    assert listener.leaks == []
+
+
+def test_the_relays_deadlines_sit_inside_the_listeners() -> None:
+    # The answer may come after the CLI's token exchange: the relay waits nearly as long as
+    # the listener waits for any exchange, and ends first, so the browser gets its outcome.
+    assert 100 <= relay.ANSWER_DEADLINE < relay.SESSION_DEADLINE
+    assert relay.SESSION_DEADLINE < callback_listener.RESPONSE_DEADLINE
+    assert f" {relay.ANSWER_DEADLINE:g} " in relay_command("hermes", "127.0.0.1", 1)
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_each_route_waits_for_a_late_answer(route: str, tmp_path: Path) -> None:
+    listener = Listener(needles=[], hold=True)
+    tools, shebang = ROUTES[route]
+    command = relay_command(_program(tmp_path, shebang), "127.0.0.1", listener.port)
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"HOME": str(tmp_path), "PATH": _path_with(tmp_path, *tools)},
+    )
+    outputs: list[tuple[bytes, bytes]] = []
+    stdin = relay_input(_form_post(listener.port), "127.0.0.1", listener.port)
+    talk = threading.Thread(target=lambda: outputs.append(proc.communicate(stdin, DEADLINE)))
+    talk.start()
+    try:
+        assert listener.done.wait(DEADLINE), "the request never arrived"
+        assert proc.poll() is None, "the relay gave up before the CLI answered"
+        listener.release.set()  # the CLI has exchanged its code and answers now
+        talk.join(DEADLINE)
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+        talk.join(DEADLINE)
+    out, err = outputs[0]
+    assert proc.returncode == 0, err
+    assert out.endswith(b"relayed answer")
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_each_route_ends_at_its_answer_deadline(route: str, tmp_path: Path) -> None:
+    listener = Listener(needles=[], hold=True)  # never released: a CLI that never answers
+    try:
+        tools, shebang = ROUTES[route]
+        path = _path_with(tmp_path, *tools, *(("timeout",) if route == "bash" else ()))
+        result = _relay(
+            "sh",
+            _form_post(listener.port),
+            listener,
+            _program(tmp_path, shebang),
+            path,
+            answer_deadline=1,
+        )
+    finally:
+        listener.close()
+    assert relay_outcome(result.returncode, result.stdout) == "late", result.stderr
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_listener_that_closes_without_answering_is_told_apart(route: str, tmp_path: Path) -> None:
+    listener = Listener(needles=[], answer=None)  # the CLI took the code and exited
+    try:
+        tools, shebang = ROUTES[route]
+        result = _relay(
+            "sh",
+            _form_post(listener.port),
+            listener,
+            _program(tmp_path, shebang),
+            _path_with(tmp_path, *tools),
+        )
+        assert listener.done.wait(DEADLINE)
+    finally:
+        listener.close()
+    assert relay_outcome(result.returncode, result.stdout) == "no_answer", result.stderr
