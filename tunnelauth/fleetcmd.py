@@ -1,8 +1,9 @@
 """The edge of fleet commands: which hosts the command line names, and ``status`` across them.
 
 Reads the config file, the ssh config's Host names and an inventory; builds each host's
-Settings (a flag the user typed wins over an inventory's value); prints the fleet table or one
-JSON document per host.
+Settings (a flag the user typed wins over an inventory's value); owns the run's shared jump
+hosts (``hoppool.HopPool``: opened up front, closed after every host); prints the fleet table
+or one JSON document per host.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tunnelauth.errors import UsageError
+from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.hostset import FleetHost, expand, groups_of
 from tunnelauth.status import ExitStatus
+
+if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
+    from tunnelauth.settings import Settings
+    from tunnelauth.transports.headstart import HeadStart
 
 
 def fleet_hosts(options: dict[str, Any]) -> list[FleetHost]:
@@ -58,6 +64,55 @@ def host_options(options: dict[str, Any], host: FleetHost) -> dict[str, Any]:
     return merged
 
 
+async def open_shared_hops(
+    pool: HopPool, hosts: Sequence[FleetHost], build: Any, *, verbosity: int
+) -> None:
+    """On a terminal, open each host's jump chain once before any login: ssh's questions (a
+    bastion's one-time code) are asked here, once for the fleet, while nothing else is on the
+    terminal. Logins side by side run as in batch mode and could not ask them.
+
+    ``build`` gives a host's Settings as the user runs them. A batch run asks nothing: its
+    chains are opened by the first host that needs each (the others wait for that one). A
+    chain that fails is not reported here: each host behind it reports it in its row.
+    """
+    from tunnelauth.transports import resolve
+
+    if not sys.stdin.isatty():
+        return
+    reporter: Any = None
+    terminal: Any = None
+    try:
+        for host in hosts:
+            try:
+                settings: Settings = build(host)
+                if settings.batch:
+                    continue
+                transport = resolve.make(settings, hops=pool)
+            except TunnelauthError:
+                continue  # the host's own run reports it
+            if terminal is None:
+                from tunnelauth.flow import ssh_asker
+                from tunnelauth.render import ConsoleReporter
+                from tunnelauth.report import Stage
+                from tunnelauth.terminal import Terminal
+
+                terminal = Terminal.open()
+                reporter = ConsoleReporter(verbosity=verbosity)
+                reporter.stage(Stage.CONNECTING, "jump hosts")
+            asker = ssh_asker(reporter, terminal) if terminal is not None else None
+            try:
+                await transport.open_hops(asker=asker)
+            except (TunnelauthError, OSError, asyncio.TimeoutError):
+                pass  # every host behind the chain gets this failure in its row
+            finally:
+                await transport.close()
+    finally:
+        if terminal is not None:
+            terminal.restore()
+        if reporter is not None:
+            reporter.close()
+
+
 def status(options: dict[str, Any]) -> ExitStatus:
     """``status`` across the fleet: the table (or JSON lines) on stdout; the exit status."""
     from tunnelauth.cmdline import build_settings
@@ -78,7 +133,17 @@ def status(options: dict[str, Any]) -> ExitStatus:
             sys.stderr.write(f"tunnelauth: {result.host.name}: {word}\n")
 
     jobs = int(options.get("jobs") or (BATCH_JOBS if batch else 1))
-    results = asyncio.run(ask_fleet(hosts, build, jobs=jobs, on_result=progress))
+    verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
+
+    async def main() -> list[HostResult]:
+        from tunnelauth.hoppool import HopPool
+
+        # One connection per jump chain for the whole fleet; closed after every host.
+        async with HopPool() as pool:
+            await open_shared_hops(pool, hosts, build, verbosity=verbosity)
+            return await ask_fleet(hosts, build, jobs=jobs, on_result=progress, hops=pool)
+
+    results = asyncio.run(main())
     for result in results:
         if result.status is not None:
             remember_mcp_servers(result.host.name, result.status.mcp_servers)
@@ -98,10 +163,11 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
     from tunnelauth import flow, postlogin
     from tunnelauth.cmdline import build_settings
     from tunnelauth.fleetboard import FleetBoard, HostReporter
-    from tunnelauth.fleetlogin import default_jobs, exit_status, login_all, run
+    from tunnelauth.fleetlogin import Outcome, default_jobs, exit_status, login_all, run
     from tunnelauth.options import resolve_batch
     from tunnelauth.report import Reporter
-    from tunnelauth.settings import Settings
+    from tunnelauth.transports import resolve
+    from tunnelauth.transports.base import Transport
 
     hosts = fleet_hosts(options)
     batch = resolve_batch(bool(options.get("batch")), os.environ, sys.stdin.isatty()).value
@@ -109,14 +175,18 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
     # Logins side by side cannot share the terminal: they run as in batch mode.
     foreground = jobs == 1 and not batch
     verbosity = -1 if options.get("quiet") else int(options.get("verbose") or 0)
-    board = FleetBoard([h.name for h in hosts], verbosity=verbosity, live=not foreground)
+    boards: list[FleetBoard] = []
     order = {h.name: i for i, h in enumerate(hosts, 1)}
 
+    def as_typed(host: FleetHost) -> Settings:
+        return build_settings(name, host_options(options, host), run_command=run_command)
+
     def build(host: FleetHost) -> Settings:
-        settings = build_settings(name, host_options(options, host), run_command=run_command)
+        settings = as_typed(host)
         return settings if foreground else settings._replace(batch=True)
 
     def reporter_for(host: FleetHost) -> Reporter:
+        board = boards[0]
         human: Reporter = HostReporter(board, host.name)
         if foreground:
             from tunnelauth.render import ConsoleReporter
@@ -129,10 +199,35 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
 
         return JsonReporter(inner=human, host=host.name, fleet=True)
 
-    async def login_one(settings: Settings, reporter: Reporter) -> tuple[str, str]:
+    async def main() -> list[Outcome]:
+        from tunnelauth.hoppool import HopPool
+
+        # One connection per jump chain for the whole fleet: opened up front (ssh's questions
+        # asked once, on the terminal), closed after every host, whatever happened.
+        async with HopPool() as pool:
+            await open_shared_hops(pool, hosts, as_typed, verbosity=verbosity)
+            boards.append(
+                FleetBoard([h.name for h in hosts], verbosity=verbosity, live=not foreground)
+            )
+
+            def transport_for(settings: Settings, head_start: HeadStart | None) -> Transport:
+                return resolve.make(settings, head_start, hops=pool)
+
+            async def login_one(settings: Settings, reporter: Reporter) -> tuple[str, str]:
+                return await login_host(settings, reporter, transport_for)
+
+            return await login_all(hosts, build, reporter_for, login_one, jobs=jobs)
+
+    async def login_host(
+        settings: Settings,
+        reporter: Reporter,
+        transport_for: Callable[[Settings, HeadStart | None], Transport],
+    ) -> tuple[str, str]:
         hook = postlogin.after_login if settings.verify or settings.replace else None
         try:
-            success = await flow.login(settings, reporter, after_success=hook)
+            success = await flow.login(
+                settings, reporter, after_success=hook, transport_factory=transport_for
+            )
         finally:
             if foreground:
                 reporter.close()
@@ -143,9 +238,11 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
         return success.message, success.login.value
 
     try:
-        outcomes = run(lambda: login_all(hosts, build, reporter_for, login_one, jobs=jobs))
+        outcomes = run(main)
     finally:
-        board.close()
+        for board in boards:
+            board.close()
+    board = boards[0]
     code = exit_status(outcomes)
     if options.get("json"):
         from tunnelauth.jsonout import JsonReporter

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tunnelauth.errors import TunnelauthError
 from tunnelauth.hostset import FleetHost
@@ -17,6 +17,9 @@ from tunnelauth.loginstatus import LoginStatus, ask
 from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import Settings
 from tunnelauth.status import ExitStatus
+
+if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
 
 BATCH_JOBS = 8  # hosts asked at once in batch mode
 
@@ -50,11 +53,14 @@ def exit_status(results: Sequence[HostResult]) -> ExitStatus:
     return ExitStatus.OK
 
 
-async def ask_host(host: FleetHost, build: Callable[[FleetHost], Settings]) -> HostResult:
-    """One host's status; every expected failure becomes its result."""
+async def ask_host(
+    host: FleetHost, build: Callable[[FleetHost], Settings], hops: HopPool | None = None
+) -> HostResult:
+    """One host's status; every expected failure becomes its result (``hops``: the fleet's
+    shared jump chains)."""
     try:
         settings = build(host)
-        return HostResult(host, await ask(settings), ExitStatus.OK)
+        return HostResult(host, await ask(settings, hops=hops), ExitStatus.OK)
     except TunnelauthError as exc:
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
         return HostResult(host, None, exc.status, message)
@@ -70,13 +76,14 @@ async def ask_fleet(
     *,
     jobs: int,
     on_result: Callable[[HostResult], None] | None = None,
+    hops: HopPool | None = None,
 ) -> list[HostResult]:
     """Every host's status, in the order named; at most ``jobs`` connections at once."""
     slots = asyncio.Semaphore(max(1, jobs))
 
     async def one(host: FleetHost) -> HostResult:
         async with slots:
-            result = await ask_host(host, build)
+            result = await ask_host(host, build, hops)
         if on_result is not None:
             on_result(result)
         return result

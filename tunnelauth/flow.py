@@ -738,6 +738,9 @@ def _ssh_asker(
     return ask
 
 
+ssh_asker = _ssh_asker  # what fleet commands ask ssh's questions with, before their logins
+
+
 # Work done on the same connection after a successful login (--verify, --replace).
 AfterSuccess = Callable[[Settings, Transport, Reporter], Awaitable[None]]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tunnelauth.errors import CommandNotFoundError
 from tunnelauth.postlogin import status_says_logged_in
@@ -18,6 +18,9 @@ from tunnelauth.remote import NOT_FOUND_MARKER, settings_command
 from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import Settings
 from tunnelauth.transports.base import Transport
+
+if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
 
 EXEC_DEADLINE = 30.0
 MAX_OUTPUT = 16 * 1024  # one status answer is a line; more is cut
@@ -110,11 +113,14 @@ async def gather(settings: Settings, transport: Transport) -> LoginStatus:
     return LoginStatus(settings.target.host, states, servers)
 
 
-async def ask(settings: Settings) -> LoginStatus:
-    """Gather within the run's deadline (asyncio.TimeoutError when it passes)."""
+async def ask(settings: Settings, *, hops: HopPool | None = None) -> LoginStatus:
+    """Gather within the run's deadline (asyncio.TimeoutError when it passes).
+
+    ``hops``: a fleet's shared jump chains (one host alone opens its own).
+    """
     from tunnelauth.transports import resolve
 
-    transport = resolve.make(settings)
+    transport = resolve.make(settings, hops=hops)
     deadline = min(
         settings.timeout, settings.connect_timeout + (len(PROVIDERS) + 1) * EXEC_DEADLINE
     )

@@ -38,6 +38,7 @@ from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.sshargs import PROMPTING_METHODS, batch_prompt_refusal
 
 if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
     from tunnelauth.transports.headstart import HeadStart
 
 MAX_HOPS = 8  # a ProxyJump loop in the config must not recurse forever
@@ -342,6 +343,7 @@ class AsyncSSHTransport(Transport):
         connect_timeout: float = 30.0,
         batch: bool = False,
         keepalive_interval: float = 5.0,
+        hops: HopPool | None = None,
         head_start: HeadStart | None = None,
     ) -> None:
         self.target = target
@@ -349,7 +351,8 @@ class AsyncSSHTransport(Transport):
         self.connect_timeout = connect_timeout
         self.batch = batch
         self.keepalive_interval = keepalive_interval
-        self._conns: list[Any] = []  # hops first, the target last
+        self.hops = hops  # a fleet's shared jump chains (None: this connection opens its own)
+        self._conns: list[Any] = []  # hops first, the target last (never a shared hop)
         self._passphrases: dict[str, str | None] = {}
         self._tempdir: str | None = None
         self._hop_names: dict[int, str] = {}  # id(connection to a jump host) → its spec
@@ -446,7 +449,7 @@ class AsyncSSHTransport(Transport):
             hops = tuple(self.target.jump)
             tunnel = None
             if hops:
-                tunnel = await self._open_chain(hops, depth=1)
+                tunnel = await self._target_tunnel(hops)
             user, host = self.target.user_and_host()
             await self._open(host, self.target.port, user, tunnel, final=True, depth=0)
         except BaseException:
@@ -455,22 +458,89 @@ class AsyncSSHTransport(Transport):
         finally:
             self._remove_overrides()
 
-    async def _open_chain(self, hops: Sequence[str], depth: int) -> Any:
-        """Connect hop after hop, each through the previous one; returns the last."""
+    async def open_hops(self, *, asker: Asker | None = None) -> None:
+        """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
+        if self.hops is None:
+            return
+        if asker is not None:
+            self.prompter.bind(asker)
+        self._write_overrides()
+        try:
+            hops = tuple(self.target.jump)
+            if not hops:
+                kwargs = self._kwargs(self.target.host, self.target.port, self.target.login, True)
+                # Only the ProxyJump is read: no key is loaded (nor its passphrase asked) here.
+                kwargs.pop("passphrase", None)
+                kwargs["client_keys"] = None
+                options = await asyncio.to_thread(
+                    lambda: asyncssh.SSHClientConnectionOptions(**kwargs)
+                )
+                hops = jump_chain(options.tunnel if isinstance(options.tunnel, str) else None)
+            if hops:
+                await self._target_tunnel(hops)
+        except (ValueError, asyncssh.Error) as exc:
+            raise UsageError(f"ssh configuration for {self.target.host}: {exc}") from exc
+        finally:
+            self._remove_overrides()
+
+    async def _target_tunnel(self, hops: Sequence[str]) -> Any:
+        """The connection the target is reached through: the fleet's shared one, or our own."""
+        if self.hops is None:
+            return await self._open_chain(hops, depth=1)
+        from tunnelauth.hoppool import hop_key
+
+        key = hop_key(self.name, hops, self._config_paths(with_overrides=False))
+
+        async def open_shared() -> _SharedChain:
+            conns: list[Any] = []
+            try:
+                await self._open_chain(hops, depth=1, into=conns)
+            except BaseException:
+                await _close_all(conns)
+                raise
+            return _SharedChain(conns, hops[-1])
+
+        async def usable(chain: _SharedChain) -> bool:
+            return not chain.tunnel.is_closed()
+
+        chain = await self.hops.get(key, open_shared, target=self.target.host, usable=usable)
+        self._hop_names[id(chain.tunnel)] = chain.spec
+        return chain.tunnel
+
+    async def _open_chain(
+        self, hops: Sequence[str], depth: int, into: list[Any] | None = None
+    ) -> Any:
+        """Connect hop after hop, each through the previous one; returns the last.
+
+        The connections go to ``into`` (a shared chain's list), else to this transport's.
+        """
         tunnel = None
         for spec in hops:
             user, host, port = split_hop(spec)
             try:
-                tunnel = await self._open(host, port, user, tunnel, final=False, depth=depth)
+                tunnel = await self._open(
+                    host, port, user, tunnel, final=False, depth=depth, into=into
+                )
             except SSHError as exc:
                 raise at_hop(exc, spec, self.target.host) from None
             self._hop_names[id(tunnel)] = spec
         return tunnel
 
     async def _open(
-        self, host: str, port: int | None, user: str | None, tunnel: Any, *, final: bool, depth: int
+        self,
+        host: str,
+        port: int | None,
+        user: str | None,
+        tunnel: Any,
+        *,
+        final: bool,
+        depth: int,
+        into: list[Any] | None = None,
     ) -> Any:
-        """One authenticated connection to ``host``; ProxyJump from the config when no tunnel."""
+        """One authenticated connection to ``host``; ProxyJump from the config when no tunnel.
+
+        It is kept in ``into`` (a shared chain's list), else in this transport's.
+        """
         if depth > MAX_HOPS:
             raise UsageError(f"more than {MAX_HOPS} jump hops (a ProxyJump loop?)")
         kwargs = self._kwargs(host, port, user, final)
@@ -480,8 +550,10 @@ class AsyncSSHTransport(Transport):
             raise UsageError(f"ssh configuration for {host}: {exc}") from exc
         if tunnel is None and not (final and self.target.jump):
             hops = jump_chain(options.tunnel if isinstance(options.tunnel, str) else None)
-            if hops:
-                tunnel = await self._open_chain(hops, depth + 1)
+            if hops and final:
+                tunnel = await self._target_tunnel(hops)
+            elif hops:
+                tunnel = await self._open_chain(hops, depth + 1, into=into)
         add_to, known = _known_hosts(options)
         kwargs["known_hosts"] = trust = _trust(known)
         if not options.config.get("HostKeyAlgorithms"):
@@ -514,7 +586,7 @@ class AsyncSSHTransport(Transport):
             again.system_config = client.system_config
             kwargs["client_factory"] = lambda: again
             conn = await self._connect_with_deadline(host, kwargs, again)
-        self._conns.append(conn)
+        (self._conns if into is None else into).append(conn)
         return conn
 
     def _early_socket(self, options: Any, tunnel: Any) -> socket.socket | None:
@@ -641,15 +713,37 @@ class AsyncSSHTransport(Transport):
     async def close(self) -> None:
         """Close the target connection, then each hop in reverse order."""
         self.prompter.cancel()  # a key-loading thread waiting for a passphrase ends now
-        while self._conns:
-            conn = self._conns.pop()
-            conn.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(conn.wait_closed(), CLOSE_GRACE)
+        await _close_all(self._conns)
         self._remove_overrides()
         if self._library_log is not None:
             self._library_log.stop()
             self._library_log = None
+
+
+async def _close_all(conns: list[Any]) -> None:
+    """Close connections, the newest first (the target before its hops)."""
+    while conns:
+        conn = conns.pop()
+        conn.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(conn.wait_closed(), CLOSE_GRACE)
+
+
+class _SharedChain:
+    """A fleet's jump chain: its connections, the last one carrying every target's tunnel."""
+
+    def __init__(self, conns: list[Any], spec: str) -> None:
+        self.conns = conns
+        self.spec = spec  # the last hop as ProxyJump names it
+
+    @property
+    def tunnel(self) -> Any:
+        """The connection to the last hop (targets' connections go through it)."""
+        return self.conns[-1]
+
+    async def close(self) -> None:
+        """Close the hops, the last first."""
+        await _close_all(self.conns)
 
 
 def _password_tries(value: str | None) -> int:

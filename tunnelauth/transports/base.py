@@ -116,6 +116,13 @@ class Transport(abc.ABC):
         ``close``.
         """
 
+    @abc.abstractmethod
+    async def open_hops(self, *, asker: Asker | None = None) -> None:
+        """A fleet's first pass: open (or find) this host's shared jump chain, nothing else.
+
+        ``asker`` answers the jump hosts' questions.
+        """
+
     async def alive(self) -> bool:
         """Whether the connection still answers (a backend without a check: assume so)."""
         return True

@@ -27,6 +27,7 @@ from tunnelauth.errors import (
     HostKeyError,
     SSHError,
     UsageError,
+    at_hop,
     hop_hint,
     hop_label,
 )
@@ -38,6 +39,7 @@ from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult, T
 from tunnelauth.transports.hops import jump_chain, split_hop, unreachable_from
 
 if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
     from tunnelauth.transports.headstart import HeadStart
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
@@ -301,12 +303,17 @@ class OpenSSHTransport(Transport):
         connect_timeout: float = 30.0,
         batch: bool = False,
         ssh: str | None = None,
+        hops: HopPool | None = None,
+        shared_hop: bool = False,
         head_start: HeadStart | None = None,
     ) -> None:
         self.target = target
         self.connect_timeout = connect_timeout
         self.batch = batch
         self.ssh = ssh or shutil.which("ssh") or "ssh"
+        self.hops = hops  # a fleet's shared jump chains (None: this connection opens its own)
+        self.shared_hop = shared_hop  # this connection is a jump host the fleet shares
+        self._hop: OpenSSHTransport | None = None  # the fleet's hop this target goes through
         self.config: dict[str, str] = {}
         self.head_start = head_start
         self._socket: str | None = None  # the control socket in use
@@ -346,14 +353,108 @@ class OpenSSHTransport(Transport):
                 await self._open_master(ahead.master)  # started before the heavy imports
                 return
         else:
-            self.config = await asyncio.to_thread(master.query_config, self.ssh, self.target)
-        if not self.target.has_connection_flags:
-            path = sshargs.existing_control_path(self.config)
-            if path and os.path.exists(path) and await self._check(path):
-                self._socket = path
-                self.reused_master = True
-                return
+            self.config = await self._query_config()
+        if await self._adopt():
+            return
+        if self.hops is not None:
+            await self._through_shared_hop()
         await self._open_master()
+
+    async def _adopt(self) -> bool:
+        """Use the user's live master for the host, if no flag asks for another connection.
+
+        A jump host a fleet shares is named by user, host and port (from ProxyJump), which the
+        user's ControlPath tells apart: its master is adopted whatever those say.
+        """
+        target = self.target
+        flags = target.has_connection_flags
+        if self.shared_hop:
+            flags = bool(target.identity or target.options)
+        if flags:
+            return False
+        path = sshargs.existing_control_path(self.config)
+        if path and os.path.exists(path) and await self._check(path):
+            self._socket = path
+            self.reused_master = True
+            return True
+        return False
+
+    async def open_hops(self, *, asker: Asker | None = None) -> None:
+        """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
+        if self.hops is None:
+            return
+        if shutil.which(self.ssh) is None:
+            return  # the host's own login says so
+        self._asker = asker
+        self.config = await self._query_config()
+        await self._shared_hop()
+
+    async def _shared_hop(self) -> OpenSSHTransport | None:
+        """The fleet's master to this host's last jump host (shared with the fleet's hosts).
+
+        None when the host is reached directly or through a ProxyCommand (nothing to share).
+        """
+        assert self.hops is not None
+        from tunnelauth.hoppool import hop_key
+
+        proxy = self.config.get("proxycommand", "none")
+        hops = list(jump_chain(self.config.get("proxyjump"))) or list(self.target.jump)
+        if not hops or proxy.lower() != "none":
+            return None
+        config = str(self.target.ssh_config) if self.target.ssh_config is not None else ""
+        key = hop_key(self.name, hops, (config,))
+        user, host, port = split_hop(hops[-1])
+        hop_target = SSHTarget(
+            host=host,
+            jump=tuple(hops[:-1]),
+            ssh_config=self.target.ssh_config,
+            port=port,
+            login=user,
+        )
+
+        async def open_hop() -> OpenSSHTransport:
+            hop = OpenSSHTransport(
+                hop_target,
+                connect_timeout=self.connect_timeout,
+                batch=self.batch,
+                ssh=self.ssh,
+                shared_hop=True,
+            )
+            try:
+                await hop.connect(asker=self._asker)
+            except SSHError as exc:
+                await hop.close()
+                raise at_hop(exc, hops[-1], self.target.host) from None
+            except BaseException:
+                await hop.close()
+                raise
+            return hop
+
+        async def usable(hop: OpenSSHTransport) -> bool:
+            # Its ControlPersist may have run out while no host used it.
+            return await hop.alive()
+
+        return await self.hops.get(key, open_hop, target=self.target.host, usable=usable)
+
+    async def _through_shared_hop(self) -> None:
+        """Reach the target through the fleet's master to its last jump host.
+
+        ssh's own ProxyJump would authenticate to every hop again; instead the target's
+        connection runs ``ssh -S <hop master> -W [%h]:%p`` as its ProxyCommand (which takes
+        precedence over the config's ProxyJump), with the same host-key checks for the target.
+        """
+        hop = await self._shared_hop()
+        if hop is None:
+            return
+        self._hop = hop
+        command = sshargs.shared_hop_proxy(self.ssh, hop.target, hop.socket)
+        self.target = self.target._replace(
+            jump=(), options=(f"ProxyCommand={command}", *self.target.options)
+        )
+
+    async def _query_config(self) -> dict[str, str]:
+        """``ssh -G`` for the target (on a worker thread: it blocks)."""
+        return await asyncio.to_thread(master.query_config, self.ssh, self.target)
 
     async def _check(self, socket: str) -> bool:
         argv = sshargs.control_argv(self.ssh, self.target, socket, "check")
@@ -428,6 +529,8 @@ class OpenSSHTransport(Transport):
             chain = await self._jump_chain()
             if sshargs.proxy_failure_hidden(stderr) and not sshargs.proxied_failure(stderr)[0]:
                 stderr = await self._diagnose() or stderr
+        if self._hop is not None:
+            stderr = sshargs.shared_hop_refusal(stderr, self._hop.last_open_failure())
         error = _connect_error(self.target.host, stderr, batch=self.batch, asked=asked, chain=chain)
         if isinstance(error, HostKeyError) and "SHA256:" not in error.message:
             # ssh names the offered key only when it asks; a -v repeat logs it.
@@ -497,6 +600,15 @@ class OpenSSHTransport(Transport):
     def _master_log_path(self) -> str | None:
         """The log of a master tunnelauth opened (an adopted one's log is not ours to read)."""
         return self._own.master_log if self._own is not None else None
+
+    def last_open_failure(self) -> str | None:
+        """Why the server last refused a channel, from the log of a master tunnelauth opened."""
+        path = self._master_log_path()
+        if path is None:
+            return None
+        with contextlib.suppress(OSError), open(path, "rb") as fh:
+            return sshargs.last_open_failure(fh.read()[-STDERR_LIMIT:].decode("utf-8", "replace"))
+        return None
 
     def _stop_follower(self) -> None:
         follower, self._follower = self._follower, None

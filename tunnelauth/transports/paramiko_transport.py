@@ -41,6 +41,7 @@ from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.sshargs import batch_prompt_refusal
 
 if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
     from tunnelauth.transports.headstart import HeadStart
 
 # paramiko logs a refused channel (our forwarding probe) at ERROR; with no handler configured,
@@ -265,6 +266,7 @@ class ParamikoTransport(Transport):
         connect_timeout: float = 30.0,
         batch: bool = False,
         keepalive_interval: float = 5.0,
+        hops: HopPool | None = None,
         head_start: HeadStart | None = None,
     ) -> None:
         self.target = target
@@ -272,6 +274,7 @@ class ParamikoTransport(Transport):
         self.connect_timeout = connect_timeout
         self.batch = batch
         self.keepalive_interval = keepalive_interval
+        self.hops = hops  # a fleet's shared jump chains (None: this connection opens its own)
         self._threads = _Threads()
         self._transports: list[Any] = []
         self._hop_specs: list[str] = []  # the chain's names, as _transports
@@ -324,14 +327,64 @@ class ParamikoTransport(Transport):
             self.prompter.bind(asker)
         target_config, hop_config = self._configs()
         try:
-            chain: list[_Hop] = [(spec, hop_config, None, None) for spec in self.target.jump]
             user, host = self.target.user_and_host()
-            chain.append((host, target_config, self.target.port, user))
-            await self._connect_chain(chain, bool(self.target.jump), hop_config, 0)
+            target: _Hop = (host, target_config, self.target.port, user)
+            shared = await self._shared_chain(target_config, hop_config)
+            if shared is not None:
+                # The fleet's connection to the last hop carries this one (a channel for sock).
+                tunnel, via = shared.transport, shared.spec
+                await self._connect_chain([target], True, hop_config, 0, tunnel=tunnel, via=via)
+            else:
+                chain: list[_Hop] = [(spec, hop_config, None, None) for spec in self.target.jump]
+                chain.append(target)
+                await self._connect_chain(chain, bool(self.target.jump), hop_config, 0)
         except BaseException:
             await self.close()
             raise
         self._threads.start(self._keepalive, "keepalive")
+
+    async def open_hops(self, *, asker: Asker | None = None) -> None:
+        """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
+        if self.hops is None:
+            return
+        if asker is not None:
+            self.prompter.bind(asker)
+        await self._shared_chain(*self._configs())
+
+    async def _shared_chain(self, target_config: Any, hop_config: Any) -> _SharedChain | None:
+        """The fleet's connections to this host's jump hosts (None: no pool, or no hops)."""
+        if self.hops is None:
+            return None
+        from tunnelauth.hoppool import hop_key
+
+        explicit = bool(self.target.jump)
+        looked = target_config.lookup(self.target.host)
+        hops = list(self.target.jump) or list(jump_chain(looked.get("proxyjump")))
+        if not hops:
+            return None
+        path = self.target.ssh_config or Path("~/.ssh/config").expanduser()
+        key = hop_key(self.name, hops, (str(path), "-J" if explicit else "ProxyJump"))
+
+        async def open_shared() -> _SharedChain:
+            opener = ParamikoTransport(
+                self.target,
+                connect_timeout=self.connect_timeout,
+                batch=self.batch,
+                keepalive_interval=self.keepalive_interval,
+            )
+            opener.prompter = self.prompter  # questions go where this host's go
+            entries: list[_Hop] = [(spec, hop_config, None, None) for spec in hops]
+            try:
+                await opener._connect_chain(entries, explicit, hop_config, 0)
+            except BaseException:
+                await opener._close_connections()
+                raise
+            return _SharedChain(opener, hops[-1])
+
+        async def usable(chain: _SharedChain) -> bool:
+            return bool(chain.transport.is_active())
+
+        return await self.hops.get(key, open_shared, target=self.target.host, usable=usable)
 
     async def _connect_chain(
         self,
@@ -339,8 +392,15 @@ class ParamikoTransport(Transport):
         explicit: bool,
         hop_config: Any,
         depth: int,
+        *,
+        tunnel: Any = None,
+        via: str | None = None,
     ) -> None:
-        """Connect each entry through the previous one; the first may bring its own ProxyJump."""
+        """Connect each entry through the previous one; the first may bring its own ProxyJump.
+
+        ``tunnel``: the connection the first entry is reached through (``via`` names it).
+        """
+        first_tunnel, first_via = tunnel, via
         for index, (spec, config, port, login) in enumerate(chain):
             user, host, spec_port = split_hop(spec) if config is hop_config else (None, spec, None)
             looked = config.lookup(host)
@@ -352,8 +412,8 @@ class ParamikoTransport(Transport):
                     await self._connect_chain(
                         [(h, hop_config, None, None) for h in hops], False, hop_config, depth + 1
                     )
-            tunnel = self._transports[-1] if (index > 0 or self._transports) else None
-            via = self._hop_specs[-1] if tunnel is not None and self._hop_specs else None
+            tunnel = self._transports[-1] if (index > 0 or self._transports) else first_tunnel
+            via = self._hop_specs[-1] if tunnel is not None and self._hop_specs else first_via
             settings = _Effective(looked, host, port or spec_port, login or user)
             try:
                 conn = await self._threads.call(
@@ -601,13 +661,35 @@ class ParamikoTransport(Transport):
         for pipe in reversed(self._pipes):
             await pipe.close()
         self._pipes.clear()
-        while self._transports:
-            conn = self._transports.pop()
-            await self._threads.call(conn.close, "close")
-        await self._threads.join()
+        await self._close_connections()
         if self._library_log is not None:
             self._library_log.stop()
             self._library_log = None
+
+    async def _close_connections(self) -> None:
+        """Close the target and each hop in reverse order; join every thread."""
+        while self._transports:
+            conn = self._transports.pop()
+            await self._threads.call(conn.close, "close")
+        self._hop_specs.clear()
+        await self._threads.join()
+
+
+class _SharedChain:
+    """A fleet's jump chain: the last hop's Transport opens every target's socket."""
+
+    def __init__(self, opener: ParamikoTransport, spec: str) -> None:
+        self._opener = opener  # holds the hops' Transports and their threads
+        self.spec = spec  # the last hop as ProxyJump names it
+
+    @property
+    def transport(self) -> Any:
+        """The Transport to the last hop."""
+        return self._opener.transport
+
+    async def close(self) -> None:
+        """Close the hops, the last first, and join their threads."""
+        await self._opener._close_connections()
 
 
 class _Effective:

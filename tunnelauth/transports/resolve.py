@@ -7,14 +7,21 @@ from typing import TYPE_CHECKING
 from tunnelauth.transports.choice import choose
 
 if TYPE_CHECKING:
+    from tunnelauth.hoppool import HopPool
     from tunnelauth.settings import Settings
     from tunnelauth.transports.base import Transport
     from tunnelauth.transports.headstart import HeadStart
 
 
-def make(settings: Settings, head_start: HeadStart | None = None) -> Transport:
-    """Build the chosen transport, with ``head_start`` to adopt (its choice, if made for this
-    target, is the one used); the choice and its reason are left in ``transport.choice``."""
+def make(
+    settings: Settings, head_start: HeadStart | None = None, *, hops: HopPool | None = None
+) -> Transport:
+    """Build the chosen transport; the choice and its reason are left in ``transport.choice``.
+
+    ``head_start``: what a login started before the heavy imports, for the transport to adopt
+    (its choice, if made for this target, is the one used). ``hops``: a fleet's shared jump
+    chains (one login alone opens its own).
+    """
     ahead = (
         head_start if head_start is not None and head_start.for_target(settings.target) else None
     )
@@ -28,19 +35,19 @@ def make(settings: Settings, head_start: HeadStart | None = None) -> Transport:
             from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
 
         transport = AsyncSSHTransport(
-            settings.target, connect_timeout=timeout, batch=batch, head_start=ahead
+            settings.target, connect_timeout=timeout, batch=batch, hops=hops, head_start=ahead
         )
     elif choice.name == "paramiko":
         from tunnelauth.transports.paramiko_transport import ParamikoTransport
 
         transport = ParamikoTransport(
-            settings.target, connect_timeout=timeout, batch=batch, head_start=ahead
+            settings.target, connect_timeout=timeout, batch=batch, hops=hops, head_start=ahead
         )
     else:
         from tunnelauth.transports.openssh import OpenSSHTransport
 
         transport = OpenSSHTransport(
-            settings.target, connect_timeout=timeout, batch=batch, head_start=ahead
+            settings.target, connect_timeout=timeout, batch=batch, hops=hops, head_start=ahead
         )
     transport.choice = choice
     return transport

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 
 from tunnelauth.sanitize import untrusted
@@ -154,6 +155,22 @@ def mux_argv(ssh: str, target: SSHTarget, socket: str, *rest: str) -> list[str]:
     """A client that only talks through the control socket (``rest`` = mode flags)."""
     config = ["-F", str(target.ssh_config)] if target.ssh_config is not None else []
     return [ssh, *config, "-S", socket, *_o(MUX_ONLY), "-e", "none", *rest]
+
+
+def shared_hop_proxy(ssh: str, hop: SSHTarget, socket: str) -> str:
+    """The ProxyCommand that carries a target's connection through a fleet's hop master.
+
+    A multiplexing client of the hop's master asks it for a direct-tcpip channel to the
+    target (``-W``): the hop authenticates once for every host. ssh runs the command through
+    the user's shell after expanding ``%h``/``%p``, so every word is quoted for the shell and
+    its own ``%`` doubled.
+    """
+    argv = mux_argv(ssh, hop, socket, "-W", "[%h]:%p", "--", hop.host)
+    words = []
+    for word in argv:
+        quoted = shlex.quote(word)
+        words.append(quoted if word == "[%h]:%p" else quoted.replace("%", "%%"))
+    return " ".join(words)
 
 
 def session_argv(ssh: str, target: SSHTarget, socket: str, command: str) -> list[str]:
@@ -341,4 +358,24 @@ def next_after(chain: Sequence[str], hop: str, target: str) -> str:
 
 def channel_failed(lines: Sequence[str]) -> bool:
     """Whether a jump host's ``ssh -W`` failed to reach the next host (not its own connect)."""
-    return any("open failed" in line or "stdio forwarding failed" in line for line in lines)
+    return any(
+        "open failed" in line or ("stdio forwarding" in line.lower() and "failed" in line)
+        for line in lines
+    )
+
+
+_MUX_REFUSED = re.compile(r"^Stdio forwarding request failed: .*$", re.MULTILINE)
+
+
+def shared_hop_refusal(stderr: str, reason: str | None) -> str:
+    """ssh's stderr after a target behind a fleet's hop master could not be reached.
+
+    The multiplexing client that is the target's ProxyCommand only hears "Stdio forwarding
+    request failed: Session open refused by peer"; the hop's master logged why (``reason``,
+    e.g. ``connect failed: Connection refused``). The line is put as a jump host's ssh would
+    print it, so the message names the target and the reason, as with ProxyJump.
+    """
+    if not reason:
+        return stderr
+    line = f"channel 0: open failed: {reason}\nstdio forwarding failed"
+    return _MUX_REFUSED.sub(lambda _: line, stderr, count=1)
