@@ -1,15 +1,14 @@
 """The command line without typer: shared options, argv normalising, Settings from options.
 
-Light on purpose (no typer, asyncio or rich): the entry point uses it to recognise a login and
-start its SSH master before the heavy imports (``early_start``); the typer app in ``cli`` uses
-the same option table, so both read a command line the same way.
+Light on purpose (no typer, asyncio or rich): the entry point uses it to recognise a login, and
+the login reads its settings here before the heavy imports, to give its transport a head start
+(``transports.headstart``); the typer app in ``cli`` uses the same option table, so both read
+a command line the same way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -17,7 +16,7 @@ from typing import Any
 
 from tunnelauth import preflight
 from tunnelauth.environment import Environment
-from tunnelauth.errors import TunnelauthError, UsageError
+from tunnelauth.errors import UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS, hermes_args, validate_name
 from tunnelauth.recipes import RECIPES, recipe_command
@@ -135,41 +134,6 @@ _CONVERTERS: Mapping[Any, Any] = MappingProxyType(
         list[str] | None: lambda value: [value],
     }
 )
-
-
-def start_ahead(
-    name: str,
-    options: dict[str, Any],
-    run_command: Sequence[str],
-    *,
-    environment: Environment | None = None,
-) -> None:
-    """Start what can run while the heavy modules import (once per target).
-
-    A batch run on the OpenSSH transport starts its master. asyncssh and paramiko runs open the
-    first hop's TCP connection; a run that will use asyncssh (asked for, or ``auto`` without an
-    ssh client) also starts the library lookups its import would otherwise make on the way to
-    the first packet.
-    """
-    try:
-        settings = build_settings(name, options, run_command=run_command, environment=environment)
-    except TunnelauthError:
-        return  # reported later, once the reporter exists
-    if settings.backend in ("asyncssh", "paramiko"):
-        from tunnelauth.transports import early_dial
-
-        early_dial.start(settings.target)
-    if settings.backend == "asyncssh" or (settings.backend == "auto" and not shutil.which("ssh")):
-        from tunnelauth.transports import native_libs
-
-        native_libs.prewarm()
-        return
-    if not settings.batch or settings.backend not in ("auto", "openssh"):
-        return  # interactive runs may be asked questions: those come after the imports
-    from tunnelauth.transports import early
-
-    with contextlib.suppress(OSError):
-        early.start(settings.target, verbose=settings.verbosity >= 2)
 
 
 def build_settings(

@@ -25,34 +25,26 @@ def _run(args: list[str]) -> int:
     """Dispatch: the version here, a plain login line straight to the login, the rest to typer.
 
     A login read without typer (``cmdline.parse_login``: only lines typer would read the same
-    way) never imports it, and in a batch run its SSH master starts before the heavy imports,
-    so ssh authenticates while they load. A master the run never adopted is ended afterwards.
+    way) never imports it, and its head start (in a batch run, the SSH master) begins before
+    the heavy imports, so ssh authenticates while they load.
     """
     if args == ["--version"] or args == ["-V"]:
         from tunnelauth import __version__
 
         sys.stdout.write(f"tunnelauth {__version__}\n")
         return 0
-    try:
-        from tunnelauth.cmdline import parse_login
+    from tunnelauth.cmdline import parse_login
 
-        # Shell completion asks typer through the environment: leave those runs to it.
-        completing = any(name.startswith("_TUNNELAUTH_COMPLETE") for name in os.environ)
-        parsed = None if completing else parse_login(args)
-        if parsed is not None:
-            from tunnelauth import login
+    # Shell completion asks typer through the environment: leave those runs to it.
+    completing = any(name.startswith("_TUNNELAUTH_COMPLETE") for name in os.environ)
+    parsed = None if completing else parse_login(args)
+    if parsed is not None:
+        from tunnelauth import login
 
-            return login.run(*parsed)
-        from tunnelauth.cli import main as cli_main
+        return login.run(*parsed)
+    from tunnelauth.cli import main as cli_main
 
-        return cli_main(args)
-    finally:
-        early = sys.modules.get("tunnelauth.transports.early")
-        if early is not None:
-            early.discard_unclaimed()
-        dial = sys.modules.get("tunnelauth.transports.early_dial")
-        if dial is not None:
-            dial.discard()
+    return cli_main(args)
 
 
 def leave(code: int) -> NoReturn:

@@ -23,6 +23,7 @@ from tunnelauth.status import ExitStatus
 if TYPE_CHECKING:
     from tunnelauth.hoppool import HopPool
     from tunnelauth.settings import Settings
+    from tunnelauth.transports.headstart import HeadStart
 
 
 def fleet_hosts(options: dict[str, Any]) -> list[FleetHost]:
@@ -89,9 +90,6 @@ async def open_shared_hops(
                 transport = resolve.make(settings, hops=pool)
             except TunnelauthError:
                 continue  # the host's own run reports it
-            open_hops = getattr(transport, "open_hops", None)
-            if open_hops is None:
-                continue
             if terminal is None:
                 from tunnelauth.flow import ssh_asker
                 from tunnelauth.render import ConsoleReporter
@@ -101,11 +99,9 @@ async def open_shared_hops(
                 terminal = Terminal.open()
                 reporter = ConsoleReporter(verbosity=verbosity)
                 reporter.stage(Stage.CONNECTING, "jump hosts")
-            set_asker = getattr(transport, "set_asker", None)
-            if terminal is not None and callable(set_asker):
-                set_asker(ssh_asker(reporter, terminal))
+            asker = ssh_asker(reporter, terminal) if terminal is not None else None
             try:
-                await open_hops()
+                await transport.open_hops(asker=asker)
             except (TunnelauthError, OSError, asyncio.TimeoutError):
                 pass  # every host behind the chain gets this failure in its row
             finally:
@@ -214,8 +210,8 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
                 FleetBoard([h.name for h in hosts], verbosity=verbosity, live=not foreground)
             )
 
-            def transport_for(settings: Settings) -> Transport:
-                return resolve.make(settings, hops=pool)
+            def transport_for(settings: Settings, head_start: HeadStart | None) -> Transport:
+                return resolve.make(settings, head_start, hops=pool)
 
             async def login_one(settings: Settings, reporter: Reporter) -> tuple[str, str]:
                 return await login_host(settings, reporter, transport_for)
@@ -223,7 +219,9 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
             return await login_all(hosts, build, reporter_for, login_one, jobs=jobs)
 
     async def login_host(
-        settings: Settings, reporter: Reporter, transport_for: Callable[[Settings], Transport]
+        settings: Settings,
+        reporter: Reporter,
+        transport_for: Callable[[Settings, HeadStart | None], Transport],
     ) -> tuple[str, str]:
         hook = postlogin.after_login if settings.verify or settings.replace else None
         try:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
+from typing import TYPE_CHECKING
 
 from tunnelauth.browser import BrowserLauncher
 from tunnelauth.environment import Environment
@@ -24,6 +25,9 @@ from tunnelauth.signals import run_with_signals
 from tunnelauth.terminal import LineTooLong, Terminal
 from tunnelauth.transports.base import Transport
 from tunnelauth.verdict import Success
+
+if TYPE_CHECKING:
+    from tunnelauth.transports.headstart import HeadStart
 
 SSH_PROMPT_DEADLINE = 300.0  # how long ssh's password or code question waits for the user
 BROWSER_GRACE = 5.0  # how long a --browser-cmd may keep running after the login ended
@@ -66,11 +70,12 @@ ssh_asker = _ssh_asker  # what fleet commands ask ssh's questions with, before t
 AfterSuccess = Callable[[Settings, Transport, Reporter], Awaitable[None]]
 
 
-def make_transport(settings: Settings) -> Transport:
-    """The transport the settings ask for (``auto``: OpenSSH if usable, else asyncssh/paramiko)."""
+def make_transport(settings: Settings, head_start: HeadStart | None = None) -> Transport:
+    """The transport the settings ask for (``auto``: OpenSSH if usable, else asyncssh/paramiko),
+    adopting what ``head_start`` started for it."""
     from tunnelauth.transports import resolve
 
-    return resolve.make(settings)
+    return resolve.make(settings, head_start)
 
 
 def make_browser(settings: Settings) -> BrowserLauncher:
@@ -82,7 +87,8 @@ async def login(
     settings: Settings,
     reporter: Reporter,
     *,
-    transport_factory: Callable[[Settings], Transport] = make_transport,
+    head_start: HeadStart | None = None,
+    transport_factory: Callable[[Settings, HeadStart | None], Transport] = make_transport,
     browser_factory: Callable[[Settings], BrowserLauncher] = make_browser,
     after_success: AfterSuccess | None = None,
     on_teardown: Callable[[], None] | None = None,
@@ -90,27 +96,24 @@ async def login(
 ) -> Success:
     """Run one login to its end; raises a TunnelauthError naming the exit status on failure.
 
-    ``after_success`` runs on the same connection once the login succeeded, before teardown.
+    ``head_start``: what the caller started before the heavy imports, for the transport to
+    adopt (the caller discards what is left). ``after_success`` runs on the same connection
+    once the login succeeded, before teardown. ``env``: the process's environment (None: read
+    it here).
     """
     started = time.monotonic()
     async with AsyncExitStack() as stack:
-        transport = transport_factory(settings)
-        reason = getattr(transport, "choice_reason", None)
-        if reason:
-            reporter.debug(f"backend {transport.name}: {reason}")
-        if settings.verbosity >= 2:
-            set_debug_log = getattr(transport, "set_debug_log", None)
-            if callable(set_debug_log):
-                set_debug_log(partial(_ssh_debug, reporter))
+        transport = transport_factory(settings, head_start)
+        if transport.choice is not None:
+            reporter.debug(f"backend {transport.name}: {transport.choice.reason}")
+        debug_log = partial(_ssh_debug, reporter) if settings.verbosity >= 2 else None
         reporter.stage(Stage.CONNECTING, settings.target.host)
         terminal = None if settings.batch else Terminal.open()
         if terminal is not None:
             stack.callback(terminal.restore)
-            set_asker = getattr(transport, "set_asker", None)
-            if callable(set_asker):
-                set_asker(_ssh_asker(reporter, terminal))
+        asker = _ssh_asker(reporter, terminal) if terminal is not None else None
         stack.push_async_callback(transport.close)
-        await transport.connect()
+        await transport.connect(asker=asker, debug_log=debug_log)
         reporter.debug(f"connected with {transport.name} in {time.monotonic() - started:.2f} s")
         reporter.stage(Stage.CONNECTED, transport.name)
         browser = browser_factory(settings)
@@ -155,14 +158,19 @@ def run(
     settings: Settings,
     reporter: Reporter,
     *,
+    head_start: HeadStart | None = None,
     after_success: AfterSuccess | None = None,
     env: Environment | None = None,
 ) -> Success:
-    """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130)."""
+    """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130).
+
+    ``head_start`` and ``env`` are the caller's (see ``login``).
+    """
     return run_with_signals(
         lambda teardown_started: login(
             settings,
             reporter,
+            head_start=head_start,
             after_success=after_success,
             on_teardown=teardown_started,
             env=env,

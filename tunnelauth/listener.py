@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
 
 from tunnelauth import httpreq, ports
-from tunnelauth.errors import ChannelRefusedError, PortUnavailableError, UsageError
+from tunnelauth.errors import ChannelRefusedError, UsageError
 from tunnelauth.httpreq import (
     LocalAnswer,
     Request,
@@ -22,9 +19,22 @@ from tunnelauth.httpreq import (
     redact_target,
     response_status,
 )
+from tunnelauth.listenbind import bind_all, show
+from tunnelauth.listenpages import (
+    BUSY_PAGE,
+    DONE_PAGE,
+    NO_ANSWER,
+    NO_ANSWER_PAGE,
+    REFUSED_PAGE,
+    TUNNEL_FAILED_PAGE,
+    ListenerEvent,
+    Progress,
+)
 from tunnelauth.transports.base import Channel
 
 __all__ = [
+    "NO_ANSWER",
+    "NO_ANSWER_PAGE",
     "CallbackListener",
     "ListenerEvent",
     "LocalAnswer",
@@ -37,7 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["bound", "request_carried", "request_local", "carry_failed", "refused"]
 OpenChannel = Callable[[], Awaitable[Channel]]
 OnRefused = Callable[[bytes, str], Awaitable["bytes | None"]]
 
@@ -53,49 +62,6 @@ _CHUNK = 65536
 _LINGER = 2.0  # how long to drain a browser's leftovers after our FIN, so close() sends no RST
 _LINGER_BYTES = 1 << 20
 _CLOSE_DEADLINE = 5.0
-
-
-@dataclass
-class _Progress:
-    """How far one carried exchange got: whether the browser already has an answer."""
-
-    answered: bool = False
-
-
-@dataclass(frozen=True)
-class ListenerEvent:
-    """Something the listener did; ``path`` is redacted (query values never appear)."""
-
-    kind: EventKind
-    path: str = ""
-    status: int | None = None
-    detail: str = ""
-
-
-_DONE_PAGE = (
-    "Login already completed",
-    "tunnelauth has already passed the login on. You can close this tab.",
-)
-_REFUSED_PAGE = (
-    "SSH server refused the tunnel",
-    "tunnelauth could not carry this callback to the remote host: the SSH server refused "
-    "the forwarding channel. Look at the tunnelauth terminal for what to do next.",
-)
-_TUNNEL_FAILED_PAGE = (
-    "Tunnel failed",
-    "tunnelauth could not carry this callback to the remote host. "
-    "Look at the tunnelauth terminal for what happened.",
-)
-_BUSY_PAGE = (
-    "Busy",
-    "tunnelauth is already carrying other requests to the remote host. Try again.",
-)
-NO_ANSWER = "no answer"  # the detail of a carry that reached the remote and got no answer
-NO_ANSWER_PAGE = (
-    "Remote listener did not answer",
-    "The callback reached the remote host, but its login listener closed without answering. "
-    "Look at the tunnelauth terminal for the login's result.",
-)
 
 
 class CallbackListener:
@@ -203,13 +169,13 @@ class CallbackListener:
         if self._started:
             return
         self._started = True
-        socks, notes = await self._bind_all(self._addresses, self._optional_v6)
+        socks, notes = await bind_all(self._addresses, self.port, self._optional_v6)
         self._serve_on(socks, notes)
 
     def _serve_on(self, socks: list[socket.socket], notes: list[str]) -> None:
         """Start accepting on freshly bound sockets and say so."""
         self._sockets += socks
-        shown = tuple(_show(sock.getsockname()[0], self.port) for sock in socks)
+        shown = tuple(show(sock.getsockname()[0], self.port) for sock in socks)
         self.bound += shown
         for sock in socks:
             task = asyncio.create_task(self._accept_loop(sock), name=f"accept {self.port}")
@@ -236,7 +202,7 @@ class CallbackListener:
             listening = {sock.getsockname()[0] for sock in self._sockets}
             missing = tuple(a for a in addresses if a not in listening)
             if missing:
-                self._serve_on(*await self._bind_all(missing, optional_v6))
+                self._serve_on(*await bind_all(missing, self.port, optional_v6))
         self.host = host
         if path is not None:
             self.path = path.split("?", 1)[0] or "/"
@@ -290,71 +256,6 @@ class CallbackListener:
     async def wait_closed(self) -> None:
         """Wait until close() has finished."""
         await self._closed.wait()
-
-    async def _bind_all(
-        self, addresses: tuple[str, ...], optional_v6: bool
-    ) -> tuple[list[socket.socket], list[str]]:
-        """Bind every address (all or nothing) and listen; PortUnavailableError on conflict."""
-        socks: list[socket.socket] = []
-        notes: list[str] = []
-        try:
-            for address in addresses:
-                family = ports.family_of(address)
-                optional = optional_v6 and family == socket.AF_INET6
-                try:
-                    sock = socket.socket(family, socket.SOCK_STREAM)
-                except OSError as exc:
-                    if not optional:
-                        raise
-                    notes.append(f"[::1] unavailable ({exc.strerror}): IPv4 only")
-                    continue
-                socks.append(sock)
-                ports.reuse_address(sock)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    sock.bind((address, self.port))
-                except OSError as exc:
-                    if optional and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                        socks.remove(sock)
-                        sock.close()
-                        notes.append(f"[::1] unavailable ({exc.strerror}): IPv4 only")
-                        continue
-                    raise await self._bind_error(address, exc) from exc
-            for sock in socks:
-                sock.listen(64)
-                sock.setblocking(False)
-        except BaseException:
-            for sock in socks:
-                sock.close()
-            raise
-        return socks, notes
-
-    async def _bind_error(self, address: str, exc: OSError) -> PortUnavailableError:
-        """A clear PortUnavailableError for a failed bind, naming the holder when possible."""
-        where = _show(address, self.port)
-        if exc.errno == errno.EADDRINUSE:
-            holder = await asyncio.to_thread(ports.who_holds, self.port) or ""
-            who = holder or "another program (it could not be identified)"
-            if not holder and await asyncio.to_thread(ports.closing_on, self.port):
-                who = "connections of an earlier program that are still closing (TIME_WAIT)"
-            return PortUnavailableError(
-                f"port {self.port} is already in use on {where} by {who}",
-                port=self.port,
-                holder=holder,
-                hint=(
-                    "The redirect URI fixes this port, so tunnelauth cannot pick another. "
-                    "Stop that program (or an earlier login still waiting) and run tunnelauth "
-                    f"again; `lsof -nP -iTCP:{self.port} -sTCP:LISTEN` shows who holds it."
-                ),
-            )
-        if exc.errno == errno.EACCES:
-            hint = "Ports below 1024 need privileges on this machine."
-        else:
-            hint = "Check that the loopback interface is up on this machine."
-        return PortUnavailableError(
-            f"cannot listen on {where}: {exc.strerror or exc}", port=self.port, hint=hint
-        )
 
     async def _accept_loop(self, sock: socket.socket) -> None:
         """Accept browser connections and start one handler task each."""
@@ -427,14 +328,14 @@ class CallbackListener:
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             # A preconnect that never sent anything, or a browser that went away mid-request:
             # nothing was carried, so there is nothing to report.
-            await self._finish(reader, writer)
+            await finish(reader, writer)
             return
         except LocalAnswer as answer:
             if not writer.transport.is_closing():
                 await self._answer(reader, writer, answer.status, answer.title, answer.text, "")
             return
         if request is None or writer.transport.is_closing():
-            await self._finish(reader, writer)
+            await finish(reader, writer)
             return
         if task is not None:
             self._busy.add(task)
@@ -452,7 +353,7 @@ class CallbackListener:
             title, text = "Not Found", "This address is not part of the login."
             await self._answer(reader, writer, 404, title, text, redacted, request.method)
         elif not self._carrying:
-            await self._answer(reader, writer, 200, *_DONE_PAGE, redacted, request.method)
+            await self._answer(reader, writer, 200, *DONE_PAGE, redacted, request.method)
         else:
             await self._carry(request, redacted, reader, writer)
 
@@ -468,9 +369,9 @@ class CallbackListener:
             await asyncio.wait_for(self._channel_slots.acquire(), self._request_timeout)
         except asyncio.TimeoutError:
             self._emit(ListenerEvent("carry_failed", redacted, 503, "every channel is busy"))
-            await self._answer(reader, writer, 503, *_BUSY_PAGE, redacted, request.method)
+            await self._answer(reader, writer, 503, *BUSY_PAGE, redacted, request.method)
             return
-        progress = _Progress()
+        progress = Progress()
         try:
             # One deadline for the whole exchange: a browser reading the answer a byte at a
             # time cannot hold a channel open for longer.
@@ -481,14 +382,14 @@ class CallbackListener:
             why = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
             self._emit(ListenerEvent("carry_failed", redacted, None, why or type(exc).__name__))
             if not progress.answered:
-                writer.write(local_response(502, *_TUNNEL_FAILED_PAGE, request.method))
+                writer.write(local_response(502, *TUNNEL_FAILED_PAGE, request.method))
         finally:
             self._channel_slots.release()
         # Pass the remote's close on: an HTTP/1.0 page without Content-Length ends only here.
-        await self._finish(reader, writer)
+        await finish(reader, writer)
 
     async def _exchange(
-        self, request: Request, redacted: str, writer: asyncio.StreamWriter, progress: _Progress
+        self, request: Request, redacted: str, writer: asyncio.StreamWriter, progress: Progress
     ) -> None:
         """Open a channel, send the request, copy the answer back; the channel always closes."""
         data = request.forward_bytes(self._remote_cookies)
@@ -560,7 +461,7 @@ class CallbackListener:
                 self._emit(ListenerEvent("carry_failed", redacted, None, f"fallback: {exc}"))
         if answer:
             self._learn_cookies(answer)  # a relayed answer is the remote's own
-        writer.write(answer if answer else local_response(502, *_REFUSED_PAGE))
+        writer.write(answer if answer else local_response(502, *REFUSED_PAGE))
         await writer.drain()
 
     async def _answer(
@@ -579,19 +480,7 @@ class CallbackListener:
         writer.write(local_response(status, title, text, method))
         with contextlib.suppress(OSError, asyncio.TimeoutError):
             await asyncio.wait_for(writer.drain(), self._request_timeout)
-        await self._finish(reader, writer)
-
-    async def _finish(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Close gracefully: FIN first, then drain what the browser still sends, then close."""
-        # Closing with unread bytes makes the kernel send RST, which can wipe a response the
-        # browser has not read yet; reading to EOF (bounded) avoids that.
-        with contextlib.suppress(OSError, asyncio.TimeoutError, RuntimeError):
-            if writer.can_write_eof() and not writer.transport.is_closing():
-                writer.write_eof()
-                await asyncio.wait_for(_discard(reader, _LINGER_BYTES), _LINGER)
-        writer.close()
-        with contextlib.suppress(OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), _LINGER)
+        await finish(reader, writer)
 
     def _emit(self, event: ListenerEvent) -> None:
         """Hand an event to the caller; a failing callback must not break a connection."""
@@ -604,6 +493,19 @@ class CallbackListener:
             log.exception("listener on_event callback failed")
 
 
+async def finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close a browser connection gracefully: FIN first, drain what it still sends, close."""
+    # Closing with unread bytes makes the kernel send RST, which can wipe a response the
+    # browser has not read yet; reading to EOF (bounded) avoids that.
+    with contextlib.suppress(OSError, asyncio.TimeoutError, RuntimeError):
+        if writer.can_write_eof() and not writer.transport.is_closing():
+            writer.write_eof()
+            await asyncio.wait_for(_discard(reader, _LINGER_BYTES), _LINGER)
+    writer.close()
+    with contextlib.suppress(OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), _LINGER)
+
+
 async def _discard(reader: asyncio.StreamReader, limit: int) -> None:
     """Read and drop up to ``limit`` bytes until EOF."""
     total = 0
@@ -612,8 +514,3 @@ async def _discard(reader: asyncio.StreamReader, limit: int) -> None:
         if not chunk:
             return
         total += len(chunk)
-
-
-def _show(address: str, port: int) -> str:
-    """``127.0.0.1:P`` or ``[::1]:P``."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tunnelauth.cmdline import build_settings, start_ahead
+from tunnelauth.cmdline import build_settings
 from tunnelauth.environment import Environment
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.exits import Shown, status_of
 from tunnelauth.report import Reporter
 from tunnelauth.status import ExitStatus
+from tunnelauth.transports.headstart import HeadStart, prepare
 
 
 def run(name: str, options: dict[str, Any], run_command: Sequence[str]) -> int:
@@ -47,11 +48,39 @@ def login(
         _login(name, options, run_command, Environment.current() if env is None else env)
 
 
+def head_start(
+    name: str, options: dict[str, Any], run_command: Sequence[str], env: Environment
+) -> HeadStart:
+    """Start what the run's transport can use before the heavy imports (``prepare``).
+
+    Settings or a backend that cannot be had give an empty head start: the same error comes
+    again once the reporter exists, which reports it.
+    """
+    from tunnelauth.transports.choice import choose
+
+    try:
+        settings = build_settings(name, options, run_command=run_command, environment=env)
+        return prepare(choose(settings), settings)
+    except TunnelauthError:
+        return HeadStart()
+
+
 def _login(
     name: str, options: dict[str, Any], run_command: Sequence[str], env: Environment
 ) -> None:
-    # e.g. the batch master authenticates meanwhile
-    start_ahead(name, options, run_command, environment=env)
+    # e.g. the batch master authenticates meanwhile; what the transport did not adopt is
+    # discarded when the login is over, however it ends.
+    with head_start(name, options, run_command, env) as ahead:
+        _login_with(name, options, run_command, ahead, env)
+
+
+def _login_with(
+    name: str,
+    options: dict[str, Any],
+    run_command: Sequence[str],
+    ahead: HeadStart,
+    env: Environment,
+) -> None:
     from tunnelauth import flow, postlogin
 
     # Made before the settings, so a bad option or config still ends the JSON stream properly.
@@ -61,7 +90,7 @@ def _login(
         for notice in settings.notices:
             reporter.warn(notice)
         hook = postlogin.after_login if settings.verify or settings.replace else None
-        success = flow.run(settings, reporter, after_success=hook, env=env)
+        success = flow.run(settings, reporter, head_start=ahead, after_success=hook, env=env)
     except TunnelauthError as exc:
         lines = list(getattr(exc, "last_lines", []))
         reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))

@@ -122,11 +122,8 @@ class Runner:
 
     async def _link_alive(self) -> bool:
         """Whether the SSH connection still answers (transports without a check: assume so)."""
-        alive = getattr(self.transport, "alive", None)
-        if alive is None:
-            return True
         try:
-            return bool(await asyncio.wait_for(alive(), PROBE_DEADLINE))
+            return await asyncio.wait_for(self.transport.alive(), PROBE_DEADLINE)
         except (asyncio.TimeoutError, OSError):
             return False
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tunnelauth import cli
-from tunnelauth.cmdline import parse_login, start_ahead
+from tunnelauth.cmdline import build_settings, parse_login
 from tunnelauth.hostset import single_host
+from tunnelauth.transports.choice import choose
+from tunnelauth.transports.headstart import plan
 
 
 def typer_reading(
@@ -91,17 +97,12 @@ def test_anything_unusual_is_left_to_typer(argv: list[str]) -> None:
     assert parse_login(argv) is None
 
 
-def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only batch runs start an ssh master ahead: an interactive one may be asked for a password."""
-    from tunnelauth.transports import early, early_dial
-
-    started: list[object] = []
-    dialled: list[object] = []
-    monkeypatch.setattr(early, "start", lambda target, **_: started.append(target))
-    monkeypatch.setattr(early_dial, "start", dialled.append)  # a TCP connect asks nothing
     monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    planned = {}
     for argv in (
         ["spotify", "user@host"],
         ["spotify", "user@host", "--backend", "paramiko", "--batch"],
@@ -109,11 +110,12 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch, tmp_pat
     ):
         parsed = parse_login(argv)
         assert parsed is not None
-        start_ahead(*parsed)
-        assert len(started) == (1 if "2200" in argv else 0)
-    assert [t.host for t in started] == ["user@host"]  # type: ignore[attr-defined]
+        name, options, run_command = parsed
+        settings = build_settings(name, options, run_command=run_command)
+        planned[" ".join(argv[2:])] = plan(choose(settings), settings)
+    assert [key for key, parts in planned.items() if parts.master] == ["-p 2200 --batch"]
     # The paramiko line, batch or not, opens its first hop's connection ahead.
-    assert [t.host for t in dialled] == ["user@host"]  # type: ignore[attr-defined]
+    assert [key for key, parts in planned.items() if parts.dial] == ["--backend paramiko --batch"]
 
 
 def _batch_login_refused(probe: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -153,17 +155,54 @@ def test_the_early_master_starts_before_the_heavy_imports(tmp_path: Path) -> Non
     Nor dataclasses: it brings inspect, ast and dis (~8 ms), and the settings are tuples.
     """
     probe = (
-        "import sys\n"
-        "from tunnelauth.transports import early\n"
-        "real = early.query_config\n"
-        "def query_config(ssh, target):\n"
-        "    heavy = ('asyncio', 'rich', 'typer', 'tunnelauth.flow', 'asyncssh', 'paramiko',\n"
-        "             'dataclasses', 'inspect')\n"
-        "    print('loaded:', *[m for m in heavy if m in sys.modules])\n"
-        "    return real(ssh, target)\n"
-        "early.query_config = query_config\n"
+        "import os, subprocess, sys\n"
+        "heavy = ('asyncio', 'rich', 'typer', 'tunnelauth.flow', 'asyncssh', 'paramiko',\n"
+        "         'dataclasses', 'inspect')\n"
+        "class Popen(subprocess.Popen):\n"
+        "    def __init__(self, args, *rest, **kwargs):\n"
+        "        if os.path.basename(args[0]) == 'ssh' and ('-G' in args or '-f' in args):\n"
+        "            what = 'config' if '-G' in args else 'master'\n"
+        "            print(what, 'loaded:', *[m for m in heavy if m in sys.modules])\n"
+        "        super().__init__(args, *rest, **kwargs)\n"
+        "subprocess.Popen = Popen\n"
         "from tunnelauth.entry import main\n"
         "print('exit', main(sys.argv[1:]))\n"
     )
     result = _batch_login_refused(probe, tmp_path)
-    assert result.stdout.splitlines() == ["loaded:", "exit 3"], result
+    assert result.stdout.splitlines() == ["config loaded:", "master loaded:", "exit 3"], result
+
+
+def test_an_interrupted_batch_login_leaves_no_master(tmp_path: Path) -> None:
+    """Ctrl-C while the master started ahead still authenticates (a host that never answers):
+    the run ends with 130, and neither the master nor its temp dir outlives it."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
+        port = str(silent.getsockname()[1])
+        argv = ["spotify", "user@127.0.0.1", "-p", port, "-F", os.devnull, "--batch"]
+        run = subprocess.Popen(
+            [sys.executable, "-c", "from tunnelauth.entry import main; main()", *argv],
+            env={**os.environ, "TUNNELAUTH_CONFIG": os.devnull},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not (logs := glob.glob(f"/tmp/tunnelauth-{run.pid}-*/connect.log")):
+                assert run.poll() is None and time.monotonic() < deadline, "no master started"
+                time.sleep(0.01)
+            tempdir = os.path.dirname(logs[0])
+            run.send_signal(signal.SIGINT)
+            assert run.wait(30) == 130
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait(30)
+            assert run.stderr is not None
+            run.stderr.close()
+    assert not os.path.exists(tempdir), "the master's temp dir was left behind"
+    masters = [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if any(tempdir in part for part in proc.info["cmdline"] or ())
+    ]
+    assert masters == [], "the master outlived the run"

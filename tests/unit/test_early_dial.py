@@ -13,17 +13,26 @@ from fresh_python import THREAD_IMPORTS, run_json
 
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
+from tunnelauth.transports.headstart import HeadStart
 
 DEADLINE = 30.0
 CLOSED = 1  # 127.0.0.1:1: nothing listens; named only where no connection may go
 
 
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No dial from another test; whatever a test leaves is closed."""
-    monkeypatch.setattr(early_dial, "_dial", None)
-    yield
-    early_dial.discard()
+@pytest.fixture
+def dials() -> Iterator[list[early_dial.Dial]]:
+    """The dials a test starts; whatever they hold at its end is closed."""
+    started: list[early_dial.Dial] = []
+    yield started
+    for dial in started:
+        dial.drop()
+
+
+def _start(dials: list[early_dial.Dial], target: SSHTarget) -> early_dial.Dial:
+    dial = early_dial.start(target)
+    assert dial is not None, "no dial without an ssh client"
+    dials.append(dial)
+    return dial
 
 
 @pytest.fixture
@@ -77,58 +86,60 @@ def test_the_first_hop_is_where_ssh_would_connect(ssh: str, tmp_path: Path) -> N
 
 
 def test_the_transport_gets_the_connected_socket(
-    ssh: str, tmp_path: Path, listener: socket.socket
+    ssh: str, tmp_path: Path, listener: socket.socket, dials: list[early_dial.Dial]
 ) -> None:
     config = _config(tmp_path, _port(listener), CLOSED)
-    early_dial.start(SSHTarget(host="direct", ssh_config=config))
+    head = HeadStart(dial=_start(dials, SSHTarget(host="direct", ssh_config=config)))
     accepted, _ = listener.accept()  # connected before anyone asked for it
     with accepted:
-        sock = early_dial.take("127.0.0.1", _port(listener), DEADLINE)
+        sock = head.take_socket("127.0.0.1", _port(listener), DEADLINE)
         assert sock is not None
         with sock:
             assert sock.getpeername() == listener.getsockname()
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
             sock.sendall(b"SSH-2.0-x\r\n")
             assert accepted.recv(64) == b"SSH-2.0-x\r\n"
-        assert early_dial.take("127.0.0.1", _port(listener), DEADLINE) is None  # once only
+        assert head.take_socket("127.0.0.1", _port(listener), DEADLINE) is None  # once only
 
 
 def test_a_socket_to_another_address_is_closed_unused(
-    ssh: str, tmp_path: Path, listener: socket.socket
+    ssh: str, tmp_path: Path, listener: socket.socket, dials: list[early_dial.Dial]
 ) -> None:
     config = _config(tmp_path, _port(listener), CLOSED)
-    early_dial.start(SSHTarget(host="direct", ssh_config=config))
+    dial = _start(dials, SSHTarget(host="direct", ssh_config=config))
     accepted, _ = listener.accept()
     with accepted:
         accepted.settimeout(DEADLINE)
-        assert early_dial.take("127.0.0.1", _port(listener) + 1, DEADLINE) is None
+        assert dial.claim("127.0.0.1", _port(listener) + 1, DEADLINE) is None
         assert accepted.recv(64) == b""  # closed, nothing sent
 
 
-def test_an_unclaimed_socket_is_closed(ssh: str, tmp_path: Path, listener: socket.socket) -> None:
+def test_an_unclaimed_socket_is_closed(
+    ssh: str, tmp_path: Path, listener: socket.socket, dials: list[early_dial.Dial]
+) -> None:
     config = _config(tmp_path, _port(listener), CLOSED)
-    early_dial.start(SSHTarget(host="direct", ssh_config=config))
+    dial = _start(dials, SSHTarget(host="direct", ssh_config=config))
     accepted, _ = listener.accept()
     with accepted:
         accepted.settimeout(DEADLINE)
-        early_dial.discard()
+        dial.drop()
         assert accepted.recv(64) == b""
-    assert early_dial.take("127.0.0.1", _port(listener), DEADLINE) is None
+    assert dial.claim("127.0.0.1", _port(listener), DEADLINE) is None
 
 
-def test_a_refused_connection_leaves_the_transport_to_connect(ssh: str, tmp_path: Path) -> None:
+def test_a_refused_connection_leaves_the_transport_to_connect(
+    ssh: str, tmp_path: Path, dials: list[early_dial.Dial]
+) -> None:
     config = _config(tmp_path, CLOSED, CLOSED)
-    early_dial.start(SSHTarget(host="direct", ssh_config=config))
-    assert early_dial.take("127.0.0.1", CLOSED, DEADLINE) is None
+    dial = _start(dials, SSHTarget(host="direct", ssh_config=config))
+    assert dial.claim("127.0.0.1", CLOSED, DEADLINE) is None
 
 
 def test_without_an_ssh_client_nothing_is_dialled(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, listener: socket.socket
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no ssh there
-    early_dial.start(SSHTarget(host="direct", ssh_config=_config(tmp_path, _port(listener), 1)))
-    assert early_dial._dial is None
-    assert early_dial.take("127.0.0.1", _port(listener), DEADLINE) is None
+    assert early_dial.start(SSHTarget(host="direct", ssh_config=_config(tmp_path, 1, 1))) is None
 
 
 def test_the_thread_imports_nothing(ssh: str, tmp_path: Path, listener: socket.socket) -> None:
@@ -137,15 +148,15 @@ def test_the_thread_imports_nothing(ssh: str, tmp_path: Path, listener: socket.s
     seen = run_json(
         THREAD_IMPORTS + "from tunnelauth.settings import SSHTarget\n"
         "from tunnelauth.transports import early_dial\n"
-        f"early_dial.start(SSHTarget(host='viajump', ssh_config={str(config)!r}))\n"
-        "assert early_dial._dial.done.wait(60) and early_dial._dial.sock is not None\n"
+        f"dial = early_dial.start(SSHTarget(host='viajump', ssh_config={str(config)!r}))\n"
+        "assert dial.done.wait(60) and dial.sock is not None\n"
         "print(json.dumps(seen))\n"
     )
     assert seen == []
 
 
 def test_a_dial_still_connecting_is_a_timeout_not_a_second_attempt(
-    ssh: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ssh: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dials: list[early_dial.Dial]
 ) -> None:
     """A host that drops packets: the wait is not spent twice; the late socket is closed."""
     dialling, release = threading.Event(), threading.Event()
@@ -161,12 +172,10 @@ def test_a_dial_still_connecting_is_a_timeout_not_a_second_attempt(
 
     monkeypatch.setattr(socket, "create_connection", stalled)
     monkeypatch.setattr(socket.socket, "setsockopt", lambda *args: None)  # a socketpair is no TCP
-    early_dial.start(SSHTarget(host="direct", ssh_config=_config(tmp_path, 2201, CLOSED)))
-    dial = early_dial._dial
-    assert dial is not None
+    dial = _start(dials, SSHTarget(host="direct", ssh_config=_config(tmp_path, 2201, CLOSED)))
     assert dialling.wait(DEADLINE)
     with pytest.raises(TimeoutError, match=r"127\.0\.0\.1:2201"):
-        early_dial.take("127.0.0.1", 2201, 0.2)
+        HeadStart(dial=dial).take_socket("127.0.0.1", 2201, 0.2)
     release.set()
     assert dial.done.wait(DEADLINE)
     theirs.settimeout(DEADLINE)

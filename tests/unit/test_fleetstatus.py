@@ -58,7 +58,7 @@ def test_cancelling_waits_for_every_hosts_connection_to_close(
     all_waiting = asyncio.Event()
     closed: list[str] = []
 
-    async def ask(settings: Settings) -> LoginStatus:
+    async def ask(settings: Settings, *, hops: object = None) -> LoginStatus:
         name = settings.target.host
         waiting.add(name)
         if len(waiting) == len(hosts):

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 
@@ -29,6 +28,7 @@ from tunnelauth.errors import HostKeyError, SSHError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
 from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
+from tunnelauth.transports.headstart import HeadStart
 from tunnelauth.transports.paramiko_transport import ParamikoTransport
 
 DEADLINE = 20.0
@@ -273,15 +273,17 @@ def backend_verdict(lab: Lab, row: Row, case: str, backend: str) -> tuple[str, s
     config = lab.config(row, case, proxy=False)
     target = SSHTarget(host=HOST, ssh_config=config)
     kind: Any = AsyncSSHTransport if backend == "asyncssh" else ParamikoTransport
-    transport = kind(target, connect_timeout=DEADLINE, batch=True)
-
-    def take(host: str, port: int, wait: float) -> socket.socket:
-        assert (host, port) == (row.hostname, row.port)
-        return lab.serve(row.offered)
+    # The lab's server, handed over as the first hop's early connection to where the
+    # transport would connect (a socket to another address would be closed unused).
+    dial = early_dial.Dial()
+    dial.address, dial.sock = (row.hostname, row.port), lab.serve(row.offered)
+    dial.done.set()
+    head = HeadStart(target=target, dial=dial)
+    transport = kind(target, connect_timeout=DEADLINE, batch=True, head_start=head)
 
     async def connect() -> str:
         try:
-            with mock.patch.object(early_dial, "take", take):
+            with head:
                 await asyncio.wait_for(transport.connect(), DEADLINE)
         except HostKeyError as exc:
             return exc.message

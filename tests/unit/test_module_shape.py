@@ -71,14 +71,6 @@ def test_the_circle_finder_finds_circles() -> None:
     assert _circles(graph) == [["a", "b", "c", "a"]]
 
 
-# Start-up state still handed from the entry point to the transports through module slots: it is
-# to become an object the edge holds and passes down. Nothing may join this list.
-REMAINING_SLOTS = {
-    "tunnelauth.transports.asyncssh_pty._active",
-    "tunnelauth.transports.early._pending",
-    "tunnelauth.transports.early_dial._dial",
-    "tunnelauth.transports.native_libs._ahead",
-}
 MUTABLE = (list, dict, set, bytearray)
 
 
@@ -99,4 +91,4 @@ def _module_state() -> set[str]:
 
 
 def test_no_module_level_mutable_state() -> None:
-    assert _module_state() == REMAINING_SLOTS
+    assert _module_state() == set()

@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import ctypes.util
 import os
-from pathlib import Path
 
 import pytest
 from fresh_python import THREAD_IMPORTS, run_json
 
-from tunnelauth.cmdline import parse_login, start_ahead
-from tunnelauth.transports import early_dial, native_libs
+from tunnelauth.cmdline import build_settings, parse_login
+from tunnelauth.transports import native_libs
+from tunnelauth.transports.choice import choose
+from tunnelauth.transports.headstart import plan
 
 
-@pytest.fixture
-def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No lookups started by an earlier test in this process."""
-    monkeypatch.setattr(native_libs, "_ahead", None)
-
-
-@pytest.mark.usefixtures("fresh")
 def test_the_answers_are_the_real_functions_and_other_names_still_reach_it() -> None:
     real = ctypes.util.find_library
     lookups = native_libs.prewarm()
-    assert native_libs.prewarm() is lookups, "started once per process"
     assert lookups.done.wait(60)
     assert lookups.found, "nothing was looked up"
     for name, answer in lookups.found.items():
         assert answer == real(name), name
-    with native_libs.answered():
+    with native_libs.answered(lookups):
         assert ctypes.util.find_library is not real
         for name, answer in lookups.found.items():
             assert ctypes.util.find_library(name) == answer
@@ -36,10 +29,9 @@ def test_the_answers_are_the_real_functions_and_other_names_still_reach_it() -> 
     assert ctypes.util.find_library is real
 
 
-@pytest.mark.usefixtures("fresh")
 def test_without_lookups_ahead_nothing_is_replaced() -> None:
     real = ctypes.util.find_library
-    with native_libs.answered():
+    with native_libs.answered(None):
         assert ctypes.util.find_library is real
 
 
@@ -56,14 +48,15 @@ def test_asyncssh_imports_without_a_lookup_and_with_the_same_algorithms() -> Non
     ahead = run_json(
         "import subprocess\n"
         "from tunnelauth.transports import native_libs\n"
-        "assert native_libs.prewarm().done.wait(60)\n"
+        "lookups = native_libs.prewarm()\n"
+        "assert lookups.done.wait(60)\n"
         "spawned = []\n"
         "real_init = subprocess.Popen.__init__\n"
         "def init(self, args, *a, **k):\n"
         "    spawned.append(str(args))\n"
         "    real_init(self, args, *a, **k)\n"
         "subprocess.Popen.__init__ = init\n"
-        "with native_libs.answered():\n"
+        "with native_libs.answered(lookups):\n"
         "    import asyncssh\n" + report
     )
     plain = run_json("spawned = []\nimport asyncssh\n" + report)
@@ -82,21 +75,15 @@ def test_the_thread_imports_nothing() -> None:
     assert found == {"imported": []}
 
 
-@pytest.mark.usefixtures("fresh")
-def test_a_login_on_asyncssh_starts_the_lookups_ahead(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_a_login_on_asyncssh_starts_the_lookups_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     """Interactive or batch, an asyncssh login starts them; an OpenSSH one does not."""
     monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
     monkeypatch.delenv("CI", raising=False)  # interactive: no master is started for openssh
-    monkeypatch.setattr(early_dial, "start", lambda target: None)  # "host" is not dialled
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
-    parsed = parse_login(["spotify", "user@host", "--backend", "openssh"])
-    assert parsed is not None
-    start_ahead(*parsed)
-    assert native_libs._ahead is None
-    parsed = parse_login(["spotify", "user@host", "--backend", "asyncssh"])
-    assert parsed is not None
-    start_ahead(*parsed)
-    assert native_libs._ahead is not None
-    assert native_libs._ahead.done.wait(60)
+    for backend, wanted in (("openssh", False), ("asyncssh", True)):
+        for batch in ((), ("--batch",)):
+            parsed = parse_login(["spotify", "user@host", "--backend", backend, *batch])
+            assert parsed is not None
+            name, options, run_command = parsed
+            settings = build_settings(name, options, run_command=run_command)
+            assert plan(choose(settings), settings).lookups is wanted, (backend, batch)

@@ -11,56 +11,70 @@ import pytest
 from tunnelauth.errors import UsageError
 from tunnelauth.settings import Settings, SSHTarget
 from tunnelauth.transports import hops, resolve
+from tunnelauth.transports.choice import Choice, choose, openssh_usable
+from tunnelauth.transports.headstart import HeadStart
 
 TARGET = SSHTarget(host="example")
 
 
+def _settings(backend: str, target: SSHTarget = TARGET) -> Settings:
+    return Settings(target=target, program="hermes", args=(), backend=backend)
+
+
 def test_names_are_honoured() -> None:
-    assert resolve.choose_backend("openssh", TARGET)[0] == "openssh"
-    assert resolve.choose_backend("asyncssh", TARGET)[0] == "asyncssh"
-    assert resolve.choose_backend("paramiko", TARGET)[0] == "paramiko"
+    assert choose(_settings("openssh")).name == "openssh"
+    assert choose(_settings("asyncssh")).name == "asyncssh"
+    assert choose(_settings("paramiko")).name == "paramiko"
     with pytest.raises(UsageError):
-        resolve.choose_backend("putty", TARGET)
+        choose(_settings("putty"))
 
 
-def test_missing_library_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resolve, "_installed", lambda module: False)
+def test_missing_library_gives_an_install_hint() -> None:
     with pytest.raises(UsageError) as info:
-        resolve.choose_backend("asyncssh", TARGET)
+        choose(_settings("asyncssh"), installed=lambda module: False)
     assert "pip install asyncssh" in (info.value.hint or "")
 
 
-def test_auto_prefers_openssh_then_asyncssh_then_paramiko(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resolve, "_openssh_usable", lambda: (True, "ssh supports ControlMaster"))
-    assert resolve.choose_backend("auto", TARGET)[0] == "openssh"
-    monkeypatch.setattr(resolve, "_openssh_usable", lambda: (False, "no ssh client on PATH"))
-    name, reason = resolve.choose_backend("auto", TARGET)
+def test_auto_prefers_openssh_then_asyncssh_then_paramiko() -> None:
+    auto = _settings("auto")
+    assert choose(auto, which=lambda name: "/usr/bin/ssh").name == "openssh"
+    name, reason = choose(auto, which=lambda name: None)
     assert name == "asyncssh" and "no ssh client" in reason
-    monkeypatch.setattr(resolve, "_installed", lambda module: module == "paramiko")
-    assert resolve.choose_backend("auto", TARGET)[0] == "paramiko"
-    monkeypatch.setattr(resolve, "_installed", lambda module: False)
+    only_paramiko = choose(auto, which=lambda name: None, installed=lambda m: m == "paramiko")
+    assert only_paramiko.name == "paramiko"
     with pytest.raises(UsageError):
-        resolve.choose_backend("auto", TARGET)
+        choose(auto, which=lambda name: None, installed=lambda module: False)
 
 
 def test_openssh_probe_on_this_machine() -> None:
-    _usable, why = resolve._openssh_usable()
+    _usable, why = openssh_usable()
     assert why  # either way it says why
 
 
 def test_make_builds_the_chosen_transport_with_its_reason() -> None:
     for backend in ("openssh", "asyncssh", "paramiko"):
-        settings = Settings(target=TARGET, program="hermes", args=(), backend=backend)
-        transport = resolve.make(settings)
+        transport = resolve.make(_settings(backend))
         assert transport.name == backend
-        assert getattr(transport, "choice_reason", "") == "asked for by name"
+        assert transport.choice == Choice(backend, "asked for by name")
+
+
+def test_make_uses_the_choice_of_a_head_start_made_for_its_target() -> None:
+    """The head start's choice is the run's; one made for another target is not adopted."""
+    chosen = Choice("paramiko", "auto: no ssh client on PATH; paramiko is installed")
+    with HeadStart(chosen, target=TARGET) as head:
+        transport = resolve.make(_settings("auto"), head)
+        assert transport.choice == chosen and transport.name == "paramiko"
+        other = resolve.make(_settings("auto", SSHTarget(host="other")), head)
+        assert other.choice == choose(_settings("auto")), "another target chooses afresh"
 
 
 def test_startup_imports_no_ssh_library() -> None:
     """tunnelauth's CLI and the resolver must not import asyncssh or paramiko until chosen."""
     code = (
-        "import sys, tunnelauth.cli, tunnelauth.flow, tunnelauth.transports.resolve as r;"
-        "r.choose_backend('auto', r.SSHTarget('h'));"
+        "import sys, tunnelauth.cli, tunnelauth.flow, tunnelauth.transports.resolve;"
+        "from tunnelauth.settings import Settings, SSHTarget;"
+        "from tunnelauth.transports.choice import choose;"
+        "choose(Settings(target=SSHTarget('h'), program='hermes', args=()));"
         "print(sorted(m for m in ('asyncssh', 'paramiko') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -100,5 +114,4 @@ def test_jump_chain_and_refusal_wording() -> None:
 def test_flow_uses_the_resolver(tmp_path: Path) -> None:
     from tunnelauth.flow import make_transport
 
-    settings = Settings(target=TARGET, program="hermes", args=(), backend="paramiko")
-    assert make_transport(settings).name == "paramiko"
+    assert make_transport(_settings("paramiko")).name == "paramiko"

@@ -14,7 +14,7 @@ import pytest
 
 from tunnelauth import tempdirs
 from tunnelauth.settings import SSHTarget
-from tunnelauth.transports.early import spawn_master
+from tunnelauth.transports import master
 
 NOBODY = 65534
 
@@ -23,10 +23,10 @@ NOBODY = 65534
 RUN = (
     "import sys\n"
     "from tunnelauth.settings import SSHTarget\n"
-    "from tunnelauth.transports.early import spawn_master\n"
-    "master = spawn_master(sys.argv[1], SSHTarget('box'), {})\n"
-    "master.proc.wait()\n"
-    "print(master.tempdir, flush=True)\n"
+    "from tunnelauth.transports import master\n"
+    "started = master.spawn(sys.argv[1], SSHTarget('box'), {}, master.make_dir(), batch=True)\n"
+    "started.proc.wait()\n"
+    "print(started.tempdir, flush=True)\n"
     "sys.stdin.read()\n"
 )
 
@@ -55,7 +55,7 @@ def test_a_killed_runs_temp_dir_is_swept_and_a_live_runs_is_kept(tmp_path: Path)
         killed.send_signal(signal.SIGKILL)
         assert killed.wait(10) == -signal.SIGKILL
         assert killed_dir.is_dir(), "SIGKILL leaves the dir (nothing can remove it then)"
-        mine = spawn_master(ssh, SSHTarget("box"), {})  # the next run
+        mine = master.spawn(ssh, SSHTarget("box"), {}, master.make_dir(), batch=True)  # next run
         mine.proc.wait(10)
         assert not killed_dir.exists(), "the killed run's dir was left behind"
         assert live_dir.is_dir(), "a running run's dir was removed"

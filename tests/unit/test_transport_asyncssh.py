@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import asyncssh
 import psutil
@@ -26,6 +25,7 @@ from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import asyncssh_pty, early_dial
 from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
 from tunnelauth.transports.base import Transport
+from tunnelauth.transports.headstart import HeadStart
 
 DEADLINE = 20.0
 ADMIN_PROHIBITED_PORT = 9  # the server refuses direct-tcpip to this port by policy
@@ -409,43 +409,34 @@ async def scenario_host_keys(make: Callable[[SSHTarget], Transport], bed: Bed) -
     assert bed.state.auth_begun == 0 and bed.state.sessions == []
 
 
-async def scenario_early_socket(make: Callable[[SSHTarget], Transport], bed: Bed) -> None:
+async def scenario_early_socket(
+    make: Callable[[SSHTarget, HeadStart], Transport], bed: Bed
+) -> None:
     """The first hop's TCP connection, opened ahead, is the one the handshake runs on.
 
     Direct, and as the first hop of a ProxyJump: the server sees no connection beyond the
     hops (an early socket left unused would be one more).
     """
-    handed: list[tuple[str, int]] = []
-    real_take = early_dial.take
-
-    def take(host: str, port: int, wait: float) -> socket.socket | None:
-        sock = real_take(host, port, wait)
-        if sock is not None:
-            handed.append(sock.getsockname())
-        return sock
-
     for target, hops in ((bed.target(), 1), (bed.target("jumped"), 2)):
         before = len(bed.state.connections)
-        handed.clear()
-        early_dial.start(target)
-        dial = early_dial._dial
+        dial = early_dial.start(target)
         assert dial is not None, "no ssh client: the dial needs ssh -G"
         assert await asyncio.to_thread(dial.done.wait, DEADLINE)
         assert dial.sock is not None, "the dial did not connect"
-        transport = make(target)
-        with mock.patch.object(early_dial, "take", take):
+        early = dial.sock.getsockname()
+        with HeadStart(target=target, dial=dial) as head:
+            transport = make(target, head)
             await asyncio.wait_for(transport.connect(), DEADLINE)
-        try:
-            assert len(handed) == 1
-            seen = bed.state.connections[before:]
-            assert len(seen) == hops
-            assert seen[0].get_extra_info("peername") == handed[0]
-            proc = await transport.start("exit 0")
-            assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0
-            await proc.close()
-        finally:
-            early_dial.discard()  # one a failed check left unclaimed
-            await asyncio.wait_for(transport.close(), DEADLINE)
+            try:
+                assert dial.sock is None, "the transport did not claim the socket"
+                seen = bed.state.connections[before:]
+                assert len(seen) == hops
+                assert seen[0].get_extra_info("peername") == early
+                proc = await transport.start("exit 0")
+                assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0
+                await proc.close()
+            finally:
+                await asyncio.wait_for(transport.close(), DEADLINE)
 
 
 # -- the asyncssh transport --------------------------------------------------------------
@@ -472,9 +463,12 @@ def test_jump_from_flag_and_from_config(keys: tuple[Any, Path], tmp_path: Path) 
 
 
 def test_the_early_socket_carries_the_handshake(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    def make(target: SSHTarget, head: HeadStart) -> Transport:
+        return AsyncSSHTransport(target, connect_timeout=DEADLINE, batch=True, head_start=head)
+
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
-            await scenario_early_socket(_asyncssh, bed)
+            await scenario_early_socket(make, bed)
 
     run(main())
 
@@ -598,6 +592,37 @@ def test_pty_request_and_command_leave_in_one_flight(
     assert asyncssh_pty.supported(), "this asyncssh lacks what the one-flight session needs"
     steps = _client_and_server_order(keys, tmp_path, caplog)
     assert steps == ["client sent the command", "server made the PTY"]
+
+
+def test_sessions_opened_side_by_side_each_go_in_one_flight(
+    keys: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """Two connections start their sessions at once: the first to finish puts the stock class
+    back while the other still waits for its replies, and that one is not slowed by it."""
+    assert asyncssh_pty.supported()
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            first, second = _asyncssh(bed.target()), _asyncssh(bed.target())
+            try:
+                await asyncio.wait_for(asyncio.gather(first.connect(), second.connect()), DEADLINE)
+                procs = await asyncio.wait_for(
+                    asyncio.gather(first.start("ptyinfo"), second.start("ptyinfo")), DEADLINE
+                )
+                try:
+                    for proc in procs:
+                        assert b"pty=xterm" in await read_until(proc.read, b"\n")
+                        channel = proc._proc.channel  # private: the class it was built with
+                        assert type(channel).__name__ == "OneFlightChannel"
+                    assert asyncssh.connection.SSHClientChannel is asyncssh_pty._STOCK
+                finally:
+                    for proc in procs:
+                        await proc.close()
+            finally:
+                await first.close()
+                await second.close()
+
+    run(main())
 
 
 def test_without_one_flight_the_command_waits_for_the_pty(

@@ -27,6 +27,7 @@ from test_transport_asyncssh import (  # the shared server; fixtures are importe
 from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import Transport
+from tunnelauth.transports.headstart import HeadStart
 from tunnelauth.transports.paramiko_transport import ParamikoTransport
 
 __all__ = ["_no_agent", "keys"]
@@ -53,9 +54,12 @@ def test_jump_from_flag_and_from_config(keys: tuple[Any, Path], tmp_path: Path) 
 
 
 def test_the_early_socket_carries_the_handshake(keys: tuple[Any, Path], tmp_path: Path) -> None:
+    def make(target: SSHTarget, head: HeadStart) -> Transport:
+        return ParamikoTransport(target, connect_timeout=DEADLINE, batch=True, head_start=head)
+
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
-            await scenario_early_socket(_paramiko, bed)
+            await scenario_early_socket(make, bed)
 
     run(main())
 

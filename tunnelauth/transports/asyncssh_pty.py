@@ -29,9 +29,6 @@ _STOCK: Any = getattr(asyncssh.connection, _NAME, None)
 _NEEDED = ("_make_request", "_send_request", "create")
 _COMMANDS = (b"exec", b"shell", b"subsystem")
 
-# How many sessions are being opened with the pipelining class right now.
-_active = 0
-
 
 def supported() -> bool:
     """Whether this asyncssh has the internals the pipelining class relies on."""
@@ -72,16 +69,20 @@ _ONE_FLIGHT: Any = _pipelining_class(_STOCK) if supported() else None
 
 @contextlib.contextmanager
 def pty_in_one_flight() -> Iterator[bool]:
-    """Sessions opened meanwhile send ``pty-req`` and the command together; yields whether."""
-    global _active
+    """Sessions opened meanwhile send ``pty-req`` and the command together; yields whether.
+
+    asyncssh builds the channel before its first ``await`` (``create_session``), so a session
+    opened inside has its class before any other task runs: leaving puts the stock class back
+    at once, and sessions opened by other connections in the meantime keep the class they were
+    built with. Nothing needs counting; at worst another task's session, opened while this one
+    waits for its reply, is built with the pipelining class, which behaves as the stock one for
+    every request but the PTY's.
+    """
     if _ONE_FLIGHT is None:
         yield False
         return
-    _active += 1
     setattr(asyncssh.connection, _NAME, _ONE_FLIGHT)  # asyncssh has no hook for it
     try:
         yield True
     finally:
-        _active -= 1
-        if _active == 0:
-            setattr(asyncssh.connection, _NAME, _STOCK)
+        setattr(asyncssh.connection, _NAME, _STOCK)

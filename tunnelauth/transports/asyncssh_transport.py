@@ -24,9 +24,8 @@ from tunnelauth import hostkeys, knownhosts, tempdirs
 from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, at_hop, no_terminal_error
 from tunnelauth.settings import SSHTarget
-from tunnelauth.transports import early_dial
 from tunnelauth.transports.asyncssh_pty import pty_in_one_flight
-from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
+from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult, Transport
 from tunnelauth.transports.hops import (
     jump_chain,
     os_error_reason,
@@ -40,6 +39,7 @@ from tunnelauth.transports.sshargs import PROMPTING_METHODS, batch_prompt_refusa
 
 if TYPE_CHECKING:
     from tunnelauth.hoppool import HopPool
+    from tunnelauth.transports.headstart import HeadStart
 
 MAX_HOPS = 8  # a ProxyJump loop in the config must not recurse forever
 CLOSE_GRACE = 2.0  # seconds the remote gets to exit after Ctrl-C before the session is ended
@@ -331,7 +331,7 @@ def _trust(known: knownhosts.HostKeys) -> tuple[list[Any], list[Any], list[Any]]
     return keys(trusted), keys(known.authorities), certified
 
 
-class AsyncSSHTransport:
+class AsyncSSHTransport(Transport):
     """One asyncssh connection (plus one per jump hop) carries the process and the channels."""
 
     name = "asyncssh"
@@ -344,8 +344,10 @@ class AsyncSSHTransport:
         batch: bool = False,
         keepalive_interval: float = 5.0,
         hops: HopPool | None = None,
+        head_start: HeadStart | None = None,
     ) -> None:
         self.target = target
+        self.head_start = head_start  # may hold the first hop's connection, opened early
         self.connect_timeout = connect_timeout
         self.batch = batch
         self.keepalive_interval = keepalive_interval
@@ -356,15 +358,6 @@ class AsyncSSHTransport:
         self._hop_names: dict[int, str] = {}  # id(connection to a jump host) → its spec
         self.prompter = Prompter()
         self._library_log: LibraryLog | None = None
-
-    def set_debug_log(self, sink: Callable[[str], None]) -> None:
-        """``-vv``: asyncssh's own debug log goes to ``sink`` until ``close``."""
-        asyncssh.set_debug_level(1)  # never the packet dumps of level 3
-        self._library_log = LibraryLog("asyncssh", sink)
-
-    def set_asker(self, ask: Asker) -> None:
-        """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
-        self.prompter.bind(ask)
 
     @property
     def conn(self) -> Any:
@@ -437,8 +430,20 @@ class AsyncSSHTransport:
             kwargs["ignore_encrypted"] = False
         return kwargs
 
-    async def connect(self) -> None:
-        """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each."""
+    async def connect(
+        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+    ) -> None:
+        """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each.
+
+        ``asker``: passwords, codes, passphrases and host keys are asked through the flow
+        (display paused). ``debug_log`` (``-vv``): asyncssh's own debug log goes there until
+        ``close``.
+        """
+        if debug_log is not None:
+            asyncssh.set_debug_level(1)  # never the packet dumps of level 3
+            self._library_log = LibraryLog("asyncssh", debug_log)
+        if asker is not None:
+            self.prompter.bind(asker)
         self._write_overrides()
         try:
             hops = tuple(self.target.jump)
@@ -453,10 +458,12 @@ class AsyncSSHTransport:
         finally:
             self._remove_overrides()
 
-    async def open_hops(self) -> None:
+    async def open_hops(self, *, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
         if self.hops is None:
             return
+        if asker is not None:
+            self.prompter.bind(asker)
         self._write_overrides()
         try:
             hops = tuple(self.target.jump)
@@ -589,7 +596,9 @@ class AsyncSSHTransport:
             return None
         if str(options.config.get("CanonicalizeHostname", "no")).lower() not in ("no", "false"):
             return None
-        return early_dial.take(options.host, options.port, self.connect_timeout)
+        if self.head_start is None:
+            return None
+        return self.head_start.take_socket(options.host, options.port, self.connect_timeout)
 
     async def _connect_with_deadline(
         self, host: str, kwargs: dict[str, Any], client: _Client

@@ -1,10 +1,16 @@
-"""The Transport protocol every SSH backend implements."""
+"""The Transport base class every SSH backend implements, and what its sessions look like."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from tunnelauth.askpass import Asker
+    from tunnelauth.transports.choice import Choice
 
 # Bytes of each stream of a short command kept by default: above the relay's response limit
 # (4 MiB), so a relayed page arrives whole, yet a remote printing without end costs no more.
@@ -92,29 +98,49 @@ class Channel(Protocol):
         ...
 
 
-class Transport(Protocol):
+class Transport(abc.ABC):
     """One SSH connection to the host: a remote process, channels and short execs over it."""
 
-    name: str
+    name: ClassVar[str]
+    # Why this backend was chosen (``resolve.make`` sets it; shown at -v).
+    choice: Choice | None = None
 
-    async def connect(self) -> None:
-        """Open and authenticate the connection (or adopt a live ControlMaster)."""
-        ...
+    @abc.abstractmethod
+    async def connect(
+        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+    ) -> None:
+        """Open and authenticate the connection (or adopt a live ControlMaster).
 
+        ``asker`` answers the questions SSH asks (passwords, codes, passphrases, host keys) in
+        interactive runs; ``debug_log`` receives the SSH client's debug lines (``-vv``) until
+        ``close``.
+        """
+
+    @abc.abstractmethod
+    async def open_hops(self, *, asker: Asker | None = None) -> None:
+        """A fleet's first pass: open (or find) this host's shared jump chain, nothing else.
+
+        ``asker`` answers the jump hosts' questions.
+        """
+
+    async def alive(self) -> bool:
+        """Whether the connection still answers (a backend without a check: assume so)."""
+        return True
+
+    @abc.abstractmethod
     async def start(self, command: str) -> RemoteProcess:
         """Run ``command`` (a shell command line for the remote) with a PTY."""
-        ...
 
+    @abc.abstractmethod
     async def open_channel(self, host: str, port: int) -> Channel:
         """Open a direct-tcpip channel to ``host:port`` as seen from the remote."""
-        ...
 
+    @abc.abstractmethod
     async def exec(
         self, command: str, *, stdin: bytes = b"", timeout: float, limit: int = EXEC_OUTPUT_LIMIT
     ) -> ExecResult:
         """Run a short command without a PTY; keep at most ``limit`` bytes of each stream."""
-        ...
 
+    @abc.abstractmethod
     async def close(self) -> None:
         """Close everything this transport opened (never a ControlMaster it only adopted)."""
-        ...

@@ -3,9 +3,10 @@
 The library transports send nothing before asyncssh or paramiko is imported, some 100-250 ms
 after the start. The TCP handshake and the server's version line need neither: a thread asks
 ``ssh -G`` where the first hop is (when OpenSSH is installed) and connects, so the SSH handshake
-starts with the server's version line already received. The transport adopts the socket only
-if its own configuration resolves the same host name and port; otherwise the socket is closed
-unused and the transport connects as it always did. Nothing is sent on the socket here.
+starts with the server's version line already received. The head start holds the ``Dial``; the
+transport claims the socket only if its own configuration resolves the same host name and port;
+otherwise the socket is closed unused and the transport connects as it always did. Nothing is
+sent on the socket here.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import subprocess
 import threading
 
+from tunnelauth.errors import UsageError
 from tunnelauth.settings import SSHTarget
-from tunnelauth.transports.early import query_config
 from tunnelauth.transports.hops import split_hop
+from tunnelauth.transports.master import query_config
 
 DIAL_TIMEOUT = 10.0  # seconds for the TCP connect on the thread
 
@@ -77,41 +80,20 @@ class Dial:
             sock.close()
 
 
-_dial: Dial | None = None
-
-
-def start(target: SSHTarget) -> None:
-    """Start the dial for ``target`` (once per process; nothing without an ssh client)."""
-    global _dial
+def start(target: SSHTarget) -> Dial | None:
+    """Start the dial for ``target`` on a thread (None without an ssh client to ask)."""
     ssh = shutil.which("ssh")
-    if _dial is not None or ssh is None:
-        return
+    if ssh is None:
+        return None
     # Loaded here, so the thread imports nothing (two threads importing can deadlock):
     # getaddrinfo encodes the host name with the idna codec.
     import encodings.idna  # noqa: F401
 
-    _dial = Dial()
+    dial = Dial()
     threading.Thread(
-        target=_dial.run, args=(ssh, target), name="tunnelauth-early-dial", daemon=True
+        target=dial.run, args=(ssh, target), name="tunnelauth-early-dial", daemon=True
     ).start()
-
-
-def take(host: str, port: int, wait: float) -> socket.socket | None:
-    """The early socket to ``host``:``port``, handed over once (None: connect yourself).
-
-    TimeoutError: the early connection to that address is still pending after ``wait``.
-    """
-    global _dial
-    dial, _dial = _dial, None
-    return dial.claim(host, port, wait) if dial is not None else None
-
-
-def discard() -> None:
-    """Close a socket no transport took (the run ended before connecting, or chose another)."""
-    global _dial
-    dial, _dial = _dial, None
-    if dial is not None:
-        dial.drop()
+    return dial
 
 
 def first_hop(ssh: str, target: SSHTarget) -> tuple[str, int] | None:
@@ -121,14 +103,14 @@ def first_hop(ssh: str, target: SSHTarget) -> tuple[str, int] | None:
     shapes the socket (BindAddress, BindInterface, an AddressFamily): those are left to the
     transport, which applies them.
     """
-    config = query_config(ssh, target)
+    config = _config(ssh, target)
     if config is None:
         return None
     jump = target.jump[0] if target.jump else _first(config.get("proxyjump", "none"))
     if jump is not None:
         user, host, port = split_hop(jump)
         hop = SSHTarget(host=host, port=port, login=user, ssh_config=target.ssh_config)
-        config = query_config(ssh, hop)
+        config = _config(ssh, hop)
         if config is None or _first(config.get("proxyjump", "none")) is not None:
             return None
     if config.get("proxycommand", "none") != "none" or _shapes_socket(config):
@@ -136,6 +118,14 @@ def first_hop(ssh: str, target: SSHTarget) -> tuple[str, int] | None:
     with contextlib.suppress(KeyError, ValueError):
         return config["hostname"], int(config["port"])
     return None
+
+
+def _config(ssh: str, target: SSHTarget) -> dict[str, str] | None:
+    """``ssh -G`` for ``target``; None where ssh rejects it or cannot answer."""
+    try:
+        return query_config(ssh, target)
+    except (UsageError, OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def _shapes_socket(config: dict[str, str]) -> bool:

@@ -3,9 +3,10 @@
 Importing asyncssh asks ``ctypes.util.find_library`` for liboqs (post-quantum key exchange)
 and libnettle (UMAC). Where a library is missing, which is the usual case for liboqs, each
 name costs a run of ldconfig, gcc and ld: some 35 ms on the way to the first packet. The same
-lookups, in the same order, run on a thread while the rest of tunnelauth imports, and
-``answered`` hands their results to asyncssh's import. A name that was not looked up ahead,
-or a lookup that failed, goes to the real function as before.
+lookups, in the same order, run on a thread while the rest of tunnelauth imports (started by
+the head start, which holds them), and ``answered`` hands their results to asyncssh's import.
+A name that was not looked up ahead, or a lookup that failed, goes to the real function as
+before.
 """
 
 from __future__ import annotations
@@ -43,29 +44,23 @@ class Lookups:
             self.done.set()
 
 
-_ahead: Lookups | None = None
-
-
 def prewarm() -> Lookups:
-    """Start the lookups (once per process); returns them."""
-    global _ahead
-    if _ahead is None:
-        import ctypes.util  # on this thread: the worker then imports nothing
+    """Start the lookups on a thread; the head start holds what it returns."""
+    import ctypes.util  # on this thread: the worker then imports nothing
 
-        _ahead = Lookups()
-        threading.Thread(
-            target=_ahead.run,
-            args=(ctypes.util.find_library,),
-            name="tunnelauth-find-library",
-            daemon=True,
-        ).start()
-    return _ahead
+    lookups = Lookups()
+    threading.Thread(
+        target=lookups.run,
+        args=(ctypes.util.find_library,),
+        name="tunnelauth-find-library",
+        daemon=True,
+    ).start()
+    return lookups
 
 
 @contextlib.contextmanager
-def answered(wait: float = WAIT) -> Iterator[None]:
-    """While inside, ``ctypes.util.find_library`` answers the names looked up ahead."""
-    lookups = _ahead
+def answered(lookups: Lookups | None, wait: float = WAIT) -> Iterator[None]:
+    """While inside, ``ctypes.util.find_library`` answers the names ``lookups`` looked up."""
     if lookups is None:
         yield
         return

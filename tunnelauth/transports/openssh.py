@@ -19,10 +19,8 @@ import subprocess
 import termios
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from tunnelauth import tempdirs
 from tunnelauth.askpass import Asker, AskpassServer
 from tunnelauth.errors import (
     CommandNotFoundError,
@@ -36,14 +34,13 @@ from tunnelauth.errors import (
 from tunnelauth.remote import PTY_COLUMNS
 from tunnelauth.sanitize import strip
 from tunnelauth.settings import SSHTarget
-from tunnelauth.transports import sshargs
-from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
-from tunnelauth.transports.early import MasterStart, short_tmp
-from tunnelauth.transports.early import take as take_early
+from tunnelauth.transports import master, sshargs
+from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult, Transport
 from tunnelauth.transports.hops import jump_chain, split_hop, unreachable_from
 
 if TYPE_CHECKING:
     from tunnelauth.hoppool import HopPool
+    from tunnelauth.transports.headstart import HeadStart
 
 STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
 MAX_HOPS = 10  # a longer ProxyJump chain is taken for a loop
@@ -92,19 +89,8 @@ async def _drain(stream: asyncio.StreamReader, into: Bounded) -> None:
         into.add(chunk)
 
 
-class _Child(Protocol):
-    """What connecting needs of the master's first process (asyncio's, or one started early)."""
-
-    pid: int
-
-    @property
-    def returncode(self) -> int | None: ...
-
-    async def wait(self) -> int: ...
-
-
 class _Launched:
-    """A master process started before the event loop, seen the way asyncio's are."""
+    """The master's first ssh process (``master.spawn``), seen the way asyncio's are."""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
@@ -120,7 +106,7 @@ class _Launched:
         return await asyncio.to_thread(self._popen.wait)
 
 
-def _kill_group(proc: _Child, sig: int = signal.SIGKILL) -> None:
+def _kill_group(proc: asyncio.subprocess.Process | _Launched, sig: int = signal.SIGKILL) -> None:
     """Signal the process group of a child started with ``start_new_session``."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -305,14 +291,7 @@ class _LogFollower:
         self.drain(final=True)
 
 
-@dataclass
-class _Master:
-    socket: str
-    owned: bool
-    tempdir: str | None
-
-
-class OpenSSHTransport:
+class OpenSSHTransport(Transport):
     """Drives the system ``ssh`` binary through one ControlMaster."""
 
     name = "openssh"
@@ -326,6 +305,7 @@ class OpenSSHTransport:
         ssh: str | None = None,
         hops: HopPool | None = None,
         shared_hop: bool = False,
+        head_start: HeadStart | None = None,
     ) -> None:
         self.target = target
         self.connect_timeout = connect_timeout
@@ -335,39 +315,45 @@ class OpenSSHTransport:
         self.shared_hop = shared_hop  # this connection is a jump host the fleet shares
         self._hop: OpenSSHTransport | None = None  # the fleet's hop this target goes through
         self.config: dict[str, str] = {}
-        self._master: _Master | None = None
+        self.head_start = head_start
+        self._socket: str | None = None  # the control socket in use
+        self._own: master.Master | None = None  # the master tunnelauth opened, if it did
         self.reused_master = False
         self._asker: Asker | None = None
         self._debug_sink: Callable[[str], None] | None = None
         self._follower: _LogFollower | None = None
 
-    def set_debug_log(self, sink: Callable[[str], None]) -> None:
-        """``-vv``: the master runs with ssh's ``-v``; its log lines go to ``sink``."""
-        self._debug_sink = sink
-
-    def set_asker(self, ask: Asker) -> None:
-        """Who answers ssh's prompts (passwords, codes, passphrases) in interactive runs."""
-        self._asker = ask
-
     @property
     def socket(self) -> str:
         """The control socket in use (after ``connect``)."""
-        if self._master is None:
+        if self._socket is None:
             raise RuntimeError("not connected")
-        return self._master.socket
+        return self._socket
 
-    async def connect(self) -> None:
-        """Adopt the user's live master for the host, or open and authenticate a private one."""
+    async def connect(
+        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+    ) -> None:
+        """Adopt the user's live master for the host, or open and authenticate a private one.
+
+        A batch run's head start may have asked ``ssh -G`` and started the master already:
+        those are adopted instead of asked and started again. ``debug_log`` (``-vv``): the
+        master runs with ssh's ``-v``, its log lines go there. ``asker`` answers ssh's
+        prompts (passwords, codes, passphrases) in interactive runs.
+        """
+        self._asker, self._debug_sink = asker, debug_log
         if shutil.which(self.ssh) is None:
             raise CommandNotFoundError(
                 "the ssh client was not found on this machine",
                 hint="install OpenSSH, or use --backend asyncssh",
             )
-        early = take_early(self.target)
-        self.config = early.config if early is not None else await self._query_config()
-        if early is not None and early.master is not None:
-            await self._open_master(early.master)  # started before the heavy imports
-            return
+        ahead = self.head_start.take_openssh(self.target) if self.head_start else None
+        if ahead is not None:
+            self.config = ahead.config
+            if ahead.master is not None:
+                await self._open_master(ahead.master)  # started before the heavy imports
+                return
+        else:
+            self.config = await self._query_config()
         if await self._adopt():
             return
         if self.hops is not None:
@@ -388,17 +374,18 @@ class OpenSSHTransport:
             return False
         path = sshargs.existing_control_path(self.config)
         if path and os.path.exists(path) and await self._check(path):
-            self._master = _Master(path, owned=False, tempdir=None)
+            self._socket = path
             self.reused_master = True
             return True
         return False
 
-    async def open_hops(self) -> None:
+    async def open_hops(self, *, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
         if self.hops is None:
             return
         if shutil.which(self.ssh) is None:
             return  # the host's own login says so
+        self._asker = asker
         self.config = await self._query_config()
         await self._shared_hop()
 
@@ -433,10 +420,8 @@ class OpenSSHTransport:
                 ssh=self.ssh,
                 shared_hop=True,
             )
-            if self._asker is not None:
-                hop.set_asker(self._asker)
             try:
-                await hop.connect()
+                await hop.connect(asker=self._asker)
             except SSHError as exc:
                 await hop.close()
                 raise at_hop(exc, hops[-1], self.target.host) from None
@@ -468,12 +453,8 @@ class OpenSSHTransport:
         )
 
     async def _query_config(self) -> dict[str, str]:
-        argv = sshargs.config_query_argv(self.ssh, self.target)
-        result = await _run(argv, timeout=10.0)
-        if result.exit_status != 0:
-            message = result.stderr.decode("utf-8", "replace").strip()
-            raise UsageError(f"ssh rejected the connection settings: {message}")
-        return sshargs.parse_config_dump(result.stdout.decode("utf-8", "replace"))
+        """``ssh -G`` for the target (on a worker thread: it blocks)."""
+        return await asyncio.to_thread(master.query_config, self.ssh, self.target)
 
     async def _check(self, socket: str) -> bool:
         argv = sshargs.control_argv(self.ssh, self.target, socket, "check")
@@ -483,60 +464,45 @@ class OpenSSHTransport:
             return False
         return result.exit_status == 0
 
-    async def _open_master(self, started: MasterStart | None = None) -> None:
-        """Authenticate a private master (``started``: one a batch run launched early)."""
-        if started is not None:
-            tempdir, socket = started.tempdir, started.socket
-        else:
-            tempdir = tempdirs.make(short_tmp())
-            socket = os.path.join(tempdir, "m")
-        self._master = _Master(socket, owned=True, tempdir=tempdir)
-        keepalive = sshargs.keepalive_unset(self.config)
-        argv = sshargs.master_argv(
-            self.ssh,
-            self.target,
-            socket,
-            batch=self.batch,
-            keepalive=keepalive,
-            log=os.path.join(tempdir, "master.log"),
-            verbose=self._debug_sink is not None,
-        )
-        # The master runs in its own session, without the terminal: the terminal's Ctrl-C
-        # reaches tunnelauth alone, which then ends the remote login in order. ssh asks for
-        # passwords, one-time codes and passphrases through tunnelauth's askpass instead
-        # (SSH_ASKPASS_REQUIRE=force; older ssh uses it as it has no terminal and a DISPLAY),
-        # so every question is shown while the live display is paused. Its stderr goes to a
-        # file: a pipe would be inherited by the detached master and never reach EOF.
+    async def _open_master(self, started: master.Master | None = None) -> None:
+        """Authenticate a private master (``started``: one a batch run's head start launched).
+
+        ssh asks for passwords, one-time codes and passphrases through tunnelauth's askpass
+        (SSH_ASKPASS_REQUIRE=force; older ssh uses it as it has no terminal and a DISPLAY), so
+        every question is shown while the live display is paused.
+        """
+        tempdir = started.tempdir if started is not None else master.make_dir()
         askpass: AskpassServer | None = None
-        env: dict[str, str] | None = None
-        if not self.batch and self._asker is not None:
+        if started is None and not self.batch and self._asker is not None:
             askpass = AskpassServer(tempdir, self._asker)
-            env = {**os.environ, **await askpass.start()}
-        log_path = os.path.join(tempdir, "connect.log")
+        log_paths = (os.path.join(tempdir, "connect.log"), os.path.join(tempdir, "master.log"))
         if self._debug_sink is not None:
             # connect.log has the jump hosts' ssh (their stderr), master.log the master's own.
-            paths = (log_path, os.path.join(tempdir, "master.log"))
-            self._follower = _LogFollower(paths, self._debug_sink)
+            self._follower = _LogFollower(log_paths, self._debug_sink)
             self._follower.start()
-        proc: _Child
         try:
-            if started is not None:
-                proc = _Launched(started.proc)
-            else:
-                with open(log_path, "wb") as log:
-                    proc = await asyncio.create_subprocess_exec(
-                        *argv,
-                        stdin=asyncio.subprocess.DEVNULL,
-                        stdout=asyncio.subprocess.DEVNULL,
-                        stderr=log,
-                        start_new_session=True,
-                        env=env,
-                    )
+            if started is None:
+                env = {**os.environ, **await askpass.start()} if askpass is not None else None
+                started = master.spawn(
+                    self.ssh,
+                    self.target,
+                    self.config,
+                    tempdir,
+                    batch=self.batch,
+                    verbose=self._debug_sink is not None,
+                    env=env,
+                )
+        except BaseException:
+            if askpass is not None:
+                await askpass.close()
+            self._stop_follower()
+            shutil.rmtree(tempdir, ignore_errors=True)
+            raise
+        self._own = started
+        proc = _Launched(started.proc)
+        try:
             code = await self._wait_connected(proc, askpass)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-            _kill_group(proc)
-            with contextlib.suppress(ProcessLookupError):
-                await proc.wait()
             if askpass is not None:
                 await askpass.close()
             await self._discard_master()
@@ -550,31 +516,31 @@ class OpenSSHTransport:
         if askpass is not None:
             await askpass.close()
         stderr = ""
-        for path in (log_path, os.path.join(tempdir, "master.log")):
+        for path in log_paths:
             with contextlib.suppress(OSError), open(path, "rb") as log:
                 stderr += log.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
         # ssh -f exits 0 only once the master listens on its socket: no `-O check` needed.
-        if code != 0 or not os.path.exists(socket):
-            await self._discard_master()
-            chain: list[str] = []
-            if self._through_proxy():
-                chain = await self._jump_chain()
-                if sshargs.proxy_failure_hidden(stderr) and not sshargs.proxied_failure(stderr)[0]:
-                    stderr = await self._diagnose() or stderr
-            if self._hop is not None:
-                stderr = sshargs.shared_hop_refusal(stderr, self._hop.last_open_failure())
-            error = _connect_error(
-                self.target.host, stderr, batch=self.batch, asked=asked, chain=chain
-            )
-            if isinstance(error, HostKeyError) and "SHA256:" not in error.message:
-                # ssh names the offered key only when it asks; a -v repeat logs it.
-                offered = sshargs.server_host_key(await self._diagnose(verbose=True))
-                if offered:
-                    error.message += f" (the server offers {offered})"
-                    error.args = (error.message,)
-            raise error
+        if code == 0 and os.path.exists(started.socket):
+            self._socket = started.socket
+            return
+        await self._discard_master()
+        chain: list[str] = []
+        if self._through_proxy():
+            chain = await self._jump_chain()
+            if sshargs.proxy_failure_hidden(stderr) and not sshargs.proxied_failure(stderr)[0]:
+                stderr = await self._diagnose() or stderr
+        if self._hop is not None:
+            stderr = sshargs.shared_hop_refusal(stderr, self._hop.last_open_failure())
+        error = _connect_error(self.target.host, stderr, batch=self.batch, asked=asked, chain=chain)
+        if isinstance(error, HostKeyError) and "SHA256:" not in error.message:
+            # ssh names the offered key only when it asks; a -v repeat logs it.
+            offered = sshargs.server_host_key(await self._diagnose(verbose=True))
+            if offered:
+                error.message += f" (the server offers {offered})"
+                error.args = (error.message,)
+        raise error
 
-    async def _wait_connected(self, proc: _Child, askpass: AskpassServer | None) -> int:
+    async def _wait_connected(self, proc: _Launched, askpass: AskpassServer | None) -> int:
         """The master's exit code once it has authenticated and backgrounded itself.
 
         The connect deadline leaves out the time the user spent answering ssh's questions.
@@ -607,12 +573,11 @@ class OpenSSHTransport:
         while hops and len(hops) < MAX_HOPS:
             try:
                 first = SSHTarget(host=split_hop(hops[0])[1], ssh_config=self.target.ssh_config)
-                result = await _run(sshargs.config_query_argv(self.ssh, first), timeout=5.0)
-            except (UsageError, asyncio.TimeoutError, OSError):
+                config = await asyncio.to_thread(master.query_config, self.ssh, first, timeout=5.0)
+            except (UsageError, subprocess.TimeoutExpired, OSError):
                 break
-            config = sshargs.parse_config_dump(result.stdout.decode("utf-8", "replace"))
             before = [h for h in jump_chain(config.get("proxyjump")) if h not in hops]
-            if result.exit_status != 0 or not before:
+            if not before:
                 break
             hops = before + hops
         return hops
@@ -634,10 +599,7 @@ class OpenSSHTransport:
 
     def _master_log_path(self) -> str | None:
         """The log of a master tunnelauth opened (an adopted one's log is not ours to read)."""
-        master = self._master
-        if master is None or not master.owned or master.tempdir is None:
-            return None
-        return os.path.join(master.tempdir, "master.log")
+        return self._own.master_log if self._own is not None else None
 
     def last_open_failure(self) -> str | None:
         """Why the server last refused a channel, from the log of a master tunnelauth opened."""
@@ -648,25 +610,21 @@ class OpenSSHTransport:
             return sshargs.last_open_failure(fh.read()[-STDERR_LIMIT:].decode("utf-8", "replace"))
         return None
 
-    async def _discard_master(self) -> None:
+    def _stop_follower(self) -> None:
         follower, self._follower = self._follower, None
         if follower is not None:
             follower.stop()
-        master, self._master = self._master, None
-        if master is None or not master.owned:
-            return
-        if os.path.exists(master.socket):
-            with contextlib.suppress(asyncio.TimeoutError):
-                await _run(
-                    sshargs.control_argv(self.ssh, self.target, master.socket, "exit"),
-                    timeout=5.0,
-                )
-        if master.tempdir:
-            shutil.rmtree(master.tempdir, ignore_errors=True)
+
+    async def _discard_master(self) -> None:
+        """End the master tunnelauth opened (never one it adopted) and remove its temp dir."""
+        self._stop_follower()
+        own, self._own, self._socket = self._own, None, None
+        if own is not None:
+            await asyncio.to_thread(master.end, own, self.ssh, self.target)
 
     async def alive(self) -> bool:
         """Whether the master still answers (the link is up)."""
-        return self._master is not None and await self._check(self._master.socket)
+        return self._socket is not None and await self._check(self._socket)
 
     async def start(self, command: str) -> OpenSSHProcess:
         """Run ``command`` with a PTY over the master."""

@@ -28,8 +28,7 @@ from tunnelauth.askpass import Asker
 from tunnelauth.errors import HostKeyError, SSHError, UsageError, at_hop, no_terminal_error
 from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
-from tunnelauth.transports import early_dial
-from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
+from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult, Transport
 from tunnelauth.transports.hops import (
     jump_chain,
     os_error_reason,
@@ -43,6 +42,7 @@ from tunnelauth.transports.sshargs import batch_prompt_refusal
 
 if TYPE_CHECKING:
     from tunnelauth.hoppool import HopPool
+    from tunnelauth.transports.headstart import HeadStart
 
 # paramiko logs a refused channel (our forwarding probe) at ERROR; with no handler configured,
 # Python would print it on the user's terminal. tunnelauth reports what matters itself.
@@ -254,7 +254,7 @@ def _feeder(reader: asyncio.StreamReader) -> Callable[[bytes], None]:
     return feed
 
 
-class ParamikoTransport:
+class ParamikoTransport(Transport):
     """paramiko Transports (hops first, the target last) run on threads of ours."""
 
     name = "paramiko"
@@ -267,8 +267,10 @@ class ParamikoTransport:
         batch: bool = False,
         keepalive_interval: float = 5.0,
         hops: HopPool | None = None,
+        head_start: HeadStart | None = None,
     ) -> None:
         self.target = target
+        self.head_start = head_start  # may hold the first hop's connection, opened early
         self.connect_timeout = connect_timeout
         self.batch = batch
         self.keepalive_interval = keepalive_interval
@@ -280,14 +282,6 @@ class ParamikoTransport:
         self._stop = threading.Event()
         self.prompter = Prompter()
         self._library_log: LibraryLog | None = None
-
-    def set_debug_log(self, sink: Callable[[str], None]) -> None:
-        """``-vv``: paramiko's own debug log goes to ``sink`` until ``close``."""
-        self._library_log = LibraryLog("paramiko", sink)
-
-    def set_asker(self, ask: Asker) -> None:
-        """Ask passwords, codes, passphrases and host keys through the flow (display paused)."""
-        self.prompter.bind(ask)
 
     @property
     def transport(self) -> Any:
@@ -318,8 +312,19 @@ class ParamikoTransport:
             paramiko.SSHConfig.from_text(text),
         )
 
-    async def connect(self) -> None:
-        """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each."""
+    async def connect(
+        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+    ) -> None:
+        """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each.
+
+        ``asker``: passwords, codes, passphrases and host keys are asked through the flow
+        (display paused). ``debug_log`` (``-vv``): paramiko's own debug log goes there until
+        ``close``.
+        """
+        if debug_log is not None:
+            self._library_log = LibraryLog("paramiko", debug_log)
+        if asker is not None:
+            self.prompter.bind(asker)
         target_config, hop_config = self._configs()
         try:
             user, host = self.target.user_and_host()
@@ -338,10 +343,13 @@ class ParamikoTransport:
             raise
         self._threads.start(self._keepalive, "keepalive")
 
-    async def open_hops(self) -> None:
+    async def open_hops(self, *, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
-        if self.hops is not None:
-            await self._shared_chain(*self._configs())
+        if self.hops is None:
+            return
+        if asker is not None:
+            self.prompter.bind(asker)
+        await self._shared_chain(*self._configs())
 
     async def _shared_chain(self, target_config: Any, hop_config: Any) -> _SharedChain | None:
         """The fleet's connections to this host's jump hosts (None: no pool, or no hops)."""
@@ -436,7 +444,9 @@ class ParamikoTransport:
                 raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
         else:
             try:
-                sock = early_dial.take(eff.hostname, eff.port, self.connect_timeout)
+                sock = None
+                if self.head_start is not None:
+                    sock = self.head_start.take_socket(eff.hostname, eff.port, self.connect_timeout)
                 if sock is None:  # not opened during the imports (or to another address)
                     sock = socket.create_connection((eff.hostname, eff.port), self.connect_timeout)
                 # Small SSH packets go out at once (asyncio does this for asyncssh too): with

@@ -1,7 +1,7 @@
 """The questions a library transport (asyncssh, paramiko) asks the user, asked through the flow.
 
-The flow gives every transport the asker it gives OpenSSH's askpass (``set_asker``): it pauses
-the live display, reads the answer with echo off for a secret, and has a deadline. Passwords,
+The flow gives every transport's ``connect`` the asker it gives OpenSSH's askpass: it pauses the
+live display, reads the answer with echo off for a secret, and has a deadline. Passwords,
 keyboard-interactive questions, key passphrases and host-key confirmations all go through it,
 from the event loop or from a worker thread (paramiko authenticates in one; asyncssh loads keys
 in one). A transport used on its own, without a flow, asks the terminal directly.
