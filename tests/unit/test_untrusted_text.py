@@ -39,7 +39,7 @@ from tunnelauth.settings import SSHTarget
 from tunnelauth.status import ExitStatus
 from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
 from tunnelauth.transports.base import Transport
-from tunnelauth.transports.openssh import _run
+from tunnelauth.transports.openssh_sessions import run_ssh
 from tunnelauth.transports.paramiko_transport import ParamikoTransport
 
 __all__ = ["_no_agent", "keys"]
@@ -208,7 +208,7 @@ def test_exec_keeps_at_most_the_limit_and_says_so(
 
 def test_openssh_exec_keeps_at_most_the_limit_and_says_so() -> None:
     script = "head -c 5000000 /dev/zero; head -c 5000000 /dev/zero >&2; exit 4"
-    result = asyncio.run(_run(["sh", "-c", script], timeout=DEADLINE, limit=1000))
+    result = asyncio.run(run_ssh(["sh", "-c", script], timeout=DEADLINE, limit=1000))
     assert (result.exit_status, len(result.stdout), len(result.stderr)) == (4, 1000, 1000)
     assert result.cut
 

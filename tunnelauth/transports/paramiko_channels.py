@@ -1,0 +1,284 @@
+"""The paramiko transport's threads and channels: the PTY session, direct-tcpip, exec, keepalive.
+
+paramiko blocks, so every call runs on a short-lived thread of ours, and each open channel has
+one reader thread (feeding the event loop) and one writer thread; close() ends and joins them
+all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import paramiko
+
+from tunnelauth.transports.base import Bounded, ExecResult
+
+T = TypeVar("T")
+CLOSE_GRACE = 2.0
+JOIN_DEADLINE = 5.0
+KEEPALIVE_COUNT_MAX = 3
+CHUNK = 65536
+KEEPALIVE_COUNT_MAX = 3
+
+
+class Threads:
+    """Every thread this transport starts, so close() can join them all."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    def start(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=f"tunnelauth-paramiko-{name}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+        return thread
+
+    async def call(self, fn: Callable[[], T], name: str = "call") -> T:
+        """Run a blocking paramiko call on a thread of ours and await its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                future.set_result(value) if ok else future.set_exception(value)
+
+        def work() -> None:
+            try:
+                outcome: tuple[bool, Any] = (True, fn())
+            except BaseException as exc:
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop may be gone after a cancel
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        self.start(work, name)
+        return await future
+
+    async def join(self, deadline: float = JOIN_DEADLINE) -> None:
+        """Wait until every thread ended (they end once their channel or transport closed)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while any(t.is_alive() for t in self.threads) and loop.time() < end:
+            await asyncio.sleep(0.01)  # polling: a thread cannot wake the loop once it is gone
+        self.threads = [t for t in self.threads if t.is_alive()]
+
+
+def resolve_future(future: asyncio.Future[None]) -> None:
+    """Mark ``future`` done (on the loop thread) unless a waiter gave up on it."""
+    if not future.done():
+        future.set_result(None)
+
+
+class Pipe:
+    """Moves a paramiko channel's bytes to and from the event loop on two threads."""
+
+    def __init__(
+        self, chan: Any, threads: Threads, on_data: Callable[[bytes], None], name: str
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.chan = chan
+        self.ended: asyncio.Future[None] = self.loop.create_future()
+        self._on_data = on_data
+        self._out: queue.SimpleQueue[bytes | asyncio.Future[None] | None] = queue.SimpleQueue()
+        threads.start(self._read, f"{name}-reader")
+        threads.start(self._write, f"{name}-writer")
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _read(self) -> None:
+        try:
+            while chunk := self.chan.recv(CHUNK):
+                self._post(self._on_data, chunk)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # a broken link ends the output like EOF does
+        finally:
+            self._post(self._on_data, b"")
+            self._post(resolve_future, self.ended)
+
+    def _write(self) -> None:
+        while (item := self._out.get()) is not None:
+            if isinstance(item, asyncio.Future):
+                self._post(resolve_future, item)
+                continue
+            try:
+                if item == b"":
+                    self.chan.shutdown_write()
+                else:
+                    self.chan.sendall(item)
+            except (OSError, EOFError, paramiko.SSHException):
+                pass  # the channel closed: what is left is lost, as with a socket
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self._out.put(data)
+
+    def send_eof(self) -> None:
+        self._out.put(b"")
+
+    async def drain(self) -> None:
+        marker: asyncio.Future[None] = self.loop.create_future()
+        self._out.put(marker)
+        await marker
+
+    async def close(self) -> None:
+        """Close the channel; both threads end (the reader at EOF, the writer at the sentinel)."""
+        self._out.put(None)
+        self.chan.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.ended), CLOSE_GRACE)
+
+
+class ParamikoProcess:
+    """The remote command on a PTY; output arrives through a queue, so ``read`` is cancel-safe."""
+
+    def __init__(self, chan: Any, threads: Threads) -> None:
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._eof = False
+        self._chan = chan
+        self._threads = threads
+        self._pipe = Pipe(chan, threads, self._queue.put_nowait, "pty")
+
+    async def read(self) -> bytes:
+        """Next chunk of merged output, ``b""`` at the end."""
+        if self._eof:
+            return b""
+        chunk = await self._queue.get()
+        self._eof = not chunk
+        return chunk
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the remote PTY."""
+        self._pipe.send(data)
+
+    def interrupt(self) -> None:
+        """Ctrl-C through the PTY: the remote line discipline turns it into SIGINT."""
+        self.write(b"\x03")
+
+    async def wait(self) -> int | None:
+        """The remote exit status; ``None`` if it died by a signal or the link broke."""
+        status: int = await self._threads.call(self._chan.recv_exit_status, "wait")
+        return None if status < 0 else status
+
+    async def close(self) -> None:
+        """Interrupt the remote if it still runs, then close the session (SIGHUP there)."""
+        if not self._chan.closed and not self._chan.exit_status_ready():
+            self.interrupt()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pipe.ended), CLOSE_GRACE)
+        await self._pipe.close()
+
+
+class ParamikoChannel:
+    """A direct-tcpip channel; a refused one reads as EOF and keeps the server's reason."""
+
+    def __init__(self, pipe_factory: Callable[[asyncio.StreamReader], Pipe] | None, why: str):
+        self.reader = asyncio.StreamReader()
+        self._refused = why
+        self._pipe = pipe_factory(self.reader) if pipe_factory else None
+        if self._pipe is None:
+            self.reader.feed_eof()
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes to the remote end (dropped if the channel was refused)."""
+        if self._pipe is not None:
+            self._pipe.send(data)
+
+    async def drain(self) -> None:
+        """Wait until the writer thread handed the bytes to paramiko."""
+        if self._pipe is not None:
+            await self._pipe.drain()
+
+    def write_eof(self) -> None:
+        """Half-close towards the remote."""
+        if self._pipe is not None:
+            self._pipe.send_eof()
+
+    async def refusal(self) -> str | None:
+        """The server's refusal (``administratively prohibited: …`` / ``connect failed: …``)."""
+        return self._refused or None
+
+    async def close(self) -> None:
+        """Close the channel and let its threads end."""
+        if self._pipe is not None:
+            await self._pipe.close()
+
+
+def feeder(reader: asyncio.StreamReader) -> Callable[[bytes], None]:
+    """Feed chunks into ``reader``; an empty chunk is EOF."""
+
+    def feed(chunk: bytes) -> None:
+        if chunk:
+            reader.feed_data(chunk)
+        elif not reader.at_eof():
+            reader.feed_eof()
+
+    return feed
+
+
+def run_exec(
+    conn: Any,
+    threads: Threads,
+    holder: list[Any],
+    command: str,
+    *,
+    stdin: bytes,
+    timeout: float,
+    limit: int,
+    open_timeout: float,
+) -> ExecResult:
+    """Blocking: run ``command`` without a PTY, keeping at most ``limit`` bytes of each stream.
+
+    The session goes into ``holder`` as soon as it exists, so the caller can close it.
+    """
+    chan = conn.open_session(timeout=open_timeout)
+    holder.append(chan)
+    chan.settimeout(timeout)
+    chan.exec_command(command)
+    out, err = Bounded(limit), Bounded(limit)
+
+    def read_stderr() -> None:
+        # stderr has its own reader so a chatty stderr cannot stall stdout's window.
+        with contextlib.suppress(OSError, paramiko.SSHException):
+            for chunk in iter(lambda: chan.recv_stderr(CHUNK), b""):
+                err.add(chunk)
+
+    errors = threads.start(read_stderr, "exec-stderr")
+    if stdin:
+        chan.sendall(stdin)
+    chan.shutdown_write()
+    for chunk in iter(lambda: chan.recv(CHUNK), b""):
+        out.add(chunk)
+    errors.join(timeout)
+    status = chan.recv_exit_status()
+    chan.close()
+    cut = out.cut or err.cut
+    return ExecResult(None if status < 0 else status, out.value(), err.value(), cut)
+
+
+def keep_alive(conn: Any, threads: Threads, stop: threading.Event, interval: float) -> None:
+    """Probe the target every interval; no answer to several probes means the link is dead.
+
+    paramiko's own keepalive expects no reply, so it cannot notice a dead link.
+    """
+    while not stop.wait(interval):
+        answered = threading.Event()
+
+        def probe(answered: threading.Event = answered) -> None:
+            with contextlib.suppress(Exception):
+                conn.global_request("keepalive@openssh.com", wait=True)
+            answered.set()
+
+        prober = threads.start(probe, "probe")
+        if not answered.wait(interval * KEEPALIVE_COUNT_MAX):
+            if not stop.is_set():
+                conn.close()  # channels then read EOF and exit statuses become None
+            prober.join(CLOSE_GRACE)
+            return
+        if not conn.is_active():
+            return
