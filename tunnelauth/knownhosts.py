@@ -251,10 +251,12 @@ def _files(names: Sequence[str]) -> list[str]:
     return [os.path.expanduser(name) for name in names if name.lower() != "none"]
 
 
-def wants_hashing(value: str | None, host: str, *, system: bool) -> bool:
+def wants_hashing(
+    value: str | None, host: str, *, system: bool, system_config: str = SYSTEM_CONFIG
+) -> bool:
     """HashKnownHosts from the user's config, else the system's (unless ``-F``); default no."""
     if value is None and system:
-        value = hostkeys.config_value([SYSTEM_CONFIG], host, "HashKnownHosts")
+        value = hostkeys.config_value([system_config], host, "HashKnownHosts")
     return (value or "").strip().lower() in ("yes", "true")
 
 

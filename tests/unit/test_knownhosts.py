@@ -101,17 +101,19 @@ def test_verdicts(lines: list[str], port: int, offered: str, verdict: Verdict) -
     assert unasked is (verdict is Verdict.KNOWN)
 
 
-def test_hashknownhosts_falls_back_to_the_system_config_unless_f(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_hashknownhosts_falls_back_to_the_system_config_unless_f(tmp_path: Path) -> None:
     """Debian's /etc/ssh/ssh_config says HashKnownHosts yes; ssh -F skips that file."""
-    system = tmp_path / "ssh_config"
-    system.write_text("Host *\n    HashKnownHosts yes\n")
-    monkeypatch.setattr(knownhosts, "SYSTEM_CONFIG", str(system))
-    assert knownhosts.wants_hashing(None, "web", system=True)
-    assert not knownhosts.wants_hashing(None, "web", system=False)
-    assert not knownhosts.wants_hashing("no", "web", system=True)  # the user's value wins
-    assert knownhosts.wants_hashing("yes", "web", system=False)
+    system_file = tmp_path / "ssh_config"
+    system_file.write_text("Host *\n    HashKnownHosts yes\n")
+    assert knownhosts.SYSTEM_CONFIG == "/etc/ssh/ssh_config"  # where ssh reads it by default
+
+    def hashing(value: str | None, *, system: bool) -> bool:
+        return knownhosts.wants_hashing(value, "web", system=system, system_config=str(system_file))
+
+    assert hashing(None, system=True)
+    assert not hashing(None, system=False)
+    assert not hashing("no", system=True)  # the user's value wins
+    assert hashing("yes", system=False)
 
 
 def test_record_writes_the_first_user_file_only(tmp_path: Path) -> None:
