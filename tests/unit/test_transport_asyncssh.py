@@ -122,6 +122,9 @@ async def _session(state: ServerState, process: Any) -> None:
             out.write(b"hello " + line.strip() + b"\r\n")
         elif argv[:1] == ["exit"]:
             status = int(argv[1])
+        elif argv[:1] == ["slow-exit"]:  # a remote that takes a moment to end (a loaded host)
+            await asyncio.sleep(float(argv[1]))
+            status = 77
         elif argv[:1] == ["cat"]:  # no PTY: plain stdin to stdout, stderr separate
             data = await process.stdin.read()
             out.write(data)
@@ -657,5 +660,30 @@ def test_a_refused_pty_is_a_clear_error(
             finally:
                 await transport.close()
             assert asyncssh.connection.SSHClientChannel is asyncssh_pty._STOCK
+
+    run(main())
+
+
+@pytest.mark.parametrize("one_flight", [True, False])
+def test_a_refused_pty_leaves_no_command_running(
+    keys: tuple[Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_flight: bool
+) -> None:
+    """Sent before the refusal came, the command ran: the error comes only after it ended."""
+    if not one_flight:
+        monkeypatch.setattr(asyncssh_pty, "_ONE_FLIGHT", None)
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path, allow_pty=False) as bed:
+            transport = _asyncssh(bed.target())
+            await asyncio.wait_for(transport.connect(), DEADLINE)
+            try:
+                with pytest.raises(SSHError, match=r"refused the login a terminal \(PTY\)"):
+                    await asyncio.wait_for(transport.start("slow-exit 0.3"), DEADLINE)
+                started = [s["command"] for s in bed.state.sessions]
+                # stock asyncssh waits for the PTY's reply: the command is never sent
+                assert started == (["slow-exit 0.3"] if one_flight else [])
+                assert bed.state.session_ended.is_set() is one_flight
+            finally:
+                await transport.close()
 
     run(main())

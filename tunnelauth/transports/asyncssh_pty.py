@@ -5,18 +5,22 @@ asyncssh's ``SSHClientChannel.create`` sends ``pty-req`` and waits for its reply
 (it sends both and reads the two replies in order): ~100 ms through a jump host at 50 ms per
 hop. While ``pty_in_one_flight()`` is active, sessions are opened with a channel class that
 sends ``pty-req`` with ``want_reply`` and goes straight on to the command; the two replies
-arrive in order, and a refused PTY still fails the session with ``OPEN_REQUEST_PTY_FAILED``
-(the command, already sent, finds no terminal and exits at once: see ``remote.wrapper_script``).
+arrive in order, and a refused PTY still fails the session with ``OPEN_REQUEST_PTY_FAILED``.
+The command, already sent, finds no terminal and exits at once (see
+``remote.wrapper_script``); the session fails only once the remote reports that end (its exit
+status, or the channel's close, within ``NO_PTY_EXIT_WAIT``), so nothing the command started
+outlives the run.
 
-It relies on internals of asyncssh's channel (the methods ``_make_request`` and
-``_send_request``, the attributes ``_request_waiters``, ``_send_chan`` and ``_loop``) and on
-``asyncssh.connection`` naming the class it builds sessions with. ``supported()`` checks the
-class and its methods, the channel checks the attributes; where one is missing the stock
-behaviour is used and the session simply costs the extra round trip.
+It relies on internals of asyncssh's channel (the methods ``_make_request``, ``_send_request``
+and the exit requests' handlers, the attributes ``_request_waiters``, ``_send_chan`` and
+``_loop``) and on ``asyncssh.connection`` naming the class it builds sessions with.
+``supported()`` checks the class and its methods, the channel checks the attributes; where one
+is missing the stock behaviour is used and the session simply costs the extra round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from typing import Any
@@ -26,8 +30,16 @@ import asyncssh.connection
 
 _NAME = "SSHClientChannel"  # the class asyncssh.connection builds client sessions with
 _STOCK: Any = getattr(asyncssh.connection, _NAME, None)
-_NEEDED = ("_make_request", "_send_request", "create")
+_NEEDED = (
+    "_make_request",
+    "_send_request",
+    "create",
+    "wait_closed",
+    "_process_exit_status_request",
+    "_process_exit_signal_request",
+)
 _COMMANDS = (b"exec", b"shell", b"subsystem")
+NO_PTY_EXIT_WAIT = 5.0  # how long a refused PTY's command is given to end before the close
 
 
 def supported() -> bool:
@@ -40,6 +52,34 @@ def _pipelining_class(stock: Any) -> Any:
         """Sends ``pty-req`` without waiting; checks its reply once the command's has come."""
 
         _pty_reply: Any = None
+        _command_ended: asyncio.Event | None = None  # set from the pty-req on
+
+        def _process_exit_status_request(self, packet: Any) -> Any:
+            result = super()._process_exit_status_request(packet)
+            if self._command_ended is not None:
+                self._command_ended.set()
+            return result
+
+        def _process_exit_signal_request(self, packet: Any) -> Any:
+            result = super()._process_exit_signal_request(packet)
+            if self._command_ended is not None:
+                self._command_ended.set()
+            return result
+
+        async def _command_end(self) -> None:
+            """The refused PTY's command ended (its exit came, or the channel closed)."""
+            assert self._command_ended is not None
+            waits = [
+                asyncio.ensure_future(self._command_ended.wait()),
+                asyncio.ensure_future(self.wait_closed()),
+            ]
+            try:
+                await asyncio.wait(
+                    waits, timeout=NO_PTY_EXIT_WAIT, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for wait in waits:
+                    wait.cancel()
 
         async def _make_request(self, request: bytes, *args: bytes) -> bool | None:
             waiters = getattr(self, "_request_waiters", None)
@@ -49,12 +89,15 @@ def _pipelining_class(stock: Any) -> Any:
                 waiters.append(reply)
                 self._send_request(request, *args, want_reply=True)
                 self._pty_reply = reply
+                self._command_ended = asyncio.Event()
                 return True
             result: bool | None = await super()._make_request(request, *args)
             if request in _COMMANDS and self._pty_reply is not None:
                 pty_granted = await self._pty_reply  # the replies come in order: already here
                 self._pty_reply = None
                 if not pty_granted:
+                    # The command runs without a terminal and ends itself: let it, then close.
+                    await self._command_end()
                     self.close()
                     raise asyncssh.ChannelOpenError(
                         asyncssh.OPEN_REQUEST_PTY_FAILED, "PTY request failed"
