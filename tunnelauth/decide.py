@@ -34,6 +34,7 @@ from tunnelauth.flowstate import (
     CarryWholeOrigin,
     ChannelRefused,
     CloseListener,
+    Config,
     EndPrompt,
     Fail,
     FlowState,
@@ -290,6 +291,24 @@ def _stdin(state: FlowState, data: bytes) -> Step:
 
 
 # -- fallbacks: refused channel → relay → paste -------------------------------------------
+
+
+def probes_forwarding(config: Config) -> bool:
+    """Whether to learn, while the login starts, if the server allows forwarding channels."""
+    return config.via == "auto"
+
+
+def channel_refusal(config: Config, forwarding: str) -> str | None:
+    """Why the callback is not to be carried over a forwarding channel (None: open one).
+
+    ``forwarding``: the probe's verdict (``allowed``, ``refused`` or ``unknown``). The reason
+    becomes the ``ChannelRefused`` event that picks the fallback.
+    """
+    if config.via in ("relay", "paste"):
+        return f"--via {config.via}"
+    if config.via == "auto" and forwarding == "refused":
+        return "the server refuses forwarding"
+    return None
 
 
 def _channel_refused(state: FlowState, event: ChannelRefused) -> Step:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tunnelauth import clipboard, ports, relay, verdict
 from tunnelauth.browser import BrowserLauncher
-from tunnelauth.decide import decide
+from tunnelauth.decide import channel_refusal, decide, probes_forwarding
 from tunnelauth.environment import Environment
 from tunnelauth.errors import ChannelRefusedError, PortUnavailableError
 from tunnelauth.events import Event
@@ -105,7 +105,7 @@ class Runner:
         self.reporter.stage(Stage.RUNNING, self._display_command())
         self.process = await self.transport.start(command)
         self.stack.push_async_callback(self.process.close)
-        if self.settings.via == "auto":
+        if probes_forwarding(self.state.config):
             # Learn whether the server allows forwarding while the remote login starts up, so
             # the verdict costs the user no time and is known before the browser arrives.
             self.probe = asyncio.ensure_future(self._probe())
@@ -302,11 +302,9 @@ class Runner:
     async def _open_channel(self) -> Channel:
         """A channel to the remote listener, unless the server refuses them (then: fallback)."""
         assert self.state.remote_port is not None
-        via = self.settings.via
-        if via in ("relay", "paste"):
-            raise ChannelRefusedError(f"--via {via}", administratively=True)
-        if via == "auto" and await self._verdict() == "refused":
-            raise ChannelRefusedError("the server refuses forwarding", administratively=True)
+        why = channel_refusal(self.state.config, await self._verdict())
+        if why is not None:
+            raise ChannelRefusedError(why, administratively=True)
         return await self.transport.open_channel(self.state.remote_host, self.state.remote_port)
 
     async def _probe(self) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from tunnelauth import decide as decide_module
 from tunnelauth import verdict
-from tunnelauth.decide import decide
+from tunnelauth.decide import channel_refusal, decide, probes_forwarding
 from tunnelauth.errors import LoginFailedError, SSHError, TimedOutError
 from tunnelauth.events import (
     AuthorizeUrl,
@@ -400,6 +400,24 @@ def test_via_channel_fails_on_a_refused_channel() -> None:
     _, actions = decide(listening(via="channel"), ChannelRefused(GET_CALLBACK, "prohibited"))
     assert isinstance(actions[0], Fail) and isinstance(actions[0].error, SSHError)
     assert actions[-1] == Answer(None)
+
+
+@pytest.mark.parametrize(
+    ("via", "forwarding", "refusal"),
+    [
+        ("auto", "allowed", None),
+        ("auto", "unknown", None),  # an inconclusive probe: a channel is tried
+        ("auto", "refused", "the server refuses forwarding"),
+        ("channel", "refused", None),  # --via channel tries, and fails if refused
+        ("relay", "unknown", "--via relay"),
+        ("paste", "unknown", "--via paste"),
+    ],
+)
+def test_which_callbacks_go_over_a_channel(via: str, forwarding: str, refusal: str | None) -> None:
+    """The runner opens a forwarding channel only where the decider says; only auto probes."""
+    config = Config(host="remote", via=via)
+    assert channel_refusal(config, forwarding) == refusal
+    assert probes_forwarding(config) is (via == "auto")
 
 
 def test_via_relay_never_pastes() -> None:
