@@ -1,32 +1,29 @@
-"""The typer app: options become Settings; the ONLY place that maps errors to exit statuses.
+"""The typer app: its commands, options and help; the ONLY place that maps errors to exit
+statuses. What each command does once its options are read is ``cliactions``'s.
 
 Connection options are accepted before or after the subcommand: ``normalize_argv`` moves the
 ones written before it to after it, so each command declares them once.
 """
 
 import inspect
-import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand
 
-from tunnelauth import __version__
-from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, build_settings, normalize_argv
+from tunnelauth import __version__, cliactions
+from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, normalize_argv
 from tunnelauth.completion import complete_choice, complete_host, complete_mcp_server
-from tunnelauth.errors import TunnelauthError, UsageError
+from tunnelauth.errors import TunnelauthError
 from tunnelauth.exits import Shown, status_of
 from tunnelauth.fleetparams import fleet_parameters
-from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
 from tunnelauth.recipes import RECIPES, display
-from tunnelauth.settings import BACKENDS, VIAS, Settings
+from tunnelauth.settings import BACKENDS, VIAS
 from tunnelauth.status import ExitStatus
-
-_T = TypeVar("_T")
 
 _METAVARS = MappingProxyType(
     {
@@ -136,7 +133,7 @@ def _register(
         if action is not None:
             action(name, kwargs)
         else:
-            _login(name, kwargs, ctx.obj or ())
+            cliactions.run_login(name, kwargs, ctx.obj or ())
 
     context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
     signature = inspect.Signature([*positional, *_common_parameters(), context])
@@ -205,14 +202,14 @@ _register(
     "doctor",
     "Check that a login can work: ssh, host key, forwarding, hermes, ports, browser.",
     [_host_param()],
-    action=lambda name, options: _doctor(name, options),
+    action=cliactions.run_doctor,
 )
 _register(
     "status",
     "Show what HOST is logged in to: each provider (hermes auth status) and MCP servers with "
     "a token. Several hosts, patterns, @GROUP or --inventory: one row per host.",
     fleet_parameters(complete_host),
-    action=lambda name, options: _status(name, options),
+    action=cliactions.show_status,
 )
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -220,7 +217,7 @@ _register(
     "show",
     "Print the effective settings for HOST and where each came from (flag/env/file/default).",
     [_host_param()],
-    action=lambda name, options: _config_show("config", options),
+    action=lambda _name, options: cliactions.show_config("config", options),
     target=config_app,
 )
 
@@ -232,32 +229,7 @@ def _providers(
     ] = False,
 ) -> None:
     """List the providers and recipes, and the remote command each runs."""
-    rows = []
-    for name, spec in PROVIDERS.items():
-        args = " ".join(spec.args).replace("{name}", "NAME")
-        rows.append((name, f"hermes {args}", spec.flow))
-    if as_json:
-        providers = [{"name": n, "command": c, "usual_flow": f} for n, c, f in rows]
-        recipes = [
-            {
-                "name": r.name,
-                "command": display(r),
-                "env": dict(r.env),
-                "usual_flow": r.flow,
-                "why": r.why,
-                "run": f"tunnelauth recipe {r.name} HOST",
-            }
-            for r in RECIPES.values()
-        ]
-        doc = {"v": 1, "kind": "providers", "providers": providers, "recipes": recipes}
-        typer.echo(json.dumps(doc))
-        return
-    for name, command, flow in rows:
-        typer.echo(f"{name:<10} {command:<49} {flow}")
-    typer.echo("\nrecipes (other CLIs: tunnelauth recipe NAME HOST [-- EXTRA ARGS]):")
-    for recipe in RECIPES.values():
-        typer.echo(f"{recipe.name:<10} {display(recipe):<49} {recipe.flow}")
-        typer.echo(f"{'':<10} {recipe.why}")
+    cliactions.list_providers(as_json)
 
 
 @app.command("demo")
@@ -272,96 +244,6 @@ def _demo(
     from tunnelauth.demo import main as demo_main
 
     demo_main(no_browser=no_browser, verbosity=-1 if quiet else verbose)
-
-
-def _login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> None:
-    from tunnelauth import fleetcmd, login
-    from tunnelauth.hostset import single_host
-
-    if single_host(options):
-        login.login(name, options, run_command)
-        return
-    code = fleetcmd.login(name, options, run_command)
-    if code != ExitStatus.OK:
-        raise typer.Exit(int(code))
-
-
-def _no_login_flags(command: str, options: dict[str, Any]) -> None:
-    """--verify/--replace belong to logins; elsewhere they would be silently ignored."""
-    for flag in ("verify", "replace"):
-        if options.get(flag):
-            raise UsageError(f"--{flag} applies to logins, not to {command}")
-
-
-def _ask_remote(name: str, options: dict[str, Any], ask: Callable[[Settings], _T]) -> _T:
-    """Settings for a command that only asks the remote (doctor, status), then its answer."""
-    import asyncio
-
-    from tunnelauth.errors import TimedOutError
-
-    _no_login_flags(name, options)
-    settings = build_settings(name, options)
-    try:
-        return ask(settings)
-    except asyncio.TimeoutError:
-        raise TimedOutError(f"{name} did not finish in time") from None
-
-
-def _doctor(name: str, options: dict[str, Any]) -> None:
-    """Run the checks, print the table (or JSON) on stdout, exit with the first failure's code."""
-    from tunnelauth import doctor
-
-    report = _ask_remote(name, options, doctor.run)
-    if options.get("json"):
-        typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
-    else:
-        from tunnelauth.render import print_doctor
-
-        print_doctor(report)
-    if report.exit_status != ExitStatus.OK:
-        raise typer.Exit(int(report.exit_status))
-
-
-def _status(name: str, options: dict[str, Any]) -> None:
-    """Print the remote's login state (table, or JSON with --json) on stdout."""
-    from tunnelauth import fleetcmd, loginstatus
-    from tunnelauth.completion import remember_mcp_servers
-    from tunnelauth.hostset import single_host
-
-    if not single_host(options):
-        _no_login_flags(name, options)
-        code = fleetcmd.status(options)
-        if code != ExitStatus.OK:
-            raise typer.Exit(int(code))
-        return
-    status = _ask_remote(name, options, loginstatus.run)
-
-    remember_mcp_servers(status.host, status.mcp_servers)
-    if options.get("json"):
-        typer.echo(json.dumps(status.to_json(), ensure_ascii=False))
-    else:
-        from tunnelauth.render import print_status
-
-        print_status(status)
-
-
-def _config_show(name: str, options: dict[str, Any]) -> None:
-    """Print the effective settings for HOST and where each one came from."""
-    _no_login_flags("config show", options)
-    from tunnelauth.environment import Environment
-
-    env = Environment.current()
-    resolution = resolve_options(
-        options, env.variables, stdin_is_tty=env.stdin_tty, require_host=False
-    )
-    if resolution.host.value is not None:
-        build_settings(name, options, environment=env)  # validated the way a login would
-    if options.get("json"):
-        typer.echo(json.dumps(resolution.to_json(), ensure_ascii=False))
-    else:
-        from tunnelauth.render import print_config
-
-        print_config(resolution)
 
 
 COMPLETION_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")

@@ -1,4 +1,8 @@
-"""The laptop end of the callback: listens on the redirect URI's port and carries one request."""
+"""The laptop end of the callback: listens on the redirect URI's port, reads each request.
+
+A request that belongs to the login goes to the remote through ``listencarry``; every other one
+(another origin, another path, a malformed one, one after the login) is answered here.
+"""
 
 from __future__ import annotations
 
@@ -6,49 +10,19 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
 
 from tunnelauth import httpreq, ports
-from tunnelauth.errors import ChannelRefusedError, UsageError
-from tunnelauth.httpreq import (
-    LocalAnswer,
-    Request,
-    local_response,
-    read_request,
-    redact_target,
-    response_status,
-)
+from tunnelauth.errors import UsageError
+from tunnelauth.httpreq import LocalAnswer, local_response, read_request, redact_target
 from tunnelauth.listenbind import bind_all, show
-from tunnelauth.listenpages import (
-    BUSY_PAGE,
-    DONE_PAGE,
-    NO_ANSWER,
-    NO_ANSWER_PAGE,
-    REFUSED_PAGE,
-    TUNNEL_FAILED_PAGE,
-    ListenerEvent,
-    Progress,
-)
-from tunnelauth.transports.base import Channel
+from tunnelauth.listencarry import CHUNK, CLOSE_DEADLINE, Carrier, OnRefused, OpenChannel, finish
+from tunnelauth.listenpages import BUSY_PAGE, DONE_PAGE, NO_ANSWER, NO_ANSWER_PAGE, ListenerEvent
 
-__all__ = [
-    "NO_ANSWER",
-    "NO_ANSWER_PAGE",
-    "CallbackListener",
-    "ListenerEvent",
-    "LocalAnswer",
-    "Request",
-    "local_response",
-    "read_request",
-    "redact_target",
-    "response_status",
-]
+__all__ = ["NO_ANSWER", "NO_ANSWER_PAGE", "CallbackListener", "ListenerEvent"]
 
 log = logging.getLogger(__name__)
-
-OpenChannel = Callable[[], Awaitable[Channel]]
-OnRefused = Callable[[bytes, str], Awaitable["bytes | None"]]
 
 # Bounds. A login needs one browser connection and one channel; a browser adds a few
 # connections of its own (preconnects, the favicon). Anything beyond these limits is a flood
@@ -57,11 +31,6 @@ MAX_CONNECTIONS = 32  # browser connections at once; at the limit the oldest idl
 MAX_CHANNELS = 4  # channels (or relay sessions) carrying requests at once; more requests wait
 REQUEST_DEADLINE = 30.0  # a connection's whole request must arrive within this, or it is closed
 RESPONSE_DEADLINE = 120.0  # one carried exchange: opening the channel to the answer's last byte
-
-_CHUNK = 65536
-_LINGER = 2.0  # how long to drain a browser's leftovers after our FIN, so close() sends no RST
-_LINGER_BYTES = 1 << 20
-_CLOSE_DEADLINE = 5.0
 
 
 class CallbackListener:
@@ -93,22 +62,23 @@ class CallbackListener:
         self.path = None if path is None else (path.split("?", 1)[0] or "/")
         # Every path of the origin is part of the login (the browser opens a page of it).
         self.whole_origin = False
-        self._open_channel = open_channel
         self._on_event = on_event
-        self._on_refused = on_refused
         self._request_timeout = request_timeout
-        self._response_timeout = response_timeout
-        self._write_eof = write_eof
         self._max_head = max_head
         self._max_body = max_body
         self._max_connections = max_connections
-        self._channel_slots = asyncio.Semaphore(max_channels)
+        self._carrier = Carrier(
+            open_channel=open_channel,
+            emit=self._emit,
+            on_refused=on_refused,
+            slot_timeout=request_timeout,
+            response_timeout=response_timeout,
+            write_eof=write_eof,
+            max_channels=max_channels,
+        )
         # Connections still reading their request, oldest first: the ones a flood may evict.
         self._waiting: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._evicted: set[asyncio.Task[None]] = set()
-        # Cookies the remote set in an answer carried back during this run: only these may
-        # go back to it (the laptop's other cookies for 127.0.0.1 belong to other local apps).
-        self._remote_cookies: set[str] = set()
         self._sockets: list[socket.socket] = []
         self._accepting: set[asyncio.Task[None]] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -118,9 +88,7 @@ class CallbackListener:
         self._closing = False
         self._closed = asyncio.Event()
         self.bound: tuple[str, ...] = ()
-        self.carried = 0
         self.answered_locally = 0
-        self.refused = 0
 
     @classmethod
     async def open(
@@ -150,6 +118,16 @@ class CallbackListener:
         )
         await listener.start()
         return listener
+
+    @property
+    def carried(self) -> int:
+        """Requests the remote answered (counted at the answer's first byte)."""
+        return self._carrier.carried
+
+    @property
+    def refused(self) -> int:
+        """Requests whose channel the server refused."""
+        return self._carrier.refused
 
     async def __aenter__(self) -> CallbackListener:
         if not self._started:
@@ -249,7 +227,7 @@ class CallbackListener:
                 task.cancel()
             if handlers:
                 # Handlers close their channel in ``finally``; bounded so close() cannot hang.
-                await asyncio.wait(handlers, timeout=_CLOSE_DEADLINE * 2)
+                await asyncio.wait(handlers, timeout=CLOSE_DEADLINE * 2)
         finally:
             self._closed.set()
 
@@ -297,7 +275,7 @@ class CallbackListener:
         """Serve one browser connection; never lets an error escape."""
         conn.setblocking(False)
         try:
-            reader, writer = await asyncio.open_connection(sock=conn, limit=_CHUNK)
+            reader, writer = await asyncio.open_connection(sock=conn, limit=CHUNK)
         except OSError:
             conn.close()
             return
@@ -354,115 +332,11 @@ class CallbackListener:
             await self._answer(reader, writer, 404, title, text, redacted, request.method)
         elif not self._carrying:
             await self._answer(reader, writer, 200, *DONE_PAGE, redacted, request.method)
+        elif await self._carrier.carry(request, redacted, writer):
+            # Pass the remote's close on: an HTTP/1.0 page without Content-Length ends only here.
+            await finish(reader, writer)
         else:
-            await self._carry(request, redacted, reader, writer)
-
-    async def _carry(
-        self,
-        request: Request,
-        redacted: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        """Send the one request over a fresh channel and pipe the answer back until it closes."""
-        try:
-            await asyncio.wait_for(self._channel_slots.acquire(), self._request_timeout)
-        except asyncio.TimeoutError:
-            self._emit(ListenerEvent("carry_failed", redacted, 503, "every channel is busy"))
             await self._answer(reader, writer, 503, *BUSY_PAGE, redacted, request.method)
-            return
-        progress = Progress()
-        try:
-            # One deadline for the whole exchange: a browser reading the answer a byte at a
-            # time cannot hold a channel open for longer.
-            await asyncio.wait_for(
-                self._exchange(request, redacted, writer, progress), self._response_timeout
-            )
-        except Exception as exc:  # a transport error must not crash the listener
-            why = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-            self._emit(ListenerEvent("carry_failed", redacted, None, why or type(exc).__name__))
-            if not progress.answered:
-                writer.write(local_response(502, *TUNNEL_FAILED_PAGE, request.method))
-        finally:
-            self._channel_slots.release()
-        # Pass the remote's close on: an HTTP/1.0 page without Content-Length ends only here.
-        await finish(reader, writer)
-
-    async def _exchange(
-        self, request: Request, redacted: str, writer: asyncio.StreamWriter, progress: Progress
-    ) -> None:
-        """Open a channel, send the request, copy the answer back; the channel always closes."""
-        data = request.forward_bytes(self._remote_cookies)
-        channel: Channel | None = None
-        try:
-            try:
-                channel = await self._open_channel()
-            except ChannelRefusedError as exc:
-                progress.answered = True
-                await self._refused(data, exc.message, redacted, writer)
-                return
-            channel.write(data)
-            await channel.drain()
-            if self._write_eof:
-                channel.write_eof()
-            chunk = await channel.reader.read(_CHUNK)
-            if chunk:
-                # Counted at the first answer byte: the remote has the request and answered.
-                self.carried += 1
-                self._emit(ListenerEvent("request_carried", redacted, response_status(chunk)))
-                progress.answered = True
-                await self._pipe(channel, chunk, writer)
-                return
-            message = await asyncio.wait_for(channel.refusal(), _CLOSE_DEADLINE)
-            progress.answered = True
-            if message:
-                await self._refused(data, message, redacted, writer)
-            else:
-                self._emit(ListenerEvent("carry_failed", redacted, 502, NO_ANSWER))
-                writer.write(local_response(502, *NO_ANSWER_PAGE, request.method))
-        finally:
-            if channel is not None:
-                with contextlib.suppress(Exception, asyncio.TimeoutError):
-                    await asyncio.wait_for(channel.close(), _CLOSE_DEADLINE)
-
-    async def _pipe(self, channel: Channel, chunk: bytes, writer: asyncio.StreamWriter) -> None:
-        """Copy the remote's answer to the browser until the channel reaches EOF."""
-        head: bytes | None = b""
-        while chunk:
-            if head is not None:
-                head += chunk
-                if httpreq.response_head_done(head):
-                    self._learn_cookies(head)
-                    head = None
-            writer.write(chunk)
-            await writer.drain()
-            chunk = await channel.reader.read(_CHUNK)
-        if head:
-            self._learn_cookies(head)
-
-    def _learn_cookies(self, response: bytes) -> None:
-        """Remember the names of cookies the remote set (bounded): they may go back to it."""
-        for name in sorted(httpreq.set_cookie_names(response)):
-            if len(self._remote_cookies) >= httpreq.MAX_COOKIE_NAMES:
-                return
-            self._remote_cookies.add(name)
-
-    async def _refused(
-        self, data: bytes, message: str, redacted: str, writer: asyncio.StreamWriter
-    ) -> None:
-        """The server refused the channel: let the fallback answer, else explain with a 502."""
-        self.refused += 1
-        self._emit(ListenerEvent("refused", redacted, None, message))
-        answer: bytes | None = None
-        if self._on_refused is not None:
-            try:
-                answer = await self._on_refused(data, message)
-            except Exception as exc:
-                self._emit(ListenerEvent("carry_failed", redacted, None, f"fallback: {exc}"))
-        if answer:
-            self._learn_cookies(answer)  # a relayed answer is the remote's own
-        writer.write(answer if answer else local_response(502, *REFUSED_PAGE))
-        await writer.drain()
 
     async def _answer(
         self,
@@ -491,26 +365,3 @@ class CallbackListener:
             self._on_event(event)
         except Exception:
             log.exception("listener on_event callback failed")
-
-
-async def finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Close a browser connection gracefully: FIN first, drain what it still sends, close."""
-    # Closing with unread bytes makes the kernel send RST, which can wipe a response the
-    # browser has not read yet; reading to EOF (bounded) avoids that.
-    with contextlib.suppress(OSError, asyncio.TimeoutError, RuntimeError):
-        if writer.can_write_eof() and not writer.transport.is_closing():
-            writer.write_eof()
-            await asyncio.wait_for(_discard(reader, _LINGER_BYTES), _LINGER)
-    writer.close()
-    with contextlib.suppress(OSError, asyncio.TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), _LINGER)
-
-
-async def _discard(reader: asyncio.StreamReader, limit: int) -> None:
-    """Read and drop up to ``limit`` bytes until EOF."""
-    total = 0
-    while total < limit:
-        chunk = await reader.read(_CHUNK)
-        if not chunk:
-            return
-        total += len(chunk)

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tunnelauth import cli
+from tunnelauth import cli, cliactions
 from tunnelauth.cmdline import build_settings, parse_login
 from tunnelauth.hostset import single_host
 from tunnelauth.transports.choice import choose
@@ -33,7 +33,7 @@ def typer_reading(
         assert single_host(options)  # HOST... with one plain host: the single-host login
         seen.append((name, options, list(run_command)))
 
-    monkeypatch.setattr(cli, "_login", one_host)
+    monkeypatch.setattr(cliactions, "run_login", one_host)
     assert cli.main(argv) == 0
     assert len(seen) == 1
     return seen[0]

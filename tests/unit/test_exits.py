@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunnelauth import browser, exits, loopback, urlcheck, watch
+from tunnelauth import browser, exits, loopback, urlcheck, watchscan
 from tunnelauth.environment import Environment
 from tunnelauth.errors import SSHError, UsageError
 from tunnelauth.status import ExitStatus
@@ -41,7 +41,7 @@ def test_no_mutable_reported_flag_is_left() -> None:
 def test_every_module_uses_the_one_loopback_set() -> None:
     assert browser.LOOPBACK_HOSTS is loopback.LOOPBACK_HOSTS
     assert urlcheck.LOOPBACK_HOSTS is loopback.LOOPBACK_HOSTS
-    assert watch.LOOPBACK_HOSTS is loopback.LOOPBACK_HOSTS
+    assert watchscan.LOOPBACK_HOSTS is loopback.LOOPBACK_HOSTS
     assert loopback.loopback_port("http://[::1]:8080/cb") == 8080
     assert loopback.loopback_port("https://example.com:8080/") is None
     assert loopback.is_loopback_host("[::1]") and not loopback.is_loopback_host("localhost.")
