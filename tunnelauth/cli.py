@@ -17,6 +17,7 @@ from typer.core import TyperCommand
 from tunnelauth import __version__
 from tunnelauth.cmdline import OPTION_SPECS, VALUE_FLAGS, build_settings, normalize_argv
 from tunnelauth.completion import complete_choice, complete_host, complete_mcp_server
+from tunnelauth.environment import Environment
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.exits import Shown, status_of
 from tunnelauth.fleetparams import fleet_parameters
@@ -293,16 +294,19 @@ def _no_login_flags(command: str, options: dict[str, Any]) -> None:
             raise UsageError(f"--{flag} applies to logins, not to {command}")
 
 
-def _ask_remote(name: str, options: dict[str, Any], ask: Callable[[Settings], _T]) -> _T:
+def _ask_remote(
+    name: str, options: dict[str, Any], ask: Callable[[Settings, Environment], _T]
+) -> _T:
     """Settings for a command that only asks the remote (doctor, status), then its answer."""
     import asyncio
 
     from tunnelauth.errors import TimedOutError
 
     _no_login_flags(name, options)
-    settings = build_settings(name, options)
+    env = Environment.current()  # the process, read once for the settings and the connection
+    settings = build_settings(name, options, environment=env)
     try:
-        return ask(settings)
+        return ask(settings, env)
     except asyncio.TimeoutError:
         raise TimedOutError(f"{name} did not finish in time") from None
 

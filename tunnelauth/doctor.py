@@ -28,6 +28,7 @@ from tunnelauth.browser import (
     running_in_wsl,
     system_browser_possible,
 )
+from tunnelauth.environment import Environment
 from tunnelauth.errors import HostKeyError, TunnelauthError, UsageError
 from tunnelauth.remote import lookup_snippet, settings_command
 from tunnelauth.sanitize import untrusted
@@ -163,8 +164,9 @@ def check_ports(is_free: Callable[[str, int], bool] = ports.is_free) -> Check:
     )
 
 
-def check_browser(settings: Settings) -> Check:
-    """A browser (or --browser-cmd) that can open the login page."""
+def check_browser(settings: Settings, variables: Mapping[str, str]) -> Check:
+    """A browser (or --browser-cmd) that can open the login page (``variables``: the
+    environment a login's browser would start in)."""
     if settings.no_browser:
         return Check("browser", SKIP, "--no-browser: URLs are printed for you to open")
     if settings.browser_cmd:
@@ -172,7 +174,7 @@ def check_browser(settings: Settings) -> Check:
             program = build_browser_argv(settings.browser_cmd, "https://example.invalid/")[0]
         except UsageError as exc:
             return Check("browser", FAIL, exc.message, "fix --browser-cmd", ExitStatus.USAGE)
-        found = shutil.which(program)
+        found = shutil.which(program, path=variables.get("PATH"))
         if found is None:
             return Check(
                 "browser",
@@ -182,8 +184,7 @@ def check_browser(settings: Settings) -> Check:
                 ExitStatus.USAGE,
             )
         return Check("browser", OK, f"--browser-cmd runs {found}")
-    env = dict(os.environ)
-    if not system_browser_possible(env, sys.platform, wsl=running_in_wsl(env)):
+    if not system_browser_possible(variables, sys.platform, wsl=running_in_wsl(variables)):
         return Check(
             "browser",
             WARN,
@@ -395,11 +396,12 @@ def _not_reached() -> list[Check]:
     return [Check(name, SKIP, "no connection") for name in names]
 
 
-async def remote_checks(settings: Settings, transport: Transport) -> list[Check]:
-    """Connect, then ask the remote; a failed connection skips what needs it."""
+async def remote_checks(settings: Settings, transport: Transport, env: Environment) -> list[Check]:
+    """Connect (as the command found the process: ``env``), then ask the remote; a failed
+    connection skips what needs it."""
     started = time.monotonic()
     try:
-        await transport.connect()
+        await transport.connect(env=env)
     except HostKeyError as exc:
         return [
             Check("ssh", FAIL, exc.message, exc.hint or "", ExitStatus.HOST_KEY),
@@ -431,25 +433,26 @@ async def remote_checks(settings: Settings, transport: Transport) -> list[Check]
     return checks
 
 
-async def diagnose(settings: Settings, transport: Transport) -> Report:
+async def diagnose(settings: Settings, transport: Transport, env: Environment) -> Report:
     """Run every check; the transport is closed afterwards whatever happened."""
     report = Report(settings.target.host)
     try:
-        report.checks += await remote_checks(settings, transport)
+        report.checks += await remote_checks(settings, transport, env)
     finally:
         await transport.close()
-    report.checks += [check_ports(), check_browser(settings)]
+    report.checks += [check_ports(), check_browser(settings, env.variables)]
     return report
 
 
-def run(settings: Settings) -> Report:
-    """Diagnose in a fresh event loop, within an overall deadline."""
+def run(settings: Settings, env: Environment) -> Report:
+    """Diagnose in a fresh event loop, within an overall deadline (``env``: the process's, as
+    the command read it)."""
     from tunnelauth.transports import resolve
 
     transport = resolve.make(settings)
     deadline = settings.connect_timeout + 4 * EXEC_DEADLINE + PROBE_DEADLINE
 
     async def main() -> Report:
-        return await asyncio.wait_for(diagnose(settings, transport), deadline)
+        return await asyncio.wait_for(diagnose(settings, transport, env), deadline)
 
     return asyncio.run(main())

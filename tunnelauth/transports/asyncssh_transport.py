@@ -53,6 +53,7 @@ from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.prompts import Prompter
 
 if TYPE_CHECKING:
+    from tunnelauth.environment import Environment
     from tunnelauth.hoppool import HopPool
     from tunnelauth.transports.headstart import HeadStart
 
@@ -123,19 +124,22 @@ class AsyncSSHTransport(Transport):
         return connection_options(paths, host, port, user, self.keepalive_interval, passphrase)
 
     async def connect(
-        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+        self,
+        *,
+        env: Environment,
+        asker: Asker | None = None,
+        debug_log: Callable[[str], None] | None = None,
     ) -> None:
         """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each.
 
         ``asker``: passwords, codes, passphrases and host keys are asked through the flow
-        (display paused). ``debug_log`` (``-vv``): asyncssh's own debug log goes there until
-        ``close``.
+        (display paused); without it, on the terminal (``env``'s stdin). ``debug_log``
+        (``-vv``): asyncssh's own debug log goes there until ``close``.
         """
         if debug_log is not None:
             asyncssh.set_debug_level(1)  # never the packet dumps of level 3
             self._library_log = LibraryLog("asyncssh", debug_log)
-        if asker is not None:
-            self.prompter.bind(asker)
+        self.prompter.bind(asker, env)
         self._write_overrides()
         try:
             hops = tuple(self.target.jump)
@@ -150,12 +154,11 @@ class AsyncSSHTransport(Transport):
         finally:
             self._remove_overrides()
 
-    async def open_hops(self, *, asker: Asker | None = None) -> None:
+    async def open_hops(self, *, env: Environment, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
         if self.hops is None:
             return
-        if asker is not None:
-            self.prompter.bind(asker)
+        self.prompter.bind(asker, env)
         self._write_overrides()
         try:
             hops = tuple(self.target.jump)

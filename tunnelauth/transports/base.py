@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from tunnelauth.askpass import Asker
+    from tunnelauth.environment import Environment
     from tunnelauth.transports.choice import Choice
 
 # Bytes of each stream of a short command kept by default: above the relay's response limit
@@ -107,20 +108,26 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def connect(
-        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+        self,
+        *,
+        env: Environment,
+        asker: Asker | None = None,
+        debug_log: Callable[[str], None] | None = None,
     ) -> None:
         """Open and authenticate the connection (or adopt a live ControlMaster).
 
-        ``asker`` answers the questions SSH asks (passwords, codes, passphrases, host keys) in
+        ``env`` is the process's environment as the command read it (the agent's socket, the
+        variables ssh runs with, stdin for a question asked without a flow). ``asker``
+        answers the questions SSH asks (passwords, codes, passphrases, host keys) in
         interactive runs; ``debug_log`` receives the SSH client's debug lines (``-vv``) until
         ``close``.
         """
 
     @abc.abstractmethod
-    async def open_hops(self, *, asker: Asker | None = None) -> None:
+    async def open_hops(self, *, env: Environment, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else.
 
-        ``asker`` answers the jump hosts' questions.
+        ``env`` as for ``connect``; ``asker`` answers the jump hosts' questions.
         """
 
     async def alive(self) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tunnelauth.askpass import Asker, AskpassServer
+from tunnelauth.environment import Environment
 from tunnelauth.errors import (
     CommandNotFoundError,
     HostKeyError,
@@ -76,6 +77,7 @@ class OpenSSHTransport(Transport):
         self._own: master.Master | None = None  # the master tunnelauth opened, if it did
         self.reused_master = False
         self._asker: Asker | None = None
+        self._env = Environment()  # the command's, from connect (or open_hops)
         self._debug_sink: Callable[[str], None] | None = None
         self._follower: LogFollower | None = None
 
@@ -87,16 +89,21 @@ class OpenSSHTransport(Transport):
         return self._socket
 
     async def connect(
-        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+        self,
+        *,
+        env: Environment,
+        asker: Asker | None = None,
+        debug_log: Callable[[str], None] | None = None,
     ) -> None:
         """Adopt the user's live master for the host, or open and authenticate a private one.
 
         A batch run's head start may have asked ``ssh -G`` and started the master already:
         those are adopted instead of asked and started again. ``debug_log`` (``-vv``): the
         master runs with ssh's ``-v``, its log lines go there. ``asker`` answers ssh's
-        prompts (passwords, codes, passphrases) in interactive runs.
+        prompts (passwords, codes, passphrases) in interactive runs, through askpass: that
+        master runs with ``env``'s variables and the askpass ones.
         """
-        self._asker, self._debug_sink = asker, debug_log
+        self._asker, self._debug_sink, self._env = asker, debug_log, env
         if shutil.which(self.ssh) is None:
             raise CommandNotFoundError(
                 "the ssh client was not found on this machine",
@@ -135,13 +142,13 @@ class OpenSSHTransport(Transport):
             return True
         return False
 
-    async def open_hops(self, *, asker: Asker | None = None) -> None:
+    async def open_hops(self, *, env: Environment, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
         if self.hops is None:
             return
         if shutil.which(self.ssh) is None:
             return  # the host's own login says so
-        self._asker = asker
+        self._asker, self._env = asker, env
         self.config = await self._query_config()
         await self._shared_hop()
 
@@ -177,7 +184,7 @@ class OpenSSHTransport(Transport):
                 shared_hop=True,
             )
             try:
-                await hop.connect(asker=self._asker)
+                await hop.connect(asker=self._asker, env=self._env)
             except SSHError as exc:
                 await hop.close()
                 raise at_hop(exc, hops[-1], self.target.host) from None
@@ -238,7 +245,7 @@ class OpenSSHTransport(Transport):
             self._follower.start()
         try:
             if started is None:
-                env = {**os.environ, **await askpass.start()} if askpass is not None else None
+                env = await askpass.start(self._env.variables) if askpass is not None else None
                 started = master.spawn(
                     self.ssh,
                     self.target,
