@@ -1,8 +1,9 @@
-"""doctor's local checks and verdict (the remote checks run on the bed: test_scripting.py)."""
+"""doctor's laptop checks and verdict (the remote checks run on the bed: test_scripting.py)."""
 
 from __future__ import annotations
 
-from tunnelauth.doctor import FAIL, OK, WARN, Check, Report, check_browser, check_ports
+from tunnelauth.doctorreport import FAIL, OK, WARN, Check, Report
+from tunnelauth.laptopchecks import check_browser, check_ports
 from tunnelauth.settings import Settings, SSHTarget
 from tunnelauth.status import ExitStatus
 

@@ -32,7 +32,7 @@ from test_transport_asyncssh import (  # the shared in-process server
     ssh_server,
 )
 
-from tunnelauth.doctor import FAIL, WARN, Check, Report
+from tunnelauth.doctorreport import FAIL, WARN, Check, Report
 from tunnelauth.environment import Environment
 from tunnelauth.errors import LoginFailedError, SSHError
 from tunnelauth.render import ConsoleReporter, print_doctor

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -105,6 +106,11 @@ class Transport(abc.ABC):
     name: ClassVar[str]
     # Why this backend was chosen (``resolve.make`` sets it; shown at -v).
     choice: Choice | None = None
+    # The target's ssh options as ``ssh -G`` resolved them (lower-case names) once connected;
+    # empty for a backend that reads the ssh config itself (asyncssh, paramiko).
+    config: Mapping[str, str] = MappingProxyType({})
+    # Whether a live ControlMaster of the user's carries the connection (then left running).
+    reused_master: bool = False
 
     @abc.abstractmethod
     async def connect(
