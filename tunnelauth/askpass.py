@@ -23,7 +23,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 SOCKET_ENV = "TUNNELAUTH_ASKPASS_SOCKET"
 MESSAGE_LIMIT = 64 * 1024  # a prompt or an answer is never longer than this
@@ -77,19 +77,21 @@ class AskpassServer:
         self._lock = asyncio.Lock()
         self._handlers: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> dict[str, str]:
-        """Listen, write the script, and return the environment ssh must run with."""
+    async def start(self, variables: Mapping[str, str]) -> dict[str, str]:
+        """Listen, write the script, and return the environment ssh must run with: the
+        command's ``variables`` and the askpass ones."""
         self._server = await asyncio.start_unix_server(self._serve, path=self.socket_path)
         os.chmod(self.socket_path, 0o600)
         with open(self.script_path, "w") as fh:
             fh.write(f'#!/bin/sh\nexec {shlex.join(program_argv())} "$@"\n')
         os.chmod(self.script_path, 0o700)
         return {
+            **variables,
             "SSH_ASKPASS": self.script_path,
             "SSH_ASKPASS_REQUIRE": "force",
             SOCKET_ENV: self.socket_path,
             # ssh < 8.4 ignores SSH_ASKPASS_REQUIRE and wants a display before it uses askpass.
-            "DISPLAY": os.environ.get("DISPLAY") or ":tunnelauth",
+            "DISPLAY": variables.get("DISPLAY") or ":tunnelauth",
         }
 
     @property

@@ -169,13 +169,13 @@ class BrowserLauncher:
         command: str | None = None,
         no_browser: bool = False,
         output: Path | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str],
         platform: str = sys.platform,
     ) -> None:
         self._command = command
         self._no_browser = no_browser
         self._output = output
-        self._env = dict(os.environ if env is None else env)
+        self._env = dict(env)  # the variables of the run: what is started runs with them
         self._platform = platform
         self._started: list[_Started] = []
         self._closed = False

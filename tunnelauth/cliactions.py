@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import typer
 
 from tunnelauth.cmdline import build_settings
+from tunnelauth.environment import Environment
 from tunnelauth.errors import UsageError
 from tunnelauth.options import resolve_options
 from tunnelauth.providers import PROVIDERS
@@ -44,16 +45,19 @@ def _no_login_flags(command: str, options: dict[str, Any]) -> None:
             raise UsageError(f"--{flag} applies to logins, not to {command}")
 
 
-def _ask_remote(name: str, options: dict[str, Any], ask: Callable[[Settings], _T]) -> _T:
+def _ask_remote(
+    name: str, options: dict[str, Any], ask: Callable[[Settings, Environment], _T]
+) -> _T:
     """Settings for a command that only asks the remote (doctor, status), then its answer."""
     import asyncio
 
     from tunnelauth.errors import TimedOutError
 
     _no_login_flags(name, options)
-    settings = build_settings(name, options)
+    env = Environment.current()  # the process, read once for the settings and the connection
+    settings = build_settings(name, options, environment=env)
     try:
-        return ask(settings)
+        return ask(settings, env)
     except asyncio.TimeoutError:
         raise TimedOutError(f"{name} did not finish in time") from None
 
@@ -99,8 +103,6 @@ def show_status(name: str, options: dict[str, Any]) -> None:
 def show_config(name: str, options: dict[str, Any]) -> None:
     """Print the effective settings for HOST and where each one came from."""
     _no_login_flags("config show", options)
-    from tunnelauth.environment import Environment
-
     env = Environment.current()
     resolution = resolve_options(
         options, env.variables, stdin_is_tty=env.stdin_tty, require_host=False

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,11 +15,9 @@ from collections.abc import Mapping, Sequence
 DEADLINE = 2.0  # seconds a clipboard tool may take
 
 
-def clipboard_command(
-    env: Mapping[str, str] | None = None, platform: str = sys.platform
-) -> Sequence[str] | None:
-    """The argv of a clipboard tool usable here, or None (no display, no tool)."""
-    env = os.environ if env is None else env
+def clipboard_command(env: Mapping[str, str], platform: str = sys.platform) -> Sequence[str] | None:
+    """The argv of a clipboard tool usable with the variables ``env``, or None (no display, no
+    tool)."""
     path = env.get("PATH")
     candidates: list[list[str]] = []
     if platform == "darwin":
@@ -39,8 +36,9 @@ def clipboard_command(
     return None
 
 
-async def copy(text: str, env: Mapping[str, str] | None = None) -> bool:
-    """Put ``text`` on the clipboard; True if a tool took it."""
+async def copy(text: str, env: Mapping[str, str]) -> bool:
+    """Put ``text`` on the clipboard (the tool runs with the variables ``env``); True if a tool
+    took it."""
     argv = clipboard_command(env)
     if argv is None:
         return False
@@ -51,7 +49,7 @@ async def copy(text: str, env: Mapping[str, str] | None = None) -> bool:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
-            env=dict(env) if env is not None else None,
+            env=dict(env),
         )
     except OSError:
         return False

@@ -141,15 +141,14 @@ def build_settings(
     options: dict[str, Any],
     *,
     run_command: Sequence[str] = (),
-    environment: Environment | None = None,
+    environment: Environment,
 ) -> Settings:
     """Resolve command-line options, environment and config file into Settings.
 
-    ``environment`` is the process's, as the CLI read it (None: read it now).
+    ``environment`` is the process's, as the command read it.
     """
-    process = Environment.current() if environment is None else environment
-    variables = process.variables
-    resolution = resolve_options(options, variables, stdin_is_tty=process.stdin_tty)
+    variables = environment.variables
+    resolution = resolve_options(options, variables, stdin_is_tty=environment.stdin_tty)
     host = resolution.host.value
     values = resolution.values
 
@@ -171,7 +170,7 @@ def build_settings(
     profile, _ = pick("profile")
     browser_cmd, browser_origin = pick("browser_cmd", "TUNNELAUTH_BROWSER_CMD")
     if browser_cmd is not None:
-        preflight.browser_command(str(browser_cmd), browser_origin)
+        preflight.browser_command(str(browser_cmd), browser_origin, variables.get("PATH"))
     backend, _ = pick("backend", "TUNNELAUTH_BACKEND", "auto")
     via, _ = pick("via", "TUNNELAUTH_VIA", "auto")
     if via not in VIAS:

@@ -57,13 +57,17 @@ def config_hosts(path: Path, base: Path, seen: set[Path] | None = None) -> Itera
 
 
 def complete_host(incomplete: str) -> list[str]:
-    """Host aliases from the user's ssh config and tunnelauth's own config file."""
+    """Host aliases from the user's ssh config and tunnelauth's own config file.
+
+    The shell's completion request is a command of its own: its environment is read here.
+    """
     ssh_dir = Path("~/.ssh").expanduser()
     names = list(config_hosts(ssh_dir / "config", ssh_dir))
     try:
+        from tunnelauth.environment import Environment
         from tunnelauth.settings import config_path, load_config
 
-        hosts = load_config(config_path(None)).get("hosts", {})
+        hosts = load_config(config_path(None, Environment.current().variables)).get("hosts", {})
         if isinstance(hosts, dict):
             names += [str(name) for name in hosts]
     except Exception:  # a broken config file must not break the shell's completion

@@ -1,6 +1,7 @@
 """The edge of fleet commands: which hosts the command line names, and ``status`` across them.
 
-Reads the config file, the ssh config's Host names and an inventory; builds each host's
+Reads the process's environment once (``Environment.current``) and passes it to every host;
+reads the config file, the ssh config's Host names and an inventory; builds each host's
 Settings (a flag the user typed wins over an inventory's value); owns the run's shared jump
 hosts (``hoppool.HopPool``: opened up front, closed after every host); prints the fleet table
 or one JSON document per host.
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunnelauth.environment import Environment
 from tunnelauth.errors import TunnelauthError, UsageError
 from tunnelauth.hostset import FleetHost, expand, groups_of
 from tunnelauth.status import ExitStatus
@@ -26,12 +27,12 @@ if TYPE_CHECKING:
     from tunnelauth.transports.headstart import HeadStart
 
 
-def fleet_hosts(options: dict[str, Any]) -> list[FleetHost]:
+def fleet_hosts(options: dict[str, Any], env: Environment) -> list[FleetHost]:
     """The hosts named by words, patterns, groups and ``--inventory``, each once, in order."""
     from tunnelauth.completion import config_hosts
     from tunnelauth.settings import config_path, load_config
 
-    path = config_path(options.get("config"))
+    path = config_path(options.get("config"), env.variables)
     config = load_config(path)
     groups = groups_of(config, str(path))
     ssh_config = options.get("ssh_config")
@@ -65,7 +66,7 @@ def host_options(options: dict[str, Any], host: FleetHost) -> dict[str, Any]:
 
 
 async def open_shared_hops(
-    pool: HopPool, hosts: Sequence[FleetHost], build: Any, *, verbosity: int
+    pool: HopPool, hosts: Sequence[FleetHost], build: Any, *, verbosity: int, env: Environment
 ) -> None:
     """On a terminal, open each host's jump chain once before any login: ssh's questions (a
     bastion's one-time code) are asked here, once for the fleet, while nothing else is on the
@@ -74,10 +75,11 @@ async def open_shared_hops(
     ``build`` gives a host's Settings as the user runs them. A batch run asks nothing: its
     chains are opened by the first host that needs each (the others wait for that one). A
     chain that fails is not reported here: each host behind it reports it in its row.
+    ``env``: the process's, as the fleet command read it (stdin a terminal or not).
     """
     from tunnelauth.transports import resolve
 
-    if not sys.stdin.isatty():
+    if not env.stdin_tty:
         return
     reporter: Any = None
     terminal: Any = None
@@ -96,12 +98,12 @@ async def open_shared_hops(
                 from tunnelauth.report import Stage
                 from tunnelauth.terminal import Terminal
 
-                terminal = Terminal.open()
+                terminal = Terminal.open(env)
                 reporter = ConsoleReporter(verbosity=verbosity)
                 reporter.stage(Stage.CONNECTING, "jump hosts")
             asker = ssh_asker(reporter, terminal) if terminal is not None else None
             try:
-                await transport.open_hops(asker=asker)
+                await transport.open_hops(asker=asker, env=env)
             except (TunnelauthError, OSError, asyncio.TimeoutError):
                 pass  # every host behind the chain gets this failure in its row
             finally:
@@ -120,12 +122,13 @@ def status(options: dict[str, Any]) -> ExitStatus:
     from tunnelauth.fleetstatus import BATCH_JOBS, HostResult, ask_fleet, exit_status
     from tunnelauth.options import resolve_batch
 
-    hosts = fleet_hosts(options)
-    batch = resolve_batch(bool(options.get("batch")), os.environ, sys.stdin.isatty()).value
+    env = Environment.current()  # once for the fleet: every host's run gets this one
+    hosts = fleet_hosts(options, env)
+    batch = resolve_batch(bool(options.get("batch")), env.variables, env.stdin_tty).value
     as_json = bool(options.get("json"))
 
     def build(host: FleetHost) -> Any:
-        return build_settings("status", host_options(options, host))
+        return build_settings("status", host_options(options, host), environment=env)
 
     def progress(result: HostResult) -> None:
         if not as_json and options.get("verbose"):
@@ -140,8 +143,8 @@ def status(options: dict[str, Any]) -> ExitStatus:
 
         # One connection per jump chain for the whole fleet; closed after every host.
         async with HopPool() as pool:
-            await open_shared_hops(pool, hosts, build, verbosity=verbosity)
-            return await ask_fleet(hosts, build, jobs=jobs, on_result=progress, hops=pool)
+            await open_shared_hops(pool, hosts, build, verbosity=verbosity, env=env)
+            return await ask_fleet(hosts, build, env=env, jobs=jobs, on_result=progress, hops=pool)
 
     results = asyncio.run(main())
     for result in results:
@@ -169,8 +172,9 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
     from tunnelauth.transports import resolve
     from tunnelauth.transports.base import Transport
 
-    hosts = fleet_hosts(options)
-    batch = resolve_batch(bool(options.get("batch")), os.environ, sys.stdin.isatty()).value
+    env = Environment.current()  # once for the fleet: every host's login gets this one
+    hosts = fleet_hosts(options, env)
+    batch = resolve_batch(bool(options.get("batch")), env.variables, env.stdin_tty).value
     jobs = int(options.get("jobs") or default_jobs(name, len(hosts)))
     # Logins side by side cannot share the terminal: they run as in batch mode.
     foreground = jobs == 1 and not batch
@@ -179,7 +183,9 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
     order = {h.name: i for i, h in enumerate(hosts, 1)}
 
     def as_typed(host: FleetHost) -> Settings:
-        return build_settings(name, host_options(options, host), run_command=run_command)
+        return build_settings(
+            name, host_options(options, host), run_command=run_command, environment=env
+        )
 
     def build(host: FleetHost) -> Settings:
         settings = as_typed(host)
@@ -205,7 +211,7 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
         # One connection per jump chain for the whole fleet: opened up front (ssh's questions
         # asked once, on the terminal), closed after every host, whatever happened.
         async with HopPool() as pool:
-            await open_shared_hops(pool, hosts, as_typed, verbosity=verbosity)
+            await open_shared_hops(pool, hosts, as_typed, verbosity=verbosity, env=env)
             boards.append(
                 FleetBoard([h.name for h in hosts], verbosity=verbosity, live=not foreground)
             )
@@ -226,7 +232,7 @@ def login(name: str, options: dict[str, Any], run_command: Sequence[str]) -> Exi
         hook = postlogin.after_login if settings.verify or settings.replace else None
         try:
             success = await flow.login(
-                settings, reporter, after_success=hook, transport_factory=transport_for
+                settings, reporter, env=env, after_success=hook, transport_factory=transport_for
             )
         finally:
             if foreground:

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from tunnelauth.environment import Environment
 from tunnelauth.errors import TunnelauthError
 from tunnelauth.hostset import FleetHost
 from tunnelauth.loginstatus import LoginStatus, ask
@@ -54,13 +55,16 @@ def exit_status(results: Sequence[HostResult]) -> ExitStatus:
 
 
 async def ask_host(
-    host: FleetHost, build: Callable[[FleetHost], Settings], hops: HopPool | None = None
+    host: FleetHost,
+    build: Callable[[FleetHost], Settings],
+    env: Environment,
+    hops: HopPool | None = None,
 ) -> HostResult:
-    """One host's status; every expected failure becomes its result (``hops``: the fleet's
-    shared jump chains)."""
+    """One host's status; every expected failure becomes its result (``env``: the process's,
+    read once for the fleet; ``hops``: the fleet's shared jump chains)."""
     try:
         settings = build(host)
-        return HostResult(host, await ask(settings, hops=hops), ExitStatus.OK)
+        return HostResult(host, await ask(settings, env, hops=hops), ExitStatus.OK)
     except TunnelauthError as exc:
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
         return HostResult(host, None, exc.status, message)
@@ -74,6 +78,7 @@ async def ask_fleet(
     hosts: Sequence[FleetHost],
     build: Callable[[FleetHost], Settings],
     *,
+    env: Environment,
     jobs: int,
     on_result: Callable[[HostResult], None] | None = None,
     hops: HopPool | None = None,
@@ -83,7 +88,7 @@ async def ask_fleet(
 
     async def one(host: FleetHost) -> HostResult:
         async with slots:
-            result = await ask_host(host, build, hops)
+            result = await ask_host(host, build, env, hops)
         if on_result is not None:
             on_result(result)
         return result

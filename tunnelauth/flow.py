@@ -78,28 +78,31 @@ def make_transport(settings: Settings, head_start: HeadStart | None = None) -> T
     return resolve.make(settings, head_start)
 
 
-def make_browser(settings: Settings) -> BrowserLauncher:
-    """The launcher the settings ask for (``--browser-cmd``, the system browser, or printing)."""
-    return BrowserLauncher(command=settings.browser_cmd, no_browser=settings.no_browser)
+def make_browser(settings: Settings, env: Environment) -> BrowserLauncher:
+    """The launcher the settings ask for (``--browser-cmd``, the system browser, or printing);
+    what it starts runs with ``env``'s variables."""
+    return BrowserLauncher(
+        command=settings.browser_cmd, no_browser=settings.no_browser, env=env.variables
+    )
 
 
 async def login(
     settings: Settings,
     reporter: Reporter,
     *,
+    env: Environment,
     head_start: HeadStart | None = None,
     transport_factory: Callable[[Settings, HeadStart | None], Transport] = make_transport,
-    browser_factory: Callable[[Settings], BrowserLauncher] = make_browser,
+    browser_factory: Callable[[Settings, Environment], BrowserLauncher] = make_browser,
     after_success: AfterSuccess | None = None,
     on_teardown: Callable[[], None] | None = None,
-    env: Environment | None = None,
 ) -> Success:
     """Run one login to its end; raises a TunnelauthError naming the exit status on failure.
 
     ``head_start``: what the caller started before the heavy imports, for the transport to
     adopt (the caller discards what is left). ``after_success`` runs on the same connection
-    once the login succeeded, before teardown. ``env``: the process's environment (None: read
-    it here).
+    once the login succeeded, before teardown. ``env``: the process's environment, as the
+    caller read it (stdin's terminal, the variables the browser and ssh run with).
     """
     started = time.monotonic()
     async with AsyncExitStack() as stack:
@@ -108,18 +111,16 @@ async def login(
             reporter.debug(f"backend {transport.name}: {transport.choice.reason}")
         debug_log = partial(_ssh_debug, reporter) if settings.verbosity >= 2 else None
         reporter.stage(Stage.CONNECTING, settings.target.host)
-        terminal = None if settings.batch else Terminal.open()
+        terminal = None if settings.batch else Terminal.open(env)
         if terminal is not None:
             stack.callback(terminal.restore)
         asker = _ssh_asker(reporter, terminal) if terminal is not None else None
         stack.push_async_callback(transport.close)
-        await transport.connect(asker=asker, debug_log=debug_log)
+        await transport.connect(asker=asker, debug_log=debug_log, env=env)
         reporter.debug(f"connected with {transport.name} in {time.monotonic() - started:.2f} s")
         reporter.stage(Stage.CONNECTED, transport.name)
-        browser = browser_factory(settings)
+        browser = browser_factory(settings, env)
         stack.push_async_callback(browser.close, BROWSER_GRACE)
-        if env is None:  # a caller that has not read it (a fleet's host, the demo): now
-            env = Environment.current()
         flow = Runner(settings, transport, reporter, browser, stack, terminal=terminal, env=env)
 
         async def login_then_check() -> Success:
@@ -158,9 +159,9 @@ def run(
     settings: Settings,
     reporter: Reporter,
     *,
+    env: Environment,
     head_start: HeadStart | None = None,
     after_success: AfterSuccess | None = None,
-    env: Environment | None = None,
 ) -> Success:
     """Run a login in a fresh event loop; SIGINT, SIGTERM and SIGHUP end it in order (130).
 

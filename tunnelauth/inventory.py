@@ -40,7 +40,9 @@ def read(path: Path, limit: str | None = None) -> list[FleetHost]:
 def _load(path: Path, limit: str | None, scratch: str) -> list[tuple[str, dict[str, Any]]]:
     """ansible-core's view of the inventory: each host and its variables (groups applied)."""
     # An unparsable inventory is an error, not a warning and an empty fleet; ansible's scratch
-    # files go to a directory removed afterwards.
+    # files go to a directory removed afterwards. ansible-core takes both settings from the
+    # process's environment only (its config reads os.environ), so they are set there for
+    # the parse and put back as they were: the one place tunnelauth writes the environment.
     names = ("ANSIBLE_INVENTORY_UNPARSED_FAILED", "ANSIBLE_LOCAL_TEMP")
     saved = {k: os.environ.get(k) for k in names}
     os.environ["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "True"

@@ -43,9 +43,10 @@ def login(
 
     if not single_host(options):
         raise UsageError(f"{name}: several hosts need the fleet command line")
+    env = Environment.current() if env is None else env
     # However the run ends (errors included), the terminal's modes are written back as found.
-    with modes_kept():
-        _login(name, options, run_command, Environment.current() if env is None else env)
+    with modes_kept(env):
+        _login(name, options, run_command, env)
 
 
 def head_start(

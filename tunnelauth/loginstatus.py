@@ -11,6 +11,7 @@ import asyncio
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from tunnelauth.environment import Environment
 from tunnelauth.errors import CommandNotFoundError
 from tunnelauth.postlogin import status_says_logged_in
 from tunnelauth.providers import PROVIDERS
@@ -83,10 +84,11 @@ def _profile(settings: Settings) -> list[str]:
     return ["-p", settings.args[1]] if settings.args[:1] == ("-p",) else []
 
 
-async def gather(settings: Settings, transport: Transport) -> LoginStatus:
-    """Connect once, ask for every provider and the MCP tokens, close."""
+async def gather(settings: Settings, transport: Transport, env: Environment) -> LoginStatus:
+    """Connect once (``env``: the process's, as the command read it), ask for every provider
+    and the MCP tokens, close."""
     try:
-        await transport.connect()
+        await transport.connect(env=env)
         states = []
         for name, spec in PROVIDERS.items():
             if not spec.verify:
@@ -113,7 +115,7 @@ async def gather(settings: Settings, transport: Transport) -> LoginStatus:
     return LoginStatus(settings.target.host, states, servers)
 
 
-async def ask(settings: Settings, *, hops: HopPool | None = None) -> LoginStatus:
+async def ask(settings: Settings, env: Environment, *, hops: HopPool | None = None) -> LoginStatus:
     """Gather within the run's deadline (asyncio.TimeoutError when it passes).
 
     ``hops``: a fleet's shared jump chains (one host alone opens its own).
@@ -124,9 +126,9 @@ async def ask(settings: Settings, *, hops: HopPool | None = None) -> LoginStatus
     deadline = min(
         settings.timeout, settings.connect_timeout + (len(PROVIDERS) + 1) * EXEC_DEADLINE
     )
-    return await asyncio.wait_for(gather(settings, transport), deadline)
+    return await asyncio.wait_for(gather(settings, transport, env), deadline)
 
 
-def run(settings: Settings) -> LoginStatus:
+def run(settings: Settings, env: Environment) -> LoginStatus:
     """Gather in a fresh event loop, within the run's deadline."""
-    return asyncio.run(ask(settings))
+    return asyncio.run(ask(settings, env))

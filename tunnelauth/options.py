@@ -222,7 +222,7 @@ def resolve_options(
     from tunnelauth.preflight import config_file
     from tunnelauth.settings import config_path, host_section, load_config, validate_host
 
-    path = config_path(options.get("config"))
+    path = config_path(options.get("config"), env)
     if options.get("config"):
         config_file(path, "--config")
     elif env.get("TUNNELAUTH_CONFIG"):

@@ -81,7 +81,7 @@ class PageOpener:
 
         Only the remote's socket table is read: no request ever goes to the port.
         """
-        from tunnelauth.doctor import remote_port_state
+        from tunnelauth.remotechecks import remote_port_state
 
         # Every user may read the socket table: no sudo for --as (a password it cannot ask).
         settings = self.settings._replace(run_as=None, hermes_home=None)

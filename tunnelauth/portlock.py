@@ -20,7 +20,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,23 +51,26 @@ class Owner:
         return text if len(text) <= 160 else text[:159] + "…"
 
 
-def lock_dir() -> Path:
+def lock_dir(variables: Mapping[str, str]) -> Path:
     """The user's directory of port lock files; every run of the user picks the same one.
 
     ``$XDG_RUNTIME_DIR/tunnelauth-locks`` when that runtime dir is the user's own (0700), else
     ``<tmp>/tunnelauth-locks-<uid>`` unless someone else made that path first (any local user
     can create it in a shared /tmp, and would block every run), else a directory in the user's
-    cache dir (``~/.cache/tunnelauth/locks``), which no other user can create.
+    cache dir (``~/.cache/tunnelauth/locks``), which no other user can create. The variables
+    are the environment's (``XDG_RUNTIME_DIR``, ``XDG_CACHE_HOME``, ``HOME``).
     """
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    runtime = variables.get("XDG_RUNTIME_DIR", "")
     if os.path.isabs(runtime) and _private(Path(runtime)):
         return Path(runtime) / "tunnelauth-locks"
     shared = Path(tempfile.gettempdir()) / f"tunnelauth-locks-{os.getuid()}"
     if not os.path.lexists(shared) or _private(shared, mode_too=False):
         return shared
-    cache = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
-    return base / "tunnelauth" / "locks"
+    cache = variables.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(cache):
+        return Path(cache) / "tunnelauth" / "locks"
+    home = variables.get("HOME")
+    return (Path(home) if home else Path.home()) / ".cache" / "tunnelauth" / "locks"
 
 
 def _private(path: Path, *, mode_too: bool = True) -> bool:
@@ -105,10 +108,10 @@ def _ensure_dir(path: Path) -> None:
 class PortLock:
     """An exclusive lock on one laptop port, held from before the bind until teardown."""
 
-    def __init__(self, port: int, *, host: str, directory: Path | None = None) -> None:
+    def __init__(self, port: int, *, host: str, directory: Path) -> None:
         self.port = port
         self.host = host
-        self.directory = directory or lock_dir()
+        self.directory = directory  # lock_dir(), or a test's own
         self.path = self.directory / f"{port}.lock"
         self._fd: int | None = None
 

@@ -44,8 +44,9 @@ def tcp_port(value: object, origin: str) -> int:
     return port
 
 
-def browser_command(template: str, origin: str) -> str:
-    """A ``--browser-cmd`` that parses, starts with a program, and names one that exists."""
+def browser_command(template: str, origin: str, path: str | None) -> str:
+    """A ``--browser-cmd`` that parses, starts with a program, and names one that exists (on
+    ``path``, the PATH it will run with)."""
     try:
         tokens = shlex.split(template)
     except ValueError as exc:
@@ -63,7 +64,7 @@ def browser_command(template: str, origin: str) -> str:
     if "/" in program:
         found = os.path.isfile(program) and os.access(program, os.X_OK)
     else:
-        found = shutil.which(program) is not None
+        found = shutil.which(program, path=path) is not None
     if not found:
         raise UsageError(
             f"--browser-cmd names {program!r}, which is not an executable program here ({origin})",

@@ -22,7 +22,7 @@ from tunnelauth.sanitize import untrusted
 if TYPE_CHECKING:
     from rich.live import Live
 
-    from tunnelauth.doctor import Report as DoctorReport
+    from tunnelauth.doctorreport import Report as DoctorReport
     from tunnelauth.fleetstatus import HostResult
     from tunnelauth.loginstatus import LoginStatus
     from tunnelauth.options import Resolution

@@ -51,7 +51,7 @@ from tunnelauth.flowstate import (
 )
 from tunnelauth.listener import CallbackListener, ListenerEvent
 from tunnelauth.pageopen import PageOpener
-from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for
+from tunnelauth.portlock import Owner, PortLock, end_stale_run, is_tunnelauth_for, lock_dir
 from tunnelauth.remote import settings_command
 from tunnelauth.report import Reporter, Stage
 from tunnelauth.settings import Settings
@@ -86,7 +86,7 @@ class Runner:
         self.reporter = reporter
         self.stack = stack
         self.terminal = terminal  # the user's terminal (interactive runs only)
-        self.env = Environment() if env is None else env  # None: nobody at a terminal
+        self.env = Environment() if env is None else env  # None: no terminal, no variables
         self.state = FlowState(config_of(settings))
         self.watcher = Watcher()
         self.process: RemoteProcess | None = None
@@ -192,7 +192,8 @@ class Runner:
             await self.pages.open(action)
         elif isinstance(action, ShowDeviceCode):
             self.reporter.device_code(action.url, action.code)
-            if action.copy and action.code and await clipboard.copy(action.code):
+            variables = self.env.variables
+            if action.copy and action.code and await clipboard.copy(action.code, variables):
                 self.reporter.info("the code is on the clipboard")
         else:
             self._perform_now(action)
@@ -236,7 +237,9 @@ class Runner:
         if self.port_lock is not None and self.port_lock.port == port:
             return
         self._release_lock()
-        lock = PortLock(port, host=self.settings.target.host)
+        lock = PortLock(
+            port, host=self.settings.target.host, directory=lock_dir(self.env.variables)
+        )
 
         def waiting(owner: Owner | None) -> None:
             who = owner.describe() if owner else "another tunnelauth run"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,13 +67,14 @@ class Settings(NamedTuple):
     env: tuple[tuple[str, str], ...] = ()  # variables set for the program on the remote (recipes)
 
 
-def config_path(explicit: Path | None = None) -> Path:
-    """The TOML config file: ``--config``, ``$TUNNELAUTH_CONFIG``, or the platform config dir."""
+def config_path(explicit: Path | None, variables: Mapping[str, str]) -> Path:
+    """The TOML config file: ``--config``, ``$TUNNELAUTH_CONFIG`` (in the environment's
+    ``variables``), or the platform config dir."""
     if explicit is not None:
         return explicit
-    env = os.environ.get("TUNNELAUTH_CONFIG")
-    if env:
-        return Path(env)
+    named = variables.get("TUNNELAUTH_CONFIG")
+    if named:
+        return Path(named)
     from platformdirs import user_config_dir
 
     return Path(user_config_dir("tunnelauth")) / "config.toml"
@@ -105,23 +105,6 @@ def host_section(config: Mapping[str, Any], host: str) -> Mapping[str, Any]:
     if not isinstance(section, Mapping):
         raise UsageError(f"config: [hosts.{host!r}] must be a table")
     return section
-
-
-def resolve_host(cli_host: str | None, config: Mapping[str, Any]) -> tuple[str, str]:
-    """HOST from the command line, else ``$TUNNELAUTH_HOST``, else ``default_host``; with source."""
-    if cli_host:
-        return cli_host, "flag"
-    env = os.environ.get("TUNNELAUTH_HOST")
-    if env:
-        return env, "env"
-    default = config.get("default_host")
-    if isinstance(default, str) and default:
-        return default, "file"
-    raise UsageError(
-        "no host given",
-        hint="name one (tunnelauth xai user@host), set TUNNELAUTH_HOST, "
-        "or set default_host in the config file",
-    )
 
 
 def validate_host(host: str) -> str:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import termios
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunnelauth.environment import Environment
 
 LINE_LIMIT = 4000  # longest line accepted; a canonical-mode PTY line holds at most 4095 bytes
 
@@ -28,11 +31,12 @@ class Terminal:
         self.saved = termios.tcgetattr(fd)
 
     @classmethod
-    def open(cls) -> Terminal | None:
-        """The terminal on stdin, or None when stdin is not one."""
+    def open(cls, env: Environment) -> Terminal | None:
+        """The terminal on stdin as ``env`` found it, or None when stdin is not one."""
+        if not env.stdin_tty:
+            return None
         try:
-            fd = sys.stdin.fileno()
-            return cls(fd) if os.isatty(fd) else None
+            return cls(env.stdin_fd)
         except (OSError, ValueError, termios.error):
             return None
 
@@ -103,9 +107,9 @@ class Terminal:
 
 
 @contextlib.contextmanager
-def modes_kept() -> Iterator[Terminal | None]:
+def modes_kept(env: Environment) -> Iterator[Terminal | None]:
     """Save the terminal's modes now and write them back when the block ends, however."""
-    terminal = Terminal.open()
+    terminal = Terminal.open(env)
     try:
         yield terminal
     finally:

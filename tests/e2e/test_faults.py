@@ -35,6 +35,11 @@ SPOTIFY_PORT = 43827
 WAIT_DEADLINE = 60.0  # for a line, a file or a process: only stops a hang
 
 
+def _locks() -> Path:
+    """Where the runs this test starts keep their port locks: they inherit its environment."""
+    return lock_dir(os.environ)
+
+
 def _remote_listeners(bed: Bed) -> list[str]:
     """TCP listeners in the remote namespace other than its sshds."""
     out = subprocess.run(
@@ -53,7 +58,7 @@ def fresh(fresh: Bed) -> Iterator[Bed]:
     yield fresh
     assert _remote_listeners(fresh) == [], "a listener survived on the remote"
     # Another engineer's concurrent run may hold the port's lock: only a dead owner's counts.
-    assert leftovers.stale_locks(lock_dir(), {}) == set(), "a port lock was left"
+    assert leftovers.stale_locks(_locks(), {}) == set(), "a port lock was left"
 
 
 class Background:
@@ -255,7 +260,7 @@ def _stale_run(bed: Bed, tmp: Path) -> Background:
     """A tunnelauth run that holds the Spotify port on the laptop and waits (remote: a sleep)."""
     announce = f"echo Waiting for callback on http://127.0.0.1:{SPOTIFY_PORT}/callback; sleep 120"
     run = Background(bed, tmp, "--no-browser", "run", "remote", "--", "sh", "-c", announce)
-    lock = PortLock(SPOTIFY_PORT, host="remote")
+    lock = PortLock(SPOTIFY_PORT, host="remote", directory=_locks())
 
     def locked() -> bool:
         owner = lock.owner()
@@ -297,7 +302,7 @@ def test_no_wait_names_the_other_run_and_reap_ends_exactly_it(fresh: Bed, tmp_pa
 
 
 def test_second_run_waits_for_the_port_and_says_so(fresh: Bed, tmp_path: Path) -> None:
-    holder = PortLock(SPOTIFY_PORT, host="remote")
+    holder = PortLock(SPOTIFY_PORT, host="remote", directory=_locks())
     assert holder.try_acquire()
     dom = tmp_path / "dom.html"
     run = Background(fresh, tmp_path, "--browser-cmd", fresh.browser_cmd(dom), "spotify", "remote")

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from tunnelauth.askpass import AskpassServer
+from tunnelauth.environment import Environment
 from tunnelauth.flow import _ssh_asker
-from tunnelauth.transports.prompts import RETRY, Prompter
+from tunnelauth.transports.prompts import CONFIRM, RETRY, Prompter
 
 FIDO_NOTICE = "Confirm user presence for key ED25519-SK SHA256:2Yh1mGPXJx7Mbjq0h2YbuHn3OMjlKr"
 
@@ -81,7 +82,7 @@ def test_askpass_carries_questions_and_answers(tmp_path: Path) -> None:
 
     async def main() -> list[tuple[int, bytes]]:
         server = AskpassServer(str(tmp_path), _ssh_asker(said, typed))  # type: ignore[arg-type]
-        env = await server.start()
+        env = await server.start({})
         try:
             return [
                 await _askpass(env, "Enter passphrase for key '/home/u/.ssh/id_ed25519': ", ""),
@@ -110,7 +111,7 @@ def test_askpass_carries_questions_and_answers(tmp_path: Path) -> None:
 def test_askpass_without_tunnelauth_listening_refuses(tmp_path: Path) -> None:
     async def main() -> tuple[int, bytes]:
         server = AskpassServer(str(tmp_path), _ssh_asker(Said(), Typed("x")))  # type: ignore[arg-type]
-        env = await server.start()
+        env = await server.start({})
         script = Path(env["SSH_ASKPASS"]).read_text()
         await server.close()
         kept = tmp_path / "askpass"
@@ -153,7 +154,7 @@ def test_askpass_runs_no_code_from_the_current_directory_or_python_variables(
 
     async def main() -> tuple[int, bytes]:
         server = AskpassServer(str(sockdir), _ssh_asker(said, typed))  # type: ignore[arg-type]
-        env = await server.start()
+        env = await server.start({})
         try:
             return await _askpass({**env, **hostile_env}, "user@host's password: ", "", cwd=cwd)
         finally:
@@ -187,7 +188,7 @@ def test_a_worker_thread_asks_through_the_flow() -> None:
 
     async def main() -> list[Any]:
         prompter = Prompter()
-        prompter.bind(ask)
+        prompter.bind(ask, Environment())
         thread, out = _in_a_thread(
             lambda: (
                 prompter.ask_blocking("Enter passphrase for key '/k': "),
@@ -216,7 +217,7 @@ def test_closing_ends_a_question_a_thread_waits_for() -> None:
             return None
 
         prompter = Prompter()
-        prompter.bind(ask)
+        prompter.bind(ask, Environment())
         thread, out = _in_a_thread(lambda: prompter.ask_blocking("Password: "))
         await asyncio.wait_for(started.wait(), 30)
         assert prompter.prompting, "the connect deadline must pause while the user types"
@@ -240,7 +241,51 @@ def test_on_the_loop_thread_the_terminal_is_asked_directly(
 
     async def main() -> str | None:
         prompter = Prompter()
-        prompter.bind(never)
+        prompter.bind(never, Environment())
         return prompter.ask_blocking("Password: ")
 
     assert asyncio.run(main()) == "typed for Password: "
+
+
+def test_ssh_runs_with_the_commands_variables_and_the_askpass_ones(tmp_path: Path) -> None:
+    async def main() -> tuple[dict[str, str], dict[str, str]]:
+        server = AskpassServer(str(tmp_path), _ssh_asker(Said(), Typed()))  # type: ignore[arg-type]
+        try:
+            with_display = await server.start({"PATH": "/opt/bin", "DISPLAY": ":7"})
+        finally:
+            await server.close()
+        try:
+            without = await server.start({"PATH": "/opt/bin"})
+        finally:
+            await server.close()
+        return with_display, without
+
+    with_display, without = asyncio.run(main())
+    assert with_display["PATH"] == without["PATH"] == "/opt/bin"
+    assert with_display["SSH_ASKPASS_REQUIRE"] == "force"
+    assert with_display["SSH_ASKPASS"] == str(tmp_path / "askpass")
+    assert with_display["DISPLAY"] == ":7", "the user's display is kept"
+    assert without["DISPLAY"] == ":tunnelauth", "older ssh wants a display to use askpass"
+
+
+def test_without_a_flow_a_shown_answer_is_read_from_the_stdin_the_command_found() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, "yés\nthe next line\n".encode())
+
+        async def main() -> tuple[str | None, str | None]:
+            prompter = Prompter()
+            prompter.bind(None, Environment(stdin_tty=True, stdin_fd=read_end))
+            first = await prompter.ask("Verification code (shown): ", CONFIRM)
+            return first, prompter.ask_blocking("Again: ", CONFIRM)
+
+        assert asyncio.run(main()) == ("yés", "the next line")
+        os.close(write_end)
+        write_end = -1
+        ended = Prompter()
+        ended.bind(None, Environment(stdin_fd=read_end))
+        assert ended.ask_blocking("At the end: ", CONFIRM) is None, "end of input: no answer"
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)

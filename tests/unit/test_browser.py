@@ -107,7 +107,7 @@ def test_launcher_runs_the_command_with_the_url_verbatim(tmp_path: Path) -> None
     assert is_safe_browser_url(url)
 
     async def main() -> None:
-        launcher = BrowserLauncher(command=f"'{script}' \"--url={{url}}\" --tail")
+        launcher = BrowserLauncher(env=base_env(), command=f"'{script}' \"--url={{url}}\" --tail")
         assert await launcher.open(url) == "command"
         await launcher.close(grace=DEADLINE)
 
@@ -168,7 +168,7 @@ def test_launcher_refuses_unsafe_urls_and_runs_nothing(tmp_path: Path) -> None:
     script, out = recorder(tmp_path)
 
     async def main() -> None:
-        launcher = BrowserLauncher(command=shlex.quote(str(script)))
+        launcher = BrowserLauncher(env=base_env(), command=shlex.quote(str(script)))
         with pytest.raises(UnsafeUrlError) as caught:
             await launcher.open("http://evil.example:80/phish")
         assert caught.value.status == ExitStatus.LOGIN_FAILED
@@ -180,7 +180,7 @@ def test_launcher_refuses_unsafe_urls_and_runs_nothing(tmp_path: Path) -> None:
 
 def test_no_browser_prints() -> None:
     async def main() -> str:
-        launcher = BrowserLauncher(no_browser=True, command="never-run")
+        launcher = BrowserLauncher(env=base_env(), no_browser=True, command="never-run")
         try:
             how: str = await launcher.open("https://example.com/")
             return how
@@ -264,7 +264,7 @@ def test_command_output_goes_to_the_named_file_not_our_terminal(
 
     async def main() -> None:
         launcher = BrowserLauncher(
-            command="sh -c 'echo to-stdout; echo to-stderr >&2' sh", output=log
+            command="sh -c 'echo to-stdout; echo to-stderr >&2' sh", output=log, env=base_env()
         )
         assert await launcher.open("https://example.com/") == "command"
         await launcher.close(grace=DEADLINE)
@@ -277,7 +277,7 @@ def test_command_output_goes_to_the_named_file_not_our_terminal(
 
 def test_missing_command_is_a_usage_error(tmp_path: Path) -> None:
     async def main() -> None:
-        launcher = BrowserLauncher(command=str(tmp_path / "no-such-browser"))
+        launcher = BrowserLauncher(env=base_env(), command=str(tmp_path / "no-such-browser"))
         with pytest.raises(UsageError):
             await launcher.open("https://example.com/")
         await launcher.close(grace=1)
@@ -300,7 +300,7 @@ def test_close_ends_a_long_running_command_and_its_whole_group(tmp_path: Path) -
     )
 
     async def main() -> list[int]:
-        launcher = BrowserLauncher(command=command)
+        launcher = BrowserLauncher(env=base_env(), command=command)
         assert await launcher.open("https://example.com/") == "command"
         await wait_for_file(pidfile)
         pids = [int(p) for p in pidfile.read_text().split()]
@@ -321,7 +321,7 @@ def test_close_leaves_what_an_exited_opener_started(tmp_path: Path) -> None:
     command = f"sh -c 'sleep 60 & echo \"$!\" > {shlex.quote(str(pidfile))}' opener"
 
     async def main() -> int:
-        launcher = BrowserLauncher(command=command)
+        launcher = BrowserLauncher(env=base_env(), command=command)
         await launcher.open("https://example.com/")
         await wait_for_file(pidfile)
         await launcher.close(grace=DEADLINE)
@@ -370,7 +370,9 @@ def test_the_browser_command_gets_the_url_as_one_argument_and_in_its_environment
     url = hostile_url(canary)
 
     async def main() -> None:
-        launcher = BrowserLauncher(command=template.format(script=shlex.quote(str(script))))
+        launcher = BrowserLauncher(
+            env=base_env(), command=template.format(script=shlex.quote(str(script)))
+        )
         assert await launcher.open(url) == "command"
         await launcher.close(grace=DEADLINE)
 
@@ -400,7 +402,7 @@ def test_url_inside_a_shells_script_is_refused_and_nothing_runs(
     assert is_safe_browser_url(url)
 
     async def main() -> None:
-        launcher = BrowserLauncher(command=template)
+        launcher = BrowserLauncher(env=base_env(), command=template)
         try:
             with pytest.raises(UsageError) as caught:
                 await launcher.open(url)

@@ -18,6 +18,7 @@ import pytest
 
 from tunnelauth import cli, cliactions
 from tunnelauth.cmdline import build_settings, parse_login
+from tunnelauth.environment import Environment
 from tunnelauth.hostset import single_host
 from tunnelauth.transports.choice import choose
 from tunnelauth.transports.headstart import plan
@@ -97,11 +98,9 @@ def test_anything_unusual_is_left_to_typer(argv: list[str]) -> None:
     assert parse_login(argv) is None
 
 
-def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interactive_lines_start_no_ssh() -> None:
     """Only batch runs start an ssh master ahead: an interactive one may be asked for a password."""
-    monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    env = Environment(variables={"TUNNELAUTH_CONFIG": os.devnull}, stdin_tty=True)
     planned = {}
     for argv in (
         ["spotify", "user@host"],
@@ -111,7 +110,7 @@ def test_interactive_lines_start_no_ssh(monkeypatch: pytest.MonkeyPatch) -> None
         parsed = parse_login(argv)
         assert parsed is not None
         name, options, run_command = parsed
-        settings = build_settings(name, options, run_command=run_command)
+        settings = build_settings(name, options, run_command=run_command, environment=env)
         planned[" ".join(argv[2:])] = plan(choose(settings), settings)
     assert [key for key, parts in planned.items() if parts.master] == ["-p 2200 --batch"]
     # The paramiko line, batch or not, opens its first hop's connection ahead.

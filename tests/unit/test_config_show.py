@@ -9,6 +9,7 @@ import pytest
 
 from tunnelauth.cli import main
 from tunnelauth.cmdline import build_settings
+from tunnelauth.environment import Environment
 from tunnelauth.options import resolve_batch
 from tunnelauth.status import ExitStatus
 
@@ -28,23 +29,33 @@ browser_cmd = "firefox {url}"
 """
 
 
-@pytest.fixture(autouse=True)
-def config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """A config file; no user env leaks in."""
-    for var in ("TUNNELAUTH_HOST", "TUNNELAUTH_HERMES", "TUNNELAUTH_BACKEND", "CI"):
-        monkeypatch.delenv(var, raising=False)
-    for var in ("TUNNELAUTH_TIMEOUT", "TUNNELAUTH_PROFILE", "TUNNELAUTH_BROWSER_CMD"):
-        monkeypatch.delenv(var, raising=False)
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A config file."""
     path = tmp_path / "config.toml"
     path.write_text(CONFIG)
-    monkeypatch.setenv("TUNNELAUTH_CONFIG", str(path))
-    # The browser command must name a program that exists: give it one.
+    return path
+
+
+@pytest.fixture
+def variables(tmp_path: Path, config: Path) -> dict[str, str]:
+    """The config file named, and a PATH where the browser command's program exists."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "firefox").write_text("#!/bin/sh\n")
     (bin_dir / "firefox").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    return path
+    return {"TUNNELAUTH_CONFIG": str(config), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+@pytest.fixture(autouse=True)
+def process(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
+    """``main`` is an edge that reads the process: those variables, and no user env leaks in."""
+    for var in ("TUNNELAUTH_HOST", "TUNNELAUTH_HERMES", "TUNNELAUTH_BACKEND", "CI"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("TUNNELAUTH_TIMEOUT", "TUNNELAUTH_PROFILE", "TUNNELAUTH_BROWSER_CMD"):
+        monkeypatch.delenv(var, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
 
 
 def show(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, dict[str, object]]:
@@ -88,8 +99,8 @@ def test_human_table_names_the_sources(capsys: pytest.CaptureFixture[str]) -> No
     assert "flag" in out and "file" in out and "default" in out
 
 
-def test_file_values_reach_the_settings() -> None:
-    settings = build_settings("spotify", {})
+def test_file_values_reach_the_settings(variables: dict[str, str]) -> None:
+    settings = build_settings("spotify", {}, environment=Environment(variables=variables))
     assert settings.target.jump == ("bastion1", "bastion2")
     assert settings.target.login == "agent" and settings.target.port == 2200
     assert settings.program == "~/venv/bin/hermes" and settings.args[:2] == ("-p", "work")

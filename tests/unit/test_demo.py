@@ -29,6 +29,7 @@ from tests.installed import Installed
 from tunnelauth.demo.provider import DemoProvider
 from tunnelauth.demo.run import DEMO_HOST, write_ssh_files
 from tunnelauth.demo.server import DEMO_ARGV, DemoServer, free_port
+from tunnelauth.environment import Environment
 from tunnelauth.remote import remote_command
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.asyncssh_transport import AsyncSSHTransport
@@ -286,7 +287,7 @@ def test_simulated_remote_ctrl_c_and_refused_ports(tmp_path: Path) -> None:
         files = write_ssh_files(tmp_path, server.port, server.host_key, server.client_key)
         transport = AsyncSSHTransport(SSHTarget(DEMO_HOST, ssh_config=files.config), batch=True)
         try:
-            await transport.connect()
+            await transport.connect(env=Environment())
             # Before the login runs, the remote's port P has no listener: refused like sshd.
             early = await transport.open_channel("127.0.0.1", port)
             assert await early.refusal() == "connect failed: Connection refused"
@@ -339,7 +340,7 @@ def test_simulated_remote_accepts_only_its_keys(tmp_path: Path) -> None:
                 target = SSHTarget(DEMO_HOST, ssh_config=files.config)
                 transport = AsyncSSHTransport(target, batch=True, connect_timeout=DEADLINE)
                 with pytest.raises(error) as caught:
-                    await transport.connect()
+                    await transport.connect(env=Environment())
                 assert type(caught.value) is error, caught.value  # HostKeyError is an SSHError
                 await transport.close()
         finally:

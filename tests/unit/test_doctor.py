@@ -1,8 +1,9 @@
-"""doctor's local checks and verdict (the remote checks run on the bed: test_scripting.py)."""
+"""doctor's laptop checks and verdict (the remote checks run on the bed: test_scripting.py)."""
 
 from __future__ import annotations
 
-from tunnelauth.doctor import FAIL, OK, WARN, Check, Report, check_browser, check_ports
+from tunnelauth.doctorreport import FAIL, OK, WARN, Check, Report
+from tunnelauth.laptopchecks import check_browser, check_ports
 from tunnelauth.settings import Settings, SSHTarget
 from tunnelauth.status import ExitStatus
 
@@ -28,8 +29,13 @@ def test_taken_well_known_port_is_a_warning_naming_it() -> None:
     assert check_ports(lambda host, port: True).status == OK
 
 
+PATH = {"PATH": "/usr/bin:/bin"}
+
+
 def test_browser_command_must_exist() -> None:
-    assert check_browser(settings(browser_cmd="sh -c 'x' {url}")).status == OK
-    missing = check_browser(settings(browser_cmd="/no/such/browser {url}"))
+    assert check_browser(settings(browser_cmd="sh -c 'x' {url}"), PATH).status == OK
+    missing = check_browser(settings(browser_cmd="/no/such/browser {url}"), PATH)
     assert missing.status == FAIL and missing.code == ExitStatus.USAGE
-    assert check_browser(settings(no_browser=True)).status == "skip"
+    not_on_path = check_browser(settings(browser_cmd="sh -c 'x' {url}"), {"PATH": "/nowhere"})
+    assert not_on_path.status == FAIL, "looked up on the PATH the browser would run with"
+    assert check_browser(settings(no_browser=True), PATH).status == "skip"

@@ -50,10 +50,13 @@ def test_every_module_uses_the_one_loopback_set() -> None:
 def test_the_environment_is_what_the_settings_read(monkeypatch: pytest.MonkeyPatch) -> None:
     from tunnelauth.cmdline import build_settings
 
-    monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
-    env = Environment(
-        variables={"TUNNELAUTH_HOST": "fromobject", "TUNNELAUTH_VIA": "relay"}, stdin_tty=False
-    )
-    monkeypatch.setenv("TUNNELAUTH_HOST", "fromprocess")
+    variables = {
+        "TUNNELAUTH_CONFIG": os.devnull,
+        "TUNNELAUTH_HOST": "fromobject",
+        "TUNNELAUTH_VIA": "relay",
+    }
+    env = Environment(variables=variables, stdin_tty=False)
+    monkeypatch.setenv("TUNNELAUTH_HOST", "fromprocess")  # never read: the object says
+    monkeypatch.setenv("TUNNELAUTH_CONFIG", "/no/such/dir/config.toml")
     settings = build_settings("spotify", {"config": None}, environment=env)
     assert settings.via == "relay"

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from tunnelauth import fleetstatus
+from tunnelauth.environment import Environment
 from tunnelauth.errors import CommandNotFoundError, UsageError
 from tunnelauth.fleetstatus import HostResult, ask_fleet, exit_status
 from tunnelauth.hostset import FleetHost
@@ -25,7 +26,9 @@ def test_each_failure_is_its_hosts_result_in_the_order_named() -> None:
     hosts = [FleetHost("a", "a"), FleetHost("bad", "bad"), FleetHost("c", "c")]
     seen: list[str] = []
     results = asyncio.run(
-        ask_fleet(hosts, refuse, jobs=2, on_result=lambda r: seen.append(r.host.name))
+        ask_fleet(
+            hosts, refuse, env=Environment(), jobs=2, on_result=lambda r: seen.append(r.host.name)
+        )
     )
     assert [r.host.name for r in results] == ["a", "bad", "c"]
     assert sorted(seen) == ["a", "bad", "c"]
@@ -57,8 +60,11 @@ def test_cancelling_waits_for_every_hosts_connection_to_close(
     waiting: set[str] = set()
     all_waiting = asyncio.Event()
     closed: list[str] = []
+    fleet_env = Environment(variables={"SSH_AUTH_SOCK": "/run/agent"})
+    given: list[Environment] = []
 
-    async def ask(settings: Settings, *, hops: object = None) -> LoginStatus:
+    async def ask(settings: Settings, env: Environment, *, hops: object = None) -> LoginStatus:
+        given.append(env)
         name = settings.target.host
         waiting.add(name)
         if len(waiting) == len(hosts):
@@ -77,7 +83,7 @@ def test_cancelling_waits_for_every_hosts_connection_to_close(
         return Settings(target=SSHTarget(host=host.host), program="hermes", args=())
 
     async def main() -> None:
-        task = asyncio.ensure_future(ask_fleet(hosts, build, jobs=4))
+        task = asyncio.ensure_future(ask_fleet(hosts, build, env=fleet_env, jobs=4))
         await asyncio.wait_for(all_waiting.wait(), 5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -85,3 +91,4 @@ def test_cancelling_waits_for_every_hosts_connection_to_close(
 
     asyncio.run(main())
     assert closed == ["a", "b", "c", "d"]
+    assert len(given) == 4 and all(env is fleet_env for env in given), "one for the fleet"

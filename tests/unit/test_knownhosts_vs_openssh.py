@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.bed import SSHD
+from tunnelauth.environment import Environment
 from tunnelauth.errors import HostKeyError, SSHError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import early_dial
@@ -45,6 +46,7 @@ pytestmark = pytest.mark.usefixtures("_no_agent")
 
 @pytest.fixture
 def _no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncssh finds the agent in the process's environment itself: none here."""
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
 
 
@@ -284,7 +286,7 @@ def backend_verdict(lab: Lab, row: Row, case: str, backend: str) -> tuple[str, s
     async def connect() -> str:
         try:
             with head:
-                await asyncio.wait_for(transport.connect(), DEADLINE)
+                await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
         except HostKeyError as exc:
             return exc.message
         except SSHError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ctypes.util
 import os
 
-import pytest
 from fresh_python import THREAD_IMPORTS, run_json
 
 from tunnelauth.cmdline import build_settings, parse_login
+from tunnelauth.environment import Environment
 from tunnelauth.transports import native_libs
 from tunnelauth.transports.choice import choose
 from tunnelauth.transports.headstart import plan
@@ -75,15 +75,14 @@ def test_the_thread_imports_nothing() -> None:
     assert found == {"imported": []}
 
 
-def test_a_login_on_asyncssh_starts_the_lookups_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_login_on_asyncssh_starts_the_lookups_ahead() -> None:
     """Interactive or batch, an asyncssh login starts them; an OpenSSH one does not."""
-    monkeypatch.setenv("TUNNELAUTH_CONFIG", os.devnull)
-    monkeypatch.delenv("CI", raising=False)  # interactive: no master is started for openssh
-    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    # Interactive (a terminal, no CI): no master is started for openssh.
+    env = Environment(variables={"TUNNELAUTH_CONFIG": os.devnull}, stdin_tty=True)
     for backend, wanted in (("openssh", False), ("asyncssh", True)):
         for batch in ((), ("--batch",)):
             parsed = parse_login(["spotify", "user@host", "--backend", backend, *batch])
             assert parsed is not None
             name, options, run_command = parsed
-            settings = build_settings(name, options, run_command=run_command)
+            settings = build_settings(name, options, run_command=run_command, environment=env)
             assert plan(choose(settings), settings).lookups is wanted, (backend, batch)

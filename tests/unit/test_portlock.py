@@ -190,10 +190,12 @@ def homes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     tmp.mkdir()
     home.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     return tmp, home
+
+
+def _lock(port: int, home: Path, **variables: str) -> PortLock:
+    """A lock where a run with HOME=``home`` and ``variables`` keeps its locks."""
+    return PortLock(port, host="h", directory=lock_dir({"HOME": str(home), **variables}))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's directory needs root")
@@ -202,11 +204,11 @@ def test_a_lock_dir_planted_by_another_user_does_not_block_a_run(homes: tuple[Pa
     planted = tmp / f"tunnelauth-locks-{os.getuid()}"
     planted.mkdir(mode=0o777)
     os.chown(planted, NOBODY, NOBODY)
-    lock = PortLock(5010, host="h")
+    lock = _lock(5010, home)
     assert lock.try_acquire(), "another user's directory blocked the lock"
     assert lock.path.parent == home / ".cache" / "tunnelauth" / "locks"
     assert oct(lock.path.parent.stat().st_mode & 0o777) == "0o700"
-    assert not PortLock(5010, host="h").try_acquire(), "the next run finds the same lock"
+    assert not _lock(5010, home).try_acquire(), "the next run finds the same lock"
     lock.release()
     assert list(planted.iterdir()) == [] and planted.stat().st_uid == NOBODY, "left untouched"
 
@@ -216,30 +218,28 @@ def test_a_symlink_planted_as_the_lock_dir_does_not_block_a_run(homes: tuple[Pat
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()
     (tmp / f"tunnelauth-locks-{os.getuid()}").symlink_to(elsewhere)
-    lock = PortLock(5011, host="h")
+    lock = _lock(5011, home)
     assert lock.try_acquire()
     assert lock.path.parent == home / ".cache" / "tunnelauth" / "locks"
     assert list(elsewhere.iterdir()) == []
     lock.release()
 
 
-def test_the_users_private_runtime_dir_holds_the_locks(
-    homes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tmp, _ = homes
+def test_the_users_private_runtime_dir_holds_the_locks(homes: tuple[Path, Path]) -> None:
+    tmp, home = homes
     runtime = tmp / "run-user"
     runtime.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    assert lock_dir() == runtime / "tunnelauth-locks"
-    lock = PortLock(5012, host="h")
+    variables = {"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    assert lock_dir(variables) == runtime / "tunnelauth-locks"
+    lock = _lock(5012, home, XDG_RUNTIME_DIR=str(runtime))
     assert lock.try_acquire() and lock.path.parent == runtime / "tunnelauth-locks"
     lock.release()
     runtime.chmod(0o755)  # not private: another user could plant the lock dir in it
-    assert lock_dir() == tmp / f"tunnelauth-locks-{os.getuid()}"
+    assert lock_dir(variables) == tmp / f"tunnelauth-locks-{os.getuid()}"
     if os.geteuid() == 0:
         runtime.chmod(0o700)
         os.chown(runtime, NOBODY, NOBODY)  # someone else's runtime dir (sudo keeps the variable)
-        assert lock_dir() == tmp / f"tunnelauth-locks-{os.getuid()}"
+        assert lock_dir(variables) == tmp / f"tunnelauth-locks-{os.getuid()}"
 
 
 # -- --reap ends only the run that holds the lock ---------------------------------------------
@@ -379,13 +379,10 @@ def test_reap_never_ends_a_program_that_is_not_tunnelauth(tmp_path: Path) -> Non
         other.wait(10)
 
 
-def test_an_unusable_fallback_is_a_clear_error(
-    homes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unusable_fallback_is_a_clear_error(homes: tuple[Path, Path]) -> None:
     tmp, home = homes
     (tmp / f"tunnelauth-locks-{os.getuid()}").symlink_to(tmp)
     not_a_dir = home / "file"
     not_a_dir.write_text("x")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_dir))
     with pytest.raises(TunnelauthError, match="cannot create the port-lock directory"):
-        PortLock(5013, host="h").try_acquire()
+        _lock(5013, home, XDG_CACHE_HOME=str(not_a_dir)).try_acquire()

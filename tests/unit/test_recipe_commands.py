@@ -14,6 +14,7 @@ import pytest
 from tests.unit.test_remote_command import SUDO_I
 from tunnelauth.cli import main
 from tunnelauth.cmdline import OPTION_SPECS, build_settings, parse_login
+from tunnelauth.environment import Environment
 from tunnelauth.recipes import RECIPES, display, env_assignments
 from tunnelauth.remote import remote_command, settings_command
 from tunnelauth.status import ExitStatus
@@ -34,6 +35,8 @@ with open(os.environ["ARGV_OUT"], "w") as fh:
     json.dump({"argv": sys.argv[1:], "browser": os.environ.get("BROWSER"),
                "odd": os.environ.get("ODD_VALUE")}, fh)
 """
+
+ENV = Environment(variables={"TUNNELAUTH_CONFIG": os.devnull})  # no user config leaks in
 
 HOSTILE = ["--host", "https://adb.test/?o=1&x=$(touch pwned)'\"`id`\\", "; rm -rf ~"]
 
@@ -74,7 +77,9 @@ def test_the_table_is_the_one_tested() -> None:
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_recipe_builds_its_program_arguments_and_environment(name: str) -> None:
-    settings = build_settings("recipe", _options(recipe=name, host="box"), run_command=["-x"])
+    settings = build_settings(
+        "recipe", _options(recipe=name, host="box"), run_command=["-x"], environment=ENV
+    )
     program, args, env = EXPECTED[name]
     assert (settings.program, list(settings.args), dict(settings.env)) == (
         program,
@@ -86,12 +91,15 @@ def test_each_recipe_builds_its_program_arguments_and_environment(name: str) -> 
 
 
 def test_the_exact_remote_command_lines() -> None:
-    wrangler = build_settings("recipe", _options(recipe="wrangler", host="box"))
+    wrangler = build_settings("recipe", _options(recipe="wrangler", host="box"), environment=ENV)
     line = settings_command(wrangler, wrangler.args, pty=True)
     assert line.startswith("exec sh -c ")
     assert line.endswith(" tunnelauth wrangler login --browser=false")
     databricks = build_settings(
-        "recipe", _options(recipe="databricks", host="box"), run_command=["--host", "https://a.b"]
+        "recipe",
+        _options(recipe="databricks", host="box"),
+        run_command=["--host", "https://a.b"],
+        environment=ENV,
     )
     line = settings_command(databricks, databricks.args, pty=True)
     assert line.startswith("exec env BROWSER=none sh -c ")
@@ -105,7 +113,9 @@ def test_the_exact_remote_command_lines() -> None:
 def test_every_shell_runs_the_recipe_with_its_environment_and_extra_words_verbatim(
     shell: str, name: str, home: Path, tmp_path: Path
 ) -> None:
-    settings = build_settings("recipe", _options(recipe=name, host="box"), run_command=HOSTILE)
+    settings = build_settings(
+        "recipe", _options(recipe=name, host="box"), run_command=HOSTILE, environment=ENV
+    )
     seen = _run(shell, settings_command(settings, settings.args), home, tmp_path)
     _, args, env = EXPECTED[name]
     assert seen["argv"] == [*args, *HOSTILE]
@@ -212,7 +222,10 @@ def test_with_as_the_variables_survive_sudo_i(shell: str, home: Path, tmp_path: 
     (standin / "sudo").write_text(SUDO_I)
     (standin / "sudo").chmod(0o755)
     settings = build_settings(
-        "recipe", _options(recipe="databricks", host="box", run_as="svc"), run_command=HOSTILE
+        "recipe",
+        _options(recipe="databricks", host="box", run_as="svc"),
+        run_command=HOSTILE,
+        environment=ENV,
     )
     command = settings_command(settings, settings.args)
     assert command.startswith("exec sudo -n -u svc -i -- env ")
@@ -233,7 +246,9 @@ def test_with_as_the_variables_survive_sudo_i(shell: str, home: Path, tmp_path: 
 
 def test_hermes_settings_do_not_reach_a_recipe() -> None:
     settings = build_settings(
-        "recipe", _options(recipe="wrangler", host="box", hermes_home="~/.h", hermes="/opt/h")
+        "recipe",
+        _options(recipe="wrangler", host="box", hermes_home="~/.h", hermes="/opt/h"),
+        environment=ENV,
     )
     assert settings.hermes_home is None and settings.program == "wrangler"
     assert "HERMES_HOME" not in settings_command(settings, settings.args)
@@ -243,7 +258,7 @@ def test_a_recipe_that_sets_browser_keeps_it_on_a_terminal() -> None:
     # The login runs on a PTY, where `run` installs the BROWSER helper: a recipe that chose
     # BROWSER itself (databricks: BROWSER=none) must keep its own value.
     def login_line(name: str) -> str:
-        settings = build_settings("recipe", _options(recipe=name, host="box"))
+        settings = build_settings("recipe", _options(recipe=name, host="box"), environment=ENV)
         return settings_command(settings, settings.args, pty=True)
 
     assert "tunnelauth-browser" not in login_line("databricks")

@@ -20,6 +20,7 @@ import asyncssh
 import psutil
 import pytest
 
+from tunnelauth.environment import Environment
 from tunnelauth.errors import HostKeyError, SSHError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import asyncssh_pty, early_dial
@@ -270,7 +271,8 @@ async def ssh_server(
 
 @pytest.fixture(autouse=True)
 def _no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's agent must not take part (IdentitiesOnly covers files, not this)."""
+    """The developer's agent must not take part (IdentitiesOnly covers files, not this):
+    asyncssh finds the agent in the process's environment itself."""
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
 
 
@@ -370,7 +372,7 @@ async def scenario_full(make: Callable[[SSHTarget], Transport], bed: Bed) -> Non
     before = snapshot()
     tasks_before = len(asyncio.all_tasks())
     transport = make(bed.target())
-    await asyncio.wait_for(transport.connect(), DEADLINE)
+    await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
     await scenario_process(transport, bed)
     await scenario_channels(transport, bed)
     await scenario_exec(transport)
@@ -386,7 +388,7 @@ async def scenario_jumps(make: Callable[[SSHTarget], Transport], bed: Bed) -> No
         before = snapshot()
         bed.state.tcp_requests.clear()
         transport = make(target)
-        await asyncio.wait_for(transport.connect(), DEADLINE)
+        await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
         try:
             assert ("127.0.0.1", bed.port) in bed.state.tcp_requests
             proc = await transport.start("exit 0")
@@ -405,7 +407,7 @@ async def scenario_host_keys(make: Callable[[SSHTarget], Transport], bed: Bed) -
         bed.trust(trusted)
         transport = make(bed.target())
         with pytest.raises(HostKeyError) as info:
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
         await transport.close()
         assert info.value.status == 4
         assert fingerprint in info.value.message
@@ -429,7 +431,7 @@ async def scenario_early_socket(
         early = dial.sock.getsockname()
         with HeadStart(target=target, dial=dial) as head:
             transport = make(target, head)
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             try:
                 assert dial.sock is None, "the transport did not claim the socket"
                 seen = bed.state.connections[before:]
@@ -493,7 +495,7 @@ def test_user_known_hosts_none_still_checks(keys: tuple[Any, Path], tmp_path: Pa
             bed.config.write_text("UserKnownHostsFile none\n" + text)
             transport = _asyncssh(bed.target())
             with pytest.raises(HostKeyError):
-                await asyncio.wait_for(transport.connect(), DEADLINE)
+                await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
 
     run(main())
@@ -510,7 +512,7 @@ def test_batch_names_the_method_the_server_wants(keys: tuple[Any, Path], tmp_pat
             bed.config.write_text(text)
             transport = _asyncssh(bed.target())
             with pytest.raises(SSHError) as info:
-                await asyncio.wait_for(transport.connect(), DEADLINE)
+                await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
             assert "authentication" in info.value.message
             assert not isinstance(info.value, HostKeyError)
@@ -527,10 +529,10 @@ def test_options_and_identity_override_the_config(keys: tuple[Any, Path], tmp_pa
             bed.config.write_text(text.replace(f"Port {bed.port}", f"Port {bed.closed_port}"))
             target = bed.target(identity=(keys[1],), options=(f"Port={bed.port}",))
             transport = _asyncssh(target)
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
             transport = _asyncssh(bed.target(identity=(keys[1],), port=bed.port))
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
 
     run(main())
@@ -544,7 +546,7 @@ def test_dead_link_is_noticed_by_keepalive(keys: tuple[Any, Path], tmp_path: Pat
             transport = AsyncSSHTransport(
                 bed.target(), connect_timeout=DEADLINE, batch=True, keepalive_interval=0.2
             )
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             proc = await transport.start("hold")
             assert b"ready" in await asyncio.wait_for(proc.read(), DEADLINE)
             for conn in list(bed.state.connections):
@@ -566,7 +568,7 @@ def _client_and_server_order(
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
             transport = _asyncssh(bed.target())
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             asyncssh.set_debug_level(2)
             try:
                 with caplog.at_level(logging.DEBUG, logger="asyncssh"):
@@ -608,7 +610,12 @@ def test_sessions_opened_side_by_side_each_go_in_one_flight(
         async with ssh_server(keys, tmp_path) as bed:
             first, second = _asyncssh(bed.target()), _asyncssh(bed.target())
             try:
-                await asyncio.wait_for(asyncio.gather(first.connect(), second.connect()), DEADLINE)
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        first.connect(env=Environment()), second.connect(env=Environment())
+                    ),
+                    DEADLINE,
+                )
                 procs = await asyncio.wait_for(
                     asyncio.gather(first.start("ptyinfo"), second.start("ptyinfo")), DEADLINE
                 )
@@ -650,7 +657,7 @@ def test_a_refused_pty_is_a_clear_error(
     async def main() -> None:
         async with ssh_server(keys, tmp_path, allow_pty=False) as bed:
             transport = _asyncssh(bed.target())
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             try:
                 with pytest.raises(SSHError, match=r"refused the login a terminal \(PTY\)"):
                     await asyncio.wait_for(transport.start("ptyinfo"), DEADLINE)
@@ -675,7 +682,7 @@ def test_a_refused_pty_leaves_no_command_running(
     async def main() -> None:
         async with ssh_server(keys, tmp_path, allow_pty=False) as bed:
             transport = _asyncssh(bed.target())
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             try:
                 with pytest.raises(SSHError, match=r"refused the login a terminal \(PTY\)"):
                     await asyncio.wait_for(transport.start("slow-exit 0.3"), DEADLINE)

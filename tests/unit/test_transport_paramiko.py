@@ -24,6 +24,7 @@ from test_transport_asyncssh import (  # the shared server; fixtures are importe
     until,
 )
 
+from tunnelauth.environment import Environment
 from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import Transport
@@ -81,7 +82,7 @@ def test_host_key_alias(keys: tuple[Any, Path], tmp_path: Path) -> None:
             bed.known_hosts.write_text(line)
             bed.config.write_text("HostKeyAlias aliased\n" + bed.config.read_text())
             transport = _paramiko(bed.target())
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
 
     run(main())
@@ -102,7 +103,7 @@ def test_unsupported_config_is_a_usage_error(
             bed.config.write_text(f"{edit}\n" + bed.config.read_text())
             transport = _paramiko(bed.target())
             with pytest.raises(UsageError, match=feature) as info:
-                await asyncio.wait_for(transport.connect(), DEADLINE)
+                await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
             assert "--backend openssh" in (info.value.hint or "")
             assert bed.state.sessions == []
@@ -121,13 +122,13 @@ def test_cert_authority_lines_count_for_certificates_only(
             original = bed.known_hosts.read_text()
             bed.known_hosts.write_text(f"@cert-authority [127.0.0.1]:* {ca}{original}")
             transport = _paramiko(bed.target())
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
 
             bed.known_hosts.write_text(f"@cert-authority [127.0.0.1]:* {ca}")
             transport = _paramiko(bed.target())
             with pytest.raises(HostKeyError, match="known_hosts does not list it") as info:
-                await asyncio.wait_for(transport.connect(), DEADLINE)
+                await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
             assert "does not check @cert-authority" in info.value.message
 
@@ -142,7 +143,7 @@ def test_sk_keys_are_usage_errors(keys: tuple[Any, Path], tmp_path: Path) -> Non
             (tmp_path / "id_sk.pub").write_text("sk-ssh-ed25519@openssh.com AAAA x\n")
             transport = _paramiko(bed.target(identity=(sk_key,)))
             with pytest.raises(UsageError, match="sk-"):
-                await asyncio.wait_for(transport.connect(), DEADLINE)
+                await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
 
     run(main())
@@ -155,7 +156,7 @@ def test_batch_names_the_method_the_server_wants(keys: tuple[Any, Path], tmp_pat
             bed.config.write_text(text)
             transport = _paramiko(bed.target())
             with pytest.raises(SSHError, match="authentication"):
-                await asyncio.wait_for(transport.connect(), DEADLINE)
+                await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             await transport.close()
 
     run(main())
@@ -170,7 +171,7 @@ def test_dead_link_is_noticed_by_keepalive(keys: tuple[Any, Path], tmp_path: Pat
             transport = ParamikoTransport(
                 bed.target(), connect_timeout=DEADLINE, batch=True, keepalive_interval=0.2
             )
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             proc = await transport.start("hold")
             assert b"ready" in await asyncio.wait_for(proc.read(), DEADLINE)
             for conn in list(bed.state.connections):
@@ -193,7 +194,7 @@ def test_handshake_packets_are_not_held_back(keys: tuple[Any, Path], tmp_path: P
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
             transport = ParamikoTransport(bed.target(), connect_timeout=DEADLINE, batch=True)
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             try:
                 sock = transport.transport.sock
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

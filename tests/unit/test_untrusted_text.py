@@ -32,7 +32,8 @@ from test_transport_asyncssh import (  # the shared in-process server
     ssh_server,
 )
 
-from tunnelauth.doctor import FAIL, WARN, Check, Report
+from tunnelauth.doctorreport import FAIL, WARN, Check, Report
+from tunnelauth.environment import Environment
 from tunnelauth.errors import LoginFailedError, SSHError
 from tunnelauth.render import ConsoleReporter, print_doctor
 from tunnelauth.settings import SSHTarget
@@ -115,7 +116,7 @@ def test_a_hostile_refusal_reason_reaches_the_user_as_plain_text(
     async def main() -> str | None:
         async with ssh_server(keys, tmp_path) as bed:
             transport = make(bed.target())
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             try:
                 channel = await transport.open_channel("127.0.0.1", HOSTILE_PORT)
                 assert await asyncio.wait_for(channel.reader.read(1), DEADLINE) == b""
@@ -189,7 +190,7 @@ def test_exec_keeps_at_most_the_limit_and_says_so(
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
             transport = make(bed.target())
-            await asyncio.wait_for(transport.connect(), DEADLINE)
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
             try:
                 big = await transport.exec("flood 300000", timeout=DEADLINE, limit=1000)
                 small = await transport.exec("flood 10", timeout=DEADLINE, limit=1000)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import html
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -137,8 +137,9 @@ class DemoBrowser(BrowserLauncher):
         no_browser: bool,
         allowed: Collection[tuple[str, int]],
         say: Callable[[str], None],
+        env: Mapping[str, str],
     ) -> None:
-        super().__init__(no_browser=no_browser)
+        super().__init__(no_browser=no_browser, env=env)
         self._builtin = BuiltinBrowser(allowed, say)
         self._say = say
         self._walks: set[asyncio.Task[None]] = set()

@@ -16,6 +16,7 @@ from tunnelauth import flow
 from tunnelauth.demo.browser import DemoBrowser
 from tunnelauth.demo.provider import DemoProvider
 from tunnelauth.demo.server import DEMO_ARGV, LOGIN_TIMEOUT, USER, DemoServer, free_port
+from tunnelauth.environment import Environment
 from tunnelauth.errors import TunnelauthError
 from tunnelauth.exits import Shown
 from tunnelauth.report import Reporter
@@ -24,7 +25,7 @@ from tunnelauth.signals import run_with_signals
 from tunnelauth.transports import resolve
 
 DEMO_HOST = "tunnelauth-demo"
-FAIL_ENV = "TUNNELAUTH_DEMO_FAIL"  # read only here: makes the simulated login fail
+FAIL_ENV = "TUNNELAUTH_DEMO_FAIL"  # an environment variable that makes the simulated login fail
 INTRO = (
     "tunnelauth demo: an SSH server inside this process plays the remote host (a hermes-like "
     "login and its callback listener on a simulated remote loopback), and a page on this "
@@ -95,9 +96,14 @@ def demo_settings(config: Path, *, no_browser: bool, verbosity: int) -> Settings
     )
 
 
-async def run_demo(*, no_browser: bool, verbosity: int, reporter: Reporter) -> None:
-    """Start the provider and the simulated remote, run one login against them, tear down."""
-    fail = os.environ.get(FAIL_ENV, "").strip().lower() not in ("", "0", "false", "no")
+async def run_demo(
+    *, no_browser: bool, verbosity: int, reporter: Reporter, env: Environment
+) -> None:
+    """Start the provider and the simulated remote, run one login against them, tear down.
+
+    ``env``: the process's, as ``main`` read it (``FAIL_ENV``; what the browser runs with).
+    """
+    fail = env.variables.get(FAIL_ENV, "").strip().lower() not in ("", "0", "false", "no")
     async with AsyncExitStack() as stack:
         directory = Path(tempfile.mkdtemp(prefix="tunnelauth-demo-"))  # mode 0700
         stack.callback(shutil.rmtree, directory, ignore_errors=True)
@@ -126,9 +132,10 @@ async def run_demo(*, no_browser: bool, verbosity: int, reporter: Reporter) -> N
         await flow.login(
             settings,
             reporter,
+            env=env,
             transport_factory=resolve.make,
-            browser_factory=lambda s: DemoBrowser(
-                no_browser=s.no_browser, allowed=allowed, say=reporter.info
+            browser_factory=lambda s, e: DemoBrowser(
+                no_browser=s.no_browser, allowed=allowed, say=reporter.info, env=e.variables
             ),
         )
 
@@ -137,12 +144,13 @@ def main(*, no_browser: bool, verbosity: int) -> None:
     """``tunnelauth demo``: say what is simulated, run it with the live status, say what's next."""
     from tunnelauth.render import ConsoleReporter
 
+    env = Environment.current()  # the demo command's edge: read once, passed down
     reporter = ConsoleReporter(verbosity=verbosity)
     reporter.info(INTRO)
     try:
         run_with_signals(
             lambda _teardown_started: run_demo(
-                no_browser=no_browser, verbosity=verbosity, reporter=reporter
+                no_browser=no_browser, verbosity=verbosity, reporter=reporter, env=env
             )
         )
     except TunnelauthError as exc:

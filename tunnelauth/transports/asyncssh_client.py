@@ -1,11 +1,15 @@
 """The asyncssh transport's client: host-key judgement and the questions asyncssh asks it.
 
 It records what the server asked for (for the error wording) and asks the user through the
-flow's Prompter, unless the run is a batch run.
+flow's Prompter, unless the run is a batch run. ``connect_with_deadline`` connects with it
+(the deadline pauses while it asks) and words a refused host key, a failed authentication
+or an unreachable host as ssh does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,7 +17,8 @@ from typing import Any
 import asyncssh
 
 from tunnelauth import hostkeys, knownhosts
-from tunnelauth.errors import SSHError
+from tunnelauth.errors import HostKeyError, SSHError
+from tunnelauth.transports.hops import os_error_reason, refusal_message, unreachable_from
 from tunnelauth.transports.prompts import CONFIRM, SECRET, Prompter
 from tunnelauth.transports.sshargs import PROMPTING_METHODS, batch_prompt_refusal
 
@@ -152,3 +157,56 @@ def auth_error(host: str, exc: Exception, client: Client, batch: bool) -> SSHErr
         host=host,
         hint="check `ssh HOST true` works with the same options",
     )
+
+
+def host_key_error(host: str, exc: Exception, client: Client) -> HostKeyError:
+    """An unknown or changed host key, with the server key's fingerprint when seen."""
+    key, verdict = client.offered_key, client.verdict
+    if key is not None and verdict is not None:
+        fingerprint = key.get_fingerprint("sha256")
+        message = knownhosts.refusal(verdict, host, client.known.name, fingerprint)
+        if verdict is knownhosts.Verdict.UNKNOWN and client.batch and client.policy == "ask":
+            message += "; a batch run cannot ask (--accept-new adds a new key)"
+    elif "revoked" in str(exc):  # a CA's host: asyncssh refuses a revoked key before Client
+        message = f"host key for {host} could not be verified: the server offers a key that "
+        message += "known_hosts marks @revoked"
+    else:
+        message = f"host key for {host} could not be verified: {exc}"
+    return HostKeyError(
+        message,
+        host=host,
+        hint="check the key with the host's owner, then add it to known_hosts "
+        "(tunnelauth never turns host-key checking off)",
+    )
+
+
+async def connect_with_deadline(
+    host: str, kwargs: dict[str, Any], client: Client, deadline: float, via: str | None
+) -> Any:
+    """``asyncssh.connect`` with ``client`` under ``deadline`` seconds, not counting time spent
+    at a prompt; a failure worded as ssh words it (``via``: the jump host the tunnel leads to)."""
+    kwargs = dict(kwargs)
+    task = asyncio.ensure_future(asyncssh.connect(kwargs.pop("host"), **kwargs))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=deadline)
+            if done:
+                return task.result()
+            if not client.prompting:
+                raise SSHError(f"connecting to {host} timed out after {deadline:g} s", host=host)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise host_key_error(host, exc, client) from None
+    except asyncssh.PermissionDenied as exc:
+        raise auth_error(host, exc, client, client.batch) from None
+    except asyncssh.ChannelOpenError as exc:
+        reason = refusal_message(exc.code, exc.reason)
+        message = f"cannot connect to {host}: {unreachable_from(via, reason)}"
+        raise SSHError(message, host=host) from None
+    except (asyncssh.Error, OSError) as exc:
+        reason = os_error_reason(exc, host, kwargs.get("port") or None)
+        raise SSHError(f"cannot connect to {host}: {reason}", host=host) from None
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

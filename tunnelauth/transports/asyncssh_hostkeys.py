@@ -1,4 +1,4 @@
-"""The asyncssh transport's known_hosts: what asyncssh may trust unasked, and the refusal wording.
+"""The asyncssh transport's known_hosts: what asyncssh may trust unasked, as ssh reads it.
 
 The judgement itself is tunnelauth.knownhosts, shared with the paramiko backend.
 """
@@ -11,8 +11,6 @@ from typing import Any
 import asyncssh
 
 from tunnelauth import knownhosts
-from tunnelauth.errors import HostKeyError
-from tunnelauth.transports.asyncssh_client import Client
 
 
 def known_hosts(options: Any) -> tuple[list[str], knownhosts.HostKeys]:
@@ -59,24 +57,3 @@ def trusted_keys(known: knownhosts.HostKeys) -> tuple[list[Any], list[Any], list
 
     certified = keys(known.revoked) if known.authorities else []
     return keys(trusted), keys(known.authorities), certified
-
-
-def host_key_error(host: str, exc: Exception, client: Client) -> HostKeyError:
-    """An unknown or changed host key, with the server key's fingerprint when seen."""
-    key, verdict = client.offered_key, client.verdict
-    if key is not None and verdict is not None:
-        fingerprint = key.get_fingerprint("sha256")
-        message = knownhosts.refusal(verdict, host, client.known.name, fingerprint)
-        if verdict is knownhosts.Verdict.UNKNOWN and client.batch and client.policy == "ask":
-            message += "; a batch run cannot ask (--accept-new adds a new key)"
-    elif "revoked" in str(exc):  # a CA's host: asyncssh refuses a revoked key before Client
-        message = f"host key for {host} could not be verified: the server offers a key that "
-        message += "known_hosts marks @revoked"
-    else:
-        message = f"host key for {host} could not be verified: {exc}"
-    return HostKeyError(
-        message,
-        host=host,
-        hint="check the key with the host's owner, then add it to known_hosts "
-        "(tunnelauth never turns host-key checking off)",
-    )

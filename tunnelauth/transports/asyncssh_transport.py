@@ -27,32 +27,26 @@ from tunnelauth.transports.asyncssh_channels import (
     TCPSession,
     run_exec,
 )
-from tunnelauth.transports.asyncssh_client import Client, auth_error
+from tunnelauth.transports.asyncssh_client import Client, connect_with_deadline
 from tunnelauth.transports.asyncssh_config import (
     config_paths,
     connection_options,
     remove_overrides,
     write_overrides,
 )
-from tunnelauth.transports.asyncssh_hostkeys import (
-    host_key_algs,
-    host_key_error,
-    known_hosts,
-    trusted_keys,
-)
+from tunnelauth.transports.asyncssh_hostkeys import host_key_algs, known_hosts, trusted_keys
 from tunnelauth.transports.asyncssh_pty import pty_in_one_flight
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, ExecResult, Transport
 from tunnelauth.transports.hops import (
     jump_chain,
-    os_error_reason,
     refusal_message,
     split_hop,
-    unreachable_from,
 )
 from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.prompts import Prompter
 
 if TYPE_CHECKING:
+    from tunnelauth.environment import Environment
     from tunnelauth.hoppool import HopPool
     from tunnelauth.transports.headstart import HeadStart
 
@@ -123,19 +117,22 @@ class AsyncSSHTransport(Transport):
         return connection_options(paths, host, port, user, self.keepalive_interval, passphrase)
 
     async def connect(
-        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+        self,
+        *,
+        env: Environment,
+        asker: Asker | None = None,
+        debug_log: Callable[[str], None] | None = None,
     ) -> None:
         """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each.
 
         ``asker``: passwords, codes, passphrases and host keys are asked through the flow
-        (display paused). ``debug_log`` (``-vv``): asyncssh's own debug log goes there until
-        ``close``.
+        (display paused); without it, on the terminal (``env``'s stdin). ``debug_log``
+        (``-vv``): asyncssh's own debug log goes there until ``close``.
         """
         if debug_log is not None:
             asyncssh.set_debug_level(1)  # never the packet dumps of level 3
             self._library_log = LibraryLog("asyncssh", debug_log)
-        if asker is not None:
-            self.prompter.bind(asker)
+        self.prompter.bind(asker, env)
         self._write_overrides()
         try:
             hops = tuple(self.target.jump)
@@ -150,12 +147,11 @@ class AsyncSSHTransport(Transport):
         finally:
             self._remove_overrides()
 
-    async def open_hops(self, *, asker: Asker | None = None) -> None:
+    async def open_hops(self, *, env: Environment, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
         if self.hops is None:
             return
-        if asker is not None:
-            self.prompter.bind(asker)
+        self.prompter.bind(asker, env)
         self._write_overrides()
         try:
             hops = tuple(self.target.jump)
@@ -256,6 +252,7 @@ class AsyncSSHTransport(Transport):
         client = Client(self.batch, lookup, known, add_to, **asking)
         client.system_config = self.target.ssh_config is None
         kwargs["client_factory"] = lambda: client
+        via = self._hop_names.get(id(tunnel))  # the jump host the tunnel leads to, for messages
         try:
             sock = self._early_socket(options, tunnel)
         except TimeoutError:
@@ -263,7 +260,9 @@ class AsyncSSHTransport(Transport):
                 f"connecting to {host} timed out after {self.connect_timeout:g} s", host=host
             ) from None
         try:
-            conn = await self._connect_with_deadline(host, {**kwargs, "sock": sock}, client)
+            conn = await connect_with_deadline(
+                host, {**kwargs, "sock": sock}, client, self.connect_timeout, via
+            )
         except HostKeyError:
             key = client.offered_key
             if not client.ask_about_key or key is None:
@@ -277,7 +276,7 @@ class AsyncSSHTransport(Transport):
             again = Client(self.batch, lookup, known, add_to, **asking, accepted_key=key)
             again.system_config = client.system_config
             kwargs["client_factory"] = lambda: again
-            conn = await self._connect_with_deadline(host, kwargs, again)
+            conn = await connect_with_deadline(host, kwargs, again, self.connect_timeout, via)
         (self._conns if into is None else into).append(conn)
         return conn
 
@@ -291,40 +290,6 @@ class AsyncSSHTransport(Transport):
         if self.head_start is None:
             return None
         return self.head_start.take_socket(options.host, options.port, self.connect_timeout)
-
-    async def _connect_with_deadline(
-        self, host: str, kwargs: dict[str, Any], client: Client
-    ) -> Any:
-        """``asyncssh.connect`` under ``connect_timeout``, not counting time spent at a prompt."""
-        kwargs = dict(kwargs)
-        task = asyncio.ensure_future(asyncssh.connect(kwargs.pop("host"), **kwargs))
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=self.connect_timeout)
-                if done:
-                    return task.result()
-                if not client.prompting:
-                    raise SSHError(
-                        f"connecting to {host} timed out after {self.connect_timeout:g} s",
-                        host=host,
-                    )
-        except asyncssh.HostKeyNotVerifiable as exc:
-            raise host_key_error(host, exc, client) from None
-        except asyncssh.PermissionDenied as exc:
-            raise auth_error(host, exc, client, self.batch) from None
-        except asyncssh.ChannelOpenError as exc:
-            via = self._hop_names.get(id(kwargs.get("tunnel")))
-            reason = refusal_message(exc.code, exc.reason)
-            message = f"cannot connect to {host}: {unreachable_from(via, reason)}"
-            raise SSHError(message, host=host) from None
-        except (asyncssh.Error, OSError) as exc:
-            reason = os_error_reason(exc, host, kwargs.get("port") or None)
-            raise SSHError(f"cannot connect to {host}: {reason}", host=host) from None
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
 
     def _remove_overrides(self) -> None:
         if self._tempdir is not None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from tunnelauth.askpass import Asker
+    from tunnelauth.environment import Environment
     from tunnelauth.transports.choice import Choice
 
 # Bytes of each stream of a short command kept by default: above the relay's response limit
@@ -104,23 +106,34 @@ class Transport(abc.ABC):
     name: ClassVar[str]
     # Why this backend was chosen (``resolve.make`` sets it; shown at -v).
     choice: Choice | None = None
+    # The target's ssh options as ``ssh -G`` resolved them (lower-case names) once connected;
+    # empty for a backend that reads the ssh config itself (asyncssh, paramiko).
+    config: Mapping[str, str] = MappingProxyType({})
+    # Whether a live ControlMaster of the user's carries the connection (then left running).
+    reused_master: bool = False
 
     @abc.abstractmethod
     async def connect(
-        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+        self,
+        *,
+        env: Environment,
+        asker: Asker | None = None,
+        debug_log: Callable[[str], None] | None = None,
     ) -> None:
         """Open and authenticate the connection (or adopt a live ControlMaster).
 
-        ``asker`` answers the questions SSH asks (passwords, codes, passphrases, host keys) in
+        ``env`` is the process's environment as the command read it (the agent's socket, the
+        variables ssh runs with, stdin for a question asked without a flow). ``asker``
+        answers the questions SSH asks (passwords, codes, passphrases, host keys) in
         interactive runs; ``debug_log`` receives the SSH client's debug lines (``-vv``) until
         ``close``.
         """
 
     @abc.abstractmethod
-    async def open_hops(self, *, asker: Asker | None = None) -> None:
+    async def open_hops(self, *, env: Environment, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else.
 
-        ``asker`` answers the jump hosts' questions.
+        ``env`` as for ``connect``; ``asker`` answers the jump hosts' questions.
         """
 
     async def alive(self) -> bool:

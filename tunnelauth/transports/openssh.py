@@ -8,7 +8,6 @@ travels over ``-W 127.0.0.1:P`` channels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import pty
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tunnelauth.askpass import Asker, AskpassServer
+from tunnelauth.environment import Environment
 from tunnelauth.errors import (
     CommandNotFoundError,
     HostKeyError,
@@ -31,11 +31,10 @@ from tunnelauth.settings import SSHTarget
 from tunnelauth.transports import master, sshargs
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, ExecResult, Transport
 from tunnelauth.transports.hops import jump_chain, split_hop
-from tunnelauth.transports.openssh_chain import jump_hosts, through_proxy
-from tunnelauth.transports.openssh_log import LogFollower, connect_error
+from tunnelauth.transports.openssh_chain import diagnose, jump_hosts, through_proxy
+from tunnelauth.transports.openssh_log import LogFollower, connect_error, log_tail
 from tunnelauth.transports.openssh_sessions import (
     PTY_ROWS,
-    STDERR_LIMIT,
     Launched,
     OpenSSHChannel,
     OpenSSHProcess,
@@ -76,6 +75,7 @@ class OpenSSHTransport(Transport):
         self._own: master.Master | None = None  # the master tunnelauth opened, if it did
         self.reused_master = False
         self._asker: Asker | None = None
+        self._env = Environment()  # the command's, from connect (or open_hops)
         self._debug_sink: Callable[[str], None] | None = None
         self._follower: LogFollower | None = None
 
@@ -87,16 +87,21 @@ class OpenSSHTransport(Transport):
         return self._socket
 
     async def connect(
-        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+        self,
+        *,
+        env: Environment,
+        asker: Asker | None = None,
+        debug_log: Callable[[str], None] | None = None,
     ) -> None:
         """Adopt the user's live master for the host, or open and authenticate a private one.
 
         A batch run's head start may have asked ``ssh -G`` and started the master already:
         those are adopted instead of asked and started again. ``debug_log`` (``-vv``): the
         master runs with ssh's ``-v``, its log lines go there. ``asker`` answers ssh's
-        prompts (passwords, codes, passphrases) in interactive runs.
+        prompts (passwords, codes, passphrases) in interactive runs, through askpass: that
+        master runs with ``env``'s variables and the askpass ones.
         """
-        self._asker, self._debug_sink = asker, debug_log
+        self._asker, self._debug_sink, self._env = asker, debug_log, env
         if shutil.which(self.ssh) is None:
             raise CommandNotFoundError(
                 "the ssh client was not found on this machine",
@@ -135,13 +140,13 @@ class OpenSSHTransport(Transport):
             return True
         return False
 
-    async def open_hops(self, *, asker: Asker | None = None) -> None:
+    async def open_hops(self, *, env: Environment, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
         if self.hops is None:
             return
         if shutil.which(self.ssh) is None:
             return  # the host's own login says so
-        self._asker = asker
+        self._asker, self._env = asker, env
         self.config = await self._query_config()
         await self._shared_hop()
 
@@ -177,7 +182,7 @@ class OpenSSHTransport(Transport):
                 shared_hop=True,
             )
             try:
-                await hop.connect(asker=self._asker)
+                await hop.connect(asker=self._asker, env=self._env)
             except SSHError as exc:
                 await hop.close()
                 raise at_hop(exc, hops[-1], self.target.host) from None
@@ -238,7 +243,7 @@ class OpenSSHTransport(Transport):
             self._follower.start()
         try:
             if started is None:
-                env = {**os.environ, **await askpass.start()} if askpass is not None else None
+                env = await askpass.start(self._env.variables) if askpass is not None else None
                 started = master.spawn(
                     self.ssh,
                     self.target,
@@ -271,10 +276,7 @@ class OpenSSHTransport(Transport):
         asked = askpass.asked if askpass is not None else []
         if askpass is not None:
             await askpass.close()
-        stderr = ""
-        for path in log_paths:
-            with contextlib.suppress(OSError), open(path, "rb") as log:
-                stderr += log.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
+        stderr = "".join(log_tail(path) for path in log_paths)
         # ssh -f exits 0 only once the master listens on its socket: no `-O check` needed.
         if code == 0 and os.path.exists(started.socket):
             self._socket = started.socket
@@ -284,13 +286,14 @@ class OpenSSHTransport(Transport):
         if through_proxy(self.target, self.config):
             chain = await jump_hosts(self.ssh, self.target, self.config)
             if sshargs.proxy_failure_hidden(stderr) and not sshargs.proxied_failure(stderr)[0]:
-                stderr = await self._diagnose() or stderr
+                stderr = await diagnose(self.ssh, self.target, self.connect_timeout) or stderr
         if self._hop is not None:
             stderr = sshargs.shared_hop_refusal(stderr, self._hop.last_open_failure())
         error = connect_error(self.target.host, stderr, batch=self.batch, asked=asked, chain=chain)
         if isinstance(error, HostKeyError) and "SHA256:" not in error.message:
             # ssh names the offered key only when it asks; a -v repeat logs it.
-            offered = sshargs.server_host_key(await self._diagnose(verbose=True))
+            repeat = await diagnose(self.ssh, self.target, self.connect_timeout, verbose=True)
+            offered = sshargs.server_host_key(repeat)
             if offered:
                 error.message += f" (the server offers {offered})"
                 error.args = (error.message,)
@@ -313,21 +316,6 @@ class OpenSSHTransport(Transport):
             except asyncio.TimeoutError:
                 continue
 
-    async def _diagnose(self, *, verbose: bool = False) -> str:
-        """Repeat a failed connect without ControlPersist to read the jump host's own error.
-
-        With ControlPersist, ssh sends its proxy's stderr to /dev/null, so a jump host's
-        "Host key verification failed" is lost. The repeat never prompts (BatchMode) and runs
-        only on this failure path.
-        """
-        argv = sshargs.diagnose_argv(self.ssh, self.target, verbose=verbose)
-        try:
-            result = await run_ssh(argv, timeout=self.connect_timeout)
-        except asyncio.TimeoutError:
-            return ""
-        text = result.stderr.decode("utf-8", "replace")
-        return text if verbose else text[-STDERR_LIMIT:]
-
     def _master_log_path(self) -> str | None:
         """The log of a master tunnelauth opened (an adopted one's log is not ours to read)."""
         return self._own.master_log if self._own is not None else None
@@ -335,11 +323,7 @@ class OpenSSHTransport(Transport):
     def last_open_failure(self) -> str | None:
         """Why the server last refused a channel, from the log of a master tunnelauth opened."""
         path = self._master_log_path()
-        if path is None:
-            return None
-        with contextlib.suppress(OSError), open(path, "rb") as fh:
-            return sshargs.last_open_failure(fh.read()[-STDERR_LIMIT:].decode("utf-8", "replace"))
-        return None
+        return sshargs.last_open_failure(log_tail(path)) if path is not None else None
 
     def _stop_follower(self) -> None:
         follower, self._follower = self._follower, None

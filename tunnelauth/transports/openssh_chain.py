@@ -1,6 +1,8 @@
-"""The OpenSSH transport's jump chain: which hops ssh goes through, read for error wording.
+"""The OpenSSH transport's failure path: which hops ssh went through, and what a repeat of the
+failed connect says, read for the error wording.
 
-Only the failure path reads it (``ssh -G`` per hop), so a working connection pays nothing.
+Only the failure path reads them (``ssh -G`` per hop, one repeat), so a working connection pays
+nothing.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import subprocess
 
 from tunnelauth.errors import UsageError
 from tunnelauth.settings import SSHTarget
-from tunnelauth.transports import master
+from tunnelauth.transports import master, sshargs
 from tunnelauth.transports.hops import jump_chain, split_hop
+from tunnelauth.transports.openssh_log import STDERR_LIMIT
+from tunnelauth.transports.openssh_sessions import run_ssh
 
 MAX_HOPS = 10  # a longer ProxyJump chain is taken for a loop
 
@@ -41,3 +45,19 @@ async def jump_hosts(ssh: str, target: SSHTarget, config: dict[str, str]) -> lis
             break
         hops = before + hops
     return hops
+
+
+async def diagnose(ssh: str, target: SSHTarget, timeout: float, *, verbose: bool = False) -> str:
+    """Repeat a failed connect without ControlPersist to read the jump host's own error.
+
+    With ControlPersist, ssh sends its proxy's stderr to /dev/null, so a jump host's
+    "Host key verification failed" is lost. The repeat never prompts (BatchMode) and runs
+    only on this failure path; ``verbose`` (``-v``) logs the key the server offers.
+    """
+    argv = sshargs.diagnose_argv(ssh, target, verbose=verbose)
+    try:
+        result = await run_ssh(argv, timeout=timeout)
+    except asyncio.TimeoutError:
+        return ""
+    text = result.stderr.decode("utf-8", "replace")
+    return text if verbose else text[-STDERR_LIMIT:]

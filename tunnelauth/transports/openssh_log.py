@@ -25,6 +25,14 @@ if TYPE_CHECKING:
     pass
 
 LOG_POLL = 0.1  # seconds between looks at the master's log at -vv
+STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr (or of a log's end) kept for messages
+
+
+def log_tail(path: str) -> str:
+    """The end of one of ssh's log files (``STDERR_LIMIT`` bytes) as text; "" if unreadable."""
+    with contextlib.suppress(OSError), open(path, "rb") as fh:
+        return fh.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
+    return ""
 
 
 class LogFollower:

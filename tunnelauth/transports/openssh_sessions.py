@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from tunnelauth.transports import sshargs
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, Bounded, ExecResult
+from tunnelauth.transports.openssh_log import STDERR_LIMIT, log_tail
 
 if TYPE_CHECKING:
     pass
 
-STDERR_LIMIT = 16 * 1024  # bytes of an ssh client's stderr kept for messages
 PTY_ROWS = 50
 
 
@@ -211,9 +211,7 @@ class OpenSSHChannel:
         message = sshargs.channel_refusal(await self._stderr.text())
         if message and "session open refused" in message.lower() and self._master_log:
             # A mux client hears only "refused"; our own master logged the server's reason.
-            with contextlib.suppress(OSError), open(self._master_log, "rb") as fh:
-                tail = fh.read()[-STDERR_LIMIT:].decode("utf-8", "replace")
-                message = sshargs.last_open_failure(tail) or message
+            message = sshargs.last_open_failure(log_tail(self._master_log)) or message
         return message
 
     async def close(self) -> None:

@@ -57,14 +57,15 @@ def config_allows(eff: Effective, option: str) -> bool:
     return str(eff.looked.get(option, "yes")).strip().lower() not in ("no", "false")
 
 
-def load_keys(eff: Effective, prompter: Prompter | None) -> list[Any]:
+def load_keys(eff: Effective, prompter: Prompter | None, *, agent: bool) -> list[Any]:
     """Agent keys (unless IdentitiesOnly), then IdentityFile keys (or the default files).
 
-    An encrypted key's passphrase is asked through ``prompter`` (none in batch runs).
+    ``agent``: the environment names an agent's socket (paramiko connects to it). An
+    encrypted key's passphrase is asked through ``prompter`` (none in batch runs).
     """
     keys: list[Any] = []
     only = str(eff.looked.get("identitiesonly", "no")).lower() == "yes"
-    if not only and os.environ.get("SSH_AUTH_SOCK"):
+    if not only and agent:
         with contextlib.suppress(paramiko.SSHException, OSError):
             keys += list(paramiko.Agent().get_keys())
     files = eff.files("identityfile", [f"~/.ssh/{name}" for name in DEFAULT_KEYS])
@@ -107,7 +108,9 @@ def ask_all(
     return answers
 
 
-def authenticate(conn: Any, eff: Effective, prompter: Prompter, *, batch: bool) -> None:
+def authenticate(
+    conn: Any, eff: Effective, prompter: Prompter, *, batch: bool, agent: bool
+) -> None:
     """Blocking: keys (agent, files), then keyboard-interactive/password if the server allows.
 
     Keys go first and "none" only after they failed: paramiko re-requests the userauth
@@ -117,7 +120,8 @@ def authenticate(conn: Any, eff: Effective, prompter: Prompter, *, batch: bool) 
     """
     enabled = [m for m, option in METHOD_OPTIONS if config_allows(eff, option)]
     keys_allowed = "publickey" in enabled
-    for key in load_keys(eff, None if batch else prompter) if keys_allowed else []:
+    keys = load_keys(eff, None if batch else prompter, agent=agent) if keys_allowed else []
+    for key in keys:
         try:
             if not conn.auth_publickey(eff.user, key):
                 return

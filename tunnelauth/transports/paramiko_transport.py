@@ -47,6 +47,7 @@ from tunnelauth.transports.paramiko_hostkeys import KnownHosts
 from tunnelauth.transports.prompts import Prompter
 
 if TYPE_CHECKING:
+    from tunnelauth.environment import Environment
     from tunnelauth.hoppool import HopPool
     from tunnelauth.transports.headstart import HeadStart
 
@@ -85,6 +86,7 @@ class ParamikoTransport(Transport):
         self._pipes: list[Pipe] = []
         self._stop = threading.Event()
         self.prompter = Prompter()
+        self._agent = False  # whether the environment names an agent's socket (connect says)
         self._library_log: LibraryLog | None = None
 
     @property
@@ -97,18 +99,22 @@ class ParamikoTransport(Transport):
     # -- connecting ----------------------------------------------------------------------
 
     async def connect(
-        self, *, asker: Asker | None = None, debug_log: Callable[[str], None] | None = None
+        self,
+        *,
+        env: Environment,
+        asker: Asker | None = None,
+        debug_log: Callable[[str], None] | None = None,
     ) -> None:
         """Open the hops (``-J`` or the config's ProxyJump) and the target; authenticate each.
 
         ``asker``: passwords, codes, passphrases and host keys are asked through the flow
-        (display paused). ``debug_log`` (``-vv``): paramiko's own debug log goes there until
-        ``close``.
+        (display paused); without it, on the terminal (``env``'s stdin). The agent is asked
+        for keys when ``env`` names its socket. ``debug_log`` (``-vv``): paramiko's own debug
+        log goes there until ``close``.
         """
         if debug_log is not None:
             self._library_log = LibraryLog("paramiko", debug_log)
-        if asker is not None:
-            self.prompter.bind(asker)
+        self._use(env, asker)
         target_config, hop_config = read_configs(self.target)
         try:
             user, host = self.target.user_and_host()
@@ -130,13 +136,17 @@ class ParamikoTransport(Transport):
         )
         self._threads.start(keepalive, "keepalive")
 
-    async def open_hops(self, *, asker: Asker | None = None) -> None:
+    async def open_hops(self, *, env: Environment, asker: Asker | None = None) -> None:
         """A fleet's first pass: open (or find) this host's shared jump chain, nothing else."""
         if self.hops is None:
             return
-        if asker is not None:
-            self.prompter.bind(asker)
+        self._use(env, asker)
         await self._shared_chain(*read_configs(self.target))
+
+    def _use(self, env: Environment, asker: Asker | None) -> None:
+        """Ask through ``asker`` (else on ``env``'s terminal); use the agent ``env`` names."""
+        self.prompter.bind(asker, env)
+        self._agent = bool(env.variables.get("SSH_AUTH_SOCK"))
 
     async def _shared_chain(self, target_config: Any, hop_config: Any) -> _SharedChain | None:
         """The fleet's connections to this host's jump hosts (None: no pool, or no hops)."""
@@ -160,6 +170,7 @@ class ParamikoTransport(Transport):
                 keepalive_interval=self.keepalive_interval,
             )
             opener.prompter = self.prompter  # questions go where this host's go
+            opener._agent = self._agent
             entries: list[_Hop] = [(spec, hop_config, None, None) for spec in hops]
             try:
                 await opener._connect_chain(entries, explicit, hop_config, 0)
@@ -271,7 +282,7 @@ class ParamikoTransport(Transport):
                 batch=self.batch,
                 ask=self.prompter.confirm_key_blocking,
             )
-            authenticate(conn, eff, self.prompter, batch=self.batch)
+            authenticate(conn, eff, self.prompter, batch=self.batch, agent=self._agent)
         except BaseException:
             conn.close()
             raise

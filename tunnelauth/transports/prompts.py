@@ -4,7 +4,8 @@ The flow gives every transport's ``connect`` the asker it gives OpenSSH's askpas
 live display, reads the answer with echo off for a secret, and has a deadline. Passwords,
 keyboard-interactive questions, key passphrases and host-key confirmations all go through it,
 from the event loop or from a worker thread (paramiko authenticates in one; asyncssh loads keys
-in one). A transport used on its own, without a flow, asks the terminal directly.
+in one). A transport used on its own, without a flow, asks the terminal directly: a secret
+through ``getpass``, an answer that may be shown read from stdin as the command found it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import getpass
+import os
 import sys
 import threading
 from collections.abc import Coroutine
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 
 from tunnelauth import hostkeys
 from tunnelauth.askpass import Asker
+from tunnelauth.environment import Environment
 from tunnelauth.sanitize import untrusted
 
 SECRET = ""  # the asker's hints, as OpenSSH's SSH_ASKPASS_PROMPT: a secret (no echo),
@@ -39,11 +42,15 @@ class Prompter:
         self.asked: list[str] = []  # the questions asked, for messages
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._closed = False
+        self._stdin_fd = 0  # where the terminal's answers are read (bind: the command's stdin)
 
-    def bind(self, ask: Asker) -> None:
-        """Ask through ``ask`` on the running loop from now on."""
-        self._ask = ask
-        self._loop = asyncio.get_running_loop()
+    def bind(self, ask: Asker | None, env: Environment) -> None:
+        """Ask through ``ask`` on the running loop from now on; without one, on the terminal,
+        reading answers from ``env``'s stdin."""
+        self._stdin_fd = env.stdin_fd
+        if ask is not None:
+            self._ask = ask
+            self._loop = asyncio.get_running_loop()
 
     @property
     def bound(self) -> bool:
@@ -68,7 +75,7 @@ class Prompter:
                 return await self._ask(prompt, hint)
             if hint == NOTICE:
                 return ""
-            return await asyncio.to_thread(_terminal, prompt, hint)
+            return await asyncio.to_thread(_terminal, prompt, hint, self._stdin_fd)
         finally:
             self._count(-1)
 
@@ -78,7 +85,7 @@ class Prompter:
             self.asked.append(prompt)
             self._count(1)
             try:
-                return "" if hint == NOTICE else _terminal(prompt, hint)
+                return "" if hint == NOTICE else _terminal(prompt, hint, self._stdin_fd)
             finally:
                 self._count(-1)
         return self._wait(self.ask(prompt, hint))
@@ -133,7 +140,7 @@ def _on_a_loop() -> bool:
     return True
 
 
-def _terminal(prompt: str, hint: str) -> str | None:
+def _terminal(prompt: str, hint: str, stdin_fd: int) -> str | None:
     """Ask on the terminal (never stdout: it may carry --json); None at end of input."""
     prompt = untrusted(prompt, multiline=True)  # a keyboard-interactive prompt is the server's
     try:
@@ -141,7 +148,18 @@ def _terminal(prompt: str, hint: str) -> str | None:
             return getpass.getpass(prompt)
         sys.stderr.write(prompt)
         sys.stderr.flush()
-        line = sys.stdin.readline()
+        return _read_line(stdin_fd)
     except (EOFError, OSError):
         return None
-    return line.rstrip("\n") if line else None
+
+
+def _read_line(fd: int) -> str | None:
+    """One line from ``fd`` without its newline (nothing after it is read); None at its end."""
+    line = bytearray()
+    while True:
+        byte = os.read(fd, 1)
+        if not byte:
+            return line.decode("utf-8", "replace") if line else None
+        if byte == b"\n":
+            return line.decode("utf-8", "replace")
+        line += byte
