@@ -1,5 +1,5 @@
-"""The package's shape: no import circle, no module-level mutable state, and only the edges
-read the process.
+"""The package's shape: no import circle, no module-level mutable state, only the edges
+read the process, and no module over 400 lines.
 
 No module imports (directly or through others) a module that imports it. Every import counts,
 also those inside functions and under ``TYPE_CHECKING``: a lazy import still ties two modules
@@ -234,3 +234,16 @@ def test_the_process_reads_finder_finds_them() -> None:
         ("f", 6, "sys.stdin"),
     ]
     assert visitor.edges == [("C.m", 9, "Environment.current()")]
+
+
+MODULE_LINES = 400  # a module a reader takes in at once; past it, split along a seam
+
+
+def test_no_module_is_over_the_size_a_reader_takes_in() -> None:
+    sizes = {
+        name: len(path.read_text(encoding="utf-8").splitlines())
+        for name, path in _modules().items()
+    }
+    assert len(sizes) > 50  # the package was found
+    over = {name: lines for name, lines in sizes.items() if lines > MODULE_LINES}
+    assert over == {}, f"modules over {MODULE_LINES} lines: split them along a seam"

@@ -1,4 +1,5 @@
-"""The paramiko transport's threads and channels: the PTY session, direct-tcpip, exec, keepalive.
+"""The paramiko transport's sockets, threads and channels: the socket each connection runs over,
+the PTY session, direct-tcpip, exec, keepalive.
 
 paramiko blocks, so every call runs on a short-lived thread of ours, and each open channel has
 one reader thread (feeding the event loop) and one writer thread; close() ends and joins them
@@ -10,20 +11,59 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import socket
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paramiko
 
+from tunnelauth.errors import SSHError
 from tunnelauth.transports.base import Bounded, ExecResult
+from tunnelauth.transports.hops import os_error_reason, refusal_message, unreachable_from
+
+if TYPE_CHECKING:
+    from tunnelauth.transports.paramiko_config import Effective
 
 T = TypeVar("T")
 CLOSE_GRACE = 2.0
 JOIN_DEADLINE = 5.0
 KEEPALIVE_COUNT_MAX = 3
 CHUNK = 65536
-KEEPALIVE_COUNT_MAX = 3
+
+# A socket the head start opened while paramiko imported: (host, port, timeout) -> it or None.
+TakeSocket = Callable[[str, int, float], "socket.socket | None"]
+
+
+def host_socket(
+    eff: Effective, tunnel: Any, via: str | None, *, timeout: float, take: TakeSocket | None
+) -> Any:
+    """Blocking: the socket a connection to ``eff`` runs over.
+
+    Through ``tunnel`` (the previous hop's Transport, ``via`` naming that hop for messages) a
+    direct-tcpip channel; else a TCP connection, the head start's (``take``) if it dialled the
+    same address.
+    """
+    if tunnel is not None:
+        try:
+            return tunnel.open_channel(
+                "direct-tcpip", (eff.hostname, eff.port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except paramiko.ChannelException as exc:
+            reason = unreachable_from(via, refusal_message(exc.code, exc.text))
+            raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
+    try:
+        sock = None if take is None else take(eff.hostname, eff.port, timeout)
+        if sock is None:  # not opened during the imports (or to another address)
+            sock = socket.create_connection((eff.hostname, eff.port), timeout)
+        # Small SSH packets go out at once (asyncio does this for asyncssh too): with Nagle, a
+        # packet written while the previous one is unacknowledged waits for the server's
+        # delayed ACK, ~40 ms each time during the handshake.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        reason = os_error_reason(exc, eff.hostname, eff.port)
+        raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
+    return sock
 
 
 class Threads:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -24,13 +23,7 @@ from tunnelauth.errors import SSHError, UsageError, at_hop, no_terminal_error
 from tunnelauth.sanitize import untrusted
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import EXEC_OUTPUT_LIMIT, ExecResult, Transport
-from tunnelauth.transports.hops import (
-    jump_chain,
-    os_error_reason,
-    refusal_message,
-    split_hop,
-    unreachable_from,
-)
+from tunnelauth.transports.hops import jump_chain, refusal_message, split_hop
 from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.paramiko_auth import authenticate
 from tunnelauth.transports.paramiko_channels import (
@@ -39,6 +32,7 @@ from tunnelauth.transports.paramiko_channels import (
     Pipe,
     Threads,
     feeder,
+    host_socket,
     keep_alive,
     run_exec,
 )
@@ -229,31 +223,8 @@ class ParamikoTransport(Transport):
         jump host ``tunnel`` leads to, for messages)."""
         refuse_unsupported(eff)
         known = KnownHosts(eff, self.target.ssh_config is None)
-        if tunnel is not None:
-            try:
-                sock: Any = tunnel.open_channel(
-                    "direct-tcpip",
-                    (eff.hostname, eff.port),
-                    ("127.0.0.1", 0),
-                    timeout=self.connect_timeout,
-                )
-            except paramiko.ChannelException as exc:
-                reason = unreachable_from(via, refusal_message(exc.code, exc.text))
-                raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
-        else:
-            try:
-                sock = None
-                if self.head_start is not None:
-                    sock = self.head_start.take_socket(eff.hostname, eff.port, self.connect_timeout)
-                if sock is None:  # not opened during the imports (or to another address)
-                    sock = socket.create_connection((eff.hostname, eff.port), self.connect_timeout)
-                # Small SSH packets go out at once (asyncio does this for asyncssh too): with
-                # Nagle, a packet written while the previous one is unacknowledged waits for the
-                # server's delayed ACK, ~40 ms each time during the handshake.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError as exc:
-                reason = os_error_reason(exc, eff.hostname, eff.port)
-                raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
+        take = None if self.head_start is None else self.head_start.take_socket
+        sock = host_socket(eff, tunnel, via, timeout=self.connect_timeout, take=take)
         conn = paramiko.Transport(sock)
         self._threads.threads.append(conn)  # paramiko's own thread: close() joins it too
         try:
