@@ -9,7 +9,7 @@ import inspect
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from typer.core import TyperCommand
@@ -133,7 +133,8 @@ def _register(
         if action is not None:
             action(name, kwargs)
         else:
-            cliactions.run_login(name, kwargs, ctx.obj or ())
+            invocation = ctx.obj if isinstance(ctx.obj, Invocation) else Invocation()
+            invocation.login(name, kwargs, invocation.run_command)
 
     context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
     signature = inspect.Signature([*positional, *_common_parameters(), context])
@@ -249,8 +250,22 @@ def _demo(
 COMPLETION_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return the exit status (the only place errors become codes)."""
+class Invocation(NamedTuple):
+    """What ``main`` hands a command beside typer's options."""
+
+    run_command: tuple[str, ...] = ()  # the command after `run ... --`
+    login: Callable[[str, dict[str, Any], Sequence[str]], None] = cliactions.run_login
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    login: Callable[[str, dict[str, Any], Sequence[str]], None] = cliactions.run_login,
+) -> int:
+    """Run the CLI and return the exit status (the only place errors become codes).
+
+    ``login``: what a login line runs with its name, options and command (a test states it).
+    """
     args, run_command = normalize_argv(sys.argv[1:] if argv is None else argv)
     if len(args) == 2 and args[0] == "--show-completion" and args[1] in COMPLETION_SHELLS:
         # typer's flag takes no value and detects the shell it runs under; a named shell is the
@@ -270,9 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Without standalone mode, click returns a typer.Exit's code instead of raising it.
         # The command after `run ... --` (split off before typer sees the arguments) reaches the
         # login through the context, never through module state.
-        result = app(
-            args=args, prog_name="tunnelauth", standalone_mode=False, obj=tuple(run_command)
-        )
+        invocation = Invocation(tuple(run_command), login)
+        result = app(args=args, prog_name="tunnelauth", standalone_mode=False, obj=invocation)
     except (TunnelauthError, Shown, KeyboardInterrupt) as exc:
         return status_of(exc)
     except typer.Exit as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from tunnelauth.environment import Environment
 from tunnelauth.errors import TunnelauthError
@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from tunnelauth.hoppool import HopPool
 
 BATCH_JOBS = 8  # hosts asked at once in batch mode
+
+
+class AskStatus(Protocol):
+    """How one host is asked (``loginstatus.ask``: over SSH)."""
+
+    async def __call__(
+        self, settings: Settings, env: Environment, *, hops: HopPool | None = None
+    ) -> LoginStatus: ...
 
 
 class HostResult(NamedTuple):
@@ -59,6 +67,7 @@ async def ask_host(
     build: Callable[[FleetHost], Settings],
     env: Environment,
     hops: HopPool | None = None,
+    ask: AskStatus = ask,
 ) -> HostResult:
     """One host's status; every expected failure becomes its result (``env``: the process's,
     read once for the fleet; ``hops``: the fleet's shared jump chains)."""
@@ -82,13 +91,15 @@ async def ask_fleet(
     jobs: int,
     on_result: Callable[[HostResult], None] | None = None,
     hops: HopPool | None = None,
+    ask: AskStatus = ask,
 ) -> list[HostResult]:
-    """Every host's status, in the order named; at most ``jobs`` connections at once."""
+    """Every host's status, in the order named; at most ``jobs`` connections at once
+    (``ask``: how each host is asked)."""
     slots = asyncio.Semaphore(max(1, jobs))
 
     async def one(host: FleetHost) -> HostResult:
         async with slots:
-            result = await ask_host(host, build, env, hops)
+            result = await ask_host(host, build, env, hops, ask)
         if on_result is not None:
             on_result(result)
         return result

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tunnelauth import cli, cliactions
+from tunnelauth import cli
 from tunnelauth.cmdline import build_settings, parse_login
 from tunnelauth.environment import Environment
 from tunnelauth.hostset import single_host
@@ -24,9 +24,7 @@ from tunnelauth.transports.choice import choose
 from tunnelauth.transports.headstart import plan
 
 
-def typer_reading(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, dict[str, Any], list[str]]:
+def typer_reading(argv: list[str]) -> tuple[str, dict[str, Any], list[str]]:
     """What the typer app hands the login of one host: the name, the options, the run command."""
     seen: list[tuple[str, dict[str, Any], list[str]]] = []
 
@@ -34,8 +32,7 @@ def typer_reading(
         assert single_host(options)  # HOST... with one plain host: the single-host login
         seen.append((name, options, list(run_command)))
 
-    monkeypatch.setattr(cliactions, "run_login", one_host)
-    assert cli.main(argv) == 0
+    assert cli.main(argv, login=one_host) == 0
     assert len(seen) == 1
     return seen[0]
 
@@ -56,13 +53,11 @@ AGREED = [
 
 
 @pytest.mark.parametrize("argv", AGREED, ids=[" ".join(a) for a in AGREED])
-def test_login_lines_read_as_typer_reads_them(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_login_lines_read_as_typer_reads_them(argv: list[str]) -> None:
     parsed = parse_login(argv)
     assert parsed is not None
     name, options, run_command = parsed
-    assert (name, options, run_command) == typer_reading(argv, monkeypatch)
+    assert (name, options, run_command) == typer_reading(argv)
 
 
 def test_run_keeps_its_command() -> None:
