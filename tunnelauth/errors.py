@@ -24,6 +24,7 @@ class TunnelauthError(Exception):
     """
 
     status: ExitStatus = ExitStatus.ERROR
+    last_lines: Sequence[str] = ()  # the remote's last lines, shown with the failure
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         message = _shown(message)

@@ -116,7 +116,7 @@ async def _login_host(
         reporter.finish(False, "interrupted; everything was closed", None, [], exit_status=130)
         raise
     except TunnelauthError as exc:
-        lines = list(getattr(exc, "last_lines", []))
+        lines = list(exc.last_lines)
         reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))
         return Outcome(host.name, exc.status, exc.message, None, time.monotonic() - started)
     except Exception as exc:  # one host's bug must not end the others' logins

@@ -93,7 +93,7 @@ def _login_with(
         hook = postlogin.after_login if settings.verify or settings.replace else None
         success = flow.run(settings, reporter, head_start=ahead, after_success=hook, env=env)
     except TunnelauthError as exc:
-        lines = list(getattr(exc, "last_lines", []))
+        lines = list(exc.last_lines)
         reporter.finish(False, exc.message, exc.hint, lines, exit_status=int(exc.status))
         raise Shown(exc) from exc
     except Exception as exc:

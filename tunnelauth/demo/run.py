@@ -154,7 +154,7 @@ def main(*, no_browser: bool, verbosity: int) -> None:
             )
         )
     except TunnelauthError as exc:
-        reporter.finish(False, exc.message, exc.hint, getattr(exc, "last_lines", []))
+        reporter.finish(False, exc.message, exc.hint, list(exc.last_lines))
         raise Shown(exc) from exc
     finally:
         reporter.close()
