@@ -648,31 +648,7 @@ def test_without_one_flight_the_command_waits_for_the_pty(
 
 
 @pytest.mark.parametrize("one_flight", [True, False])
-def test_a_refused_pty_is_a_clear_error(
-    keys: tuple[Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_flight: bool
-) -> None:
-    if not one_flight:
-        monkeypatch.setattr(asyncssh_pty, "_ONE_FLIGHT", None)
-
-    async def main() -> None:
-        async with ssh_server(keys, tmp_path, allow_pty=False) as bed:
-            transport = _asyncssh(bed.target())
-            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
-            try:
-                with pytest.raises(SSHError, match=r"refused the login a terminal \(PTY\)"):
-                    await asyncio.wait_for(transport.start("ptyinfo"), DEADLINE)
-                # The connection stays usable, and the stock class is back for other sessions.
-                result = await transport.exec("exit 7", timeout=DEADLINE)
-                assert result.exit_status == 7
-            finally:
-                await transport.close()
-            assert asyncssh.connection.SSHClientChannel is asyncssh_pty._STOCK
-
-    run(main())
-
-
-@pytest.mark.parametrize("one_flight", [True, False])
-def test_a_refused_pty_leaves_no_command_running(
+def test_a_refused_pty_is_a_clear_error_and_leaves_no_command_running(
     keys: tuple[Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_flight: bool
 ) -> None:
     """Sent before the refusal came, the command ran: the error comes only after it ended."""
@@ -690,7 +666,11 @@ def test_a_refused_pty_leaves_no_command_running(
                 # stock asyncssh waits for the PTY's reply: the command is never sent
                 assert started == (["slow-exit 0.3"] if one_flight else [])
                 assert bed.state.session_ended.is_set() is one_flight
+                # The connection stays usable, and the stock class is back for other sessions.
+                result = await transport.exec("exit 7", timeout=DEADLINE)
+                assert result.exit_status == 7
             finally:
                 await transport.close()
+            assert asyncssh.connection.SSHClientChannel is asyncssh_pty._STOCK
 
     run(main())
