@@ -221,19 +221,24 @@ def test_leftover_check_sees_masters_listeners_and_remote_processes(bed: Bed) ->
     )
     assert master.returncode == 0
     held = socket.socket()
-    held.bind(("127.0.0.1", 0))
-    held.listen()
-    bg = "setsid python3 -c 'import signal; signal.pause()' </dev/null >/dev/null 2>&1 &"
-    assert bed.ssh("remote", bg).returncode == 0
-    pids = wait_for(bed.remote_login_processes, timeout=3, what="the remote background job")
-    left = leftovers.new_since(before)
-    assert any(f"-S {sock}" in i.desc for i in left["processes"]), left
-    assert any(str(sock) in i.desc for i in left["paths"]), left
-    assert any("this test process" in i.desc for i in left["listeners"]), left
-    assert [i.key[1] for i in left["bed user processes"]] == pids
-    held.close()
-    kill_pids(pids)
-    assert bed.ssh("remote", options=["-S", str(sock), "-O", "exit"]).returncode == 0
+    # What the test leaves on purpose goes in every case: a failed check must not leave it
+    # to the next tests' own leftover checks.
+    try:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        bg = "setsid python3 -c 'import signal; signal.pause()' </dev/null >/dev/null 2>&1 &"
+        assert bed.ssh("remote", bg).returncode == 0
+        pids = wait_for(bed.remote_login_processes, timeout=3, what="the remote background job")
+        left = leftovers.new_since(before)
+        assert any(f"-S {sock}" in i.desc for i in left["processes"]), left
+        assert any(str(sock) in i.desc for i in left["paths"]), left
+        assert any("this test process" in i.desc for i in left["listeners"]), left
+        assert [i.key[1] for i in left["bed user processes"]] == pids
+    finally:
+        held.close()
+        kill_pids(bed.remote_login_processes())
+        ended = bed.ssh("remote", options=["-S", str(sock), "-O", "exit"])
+    assert ended.returncode == 0
     leftovers.assert_nothing_left(before)
 
 

@@ -264,15 +264,17 @@ def test_leftovers_see_a_process_left_on_a_target_not_a_restarted_sshd(
     fleet_fresh.stop("fleet3")
     fleet_fresh.start("fleet3")
     bg = "setsid python3 -c 'import signal; signal.pause()' </dev/null >/dev/null 2>&1 &"
-    assert fleet_fresh.ssh("fleet4", bg).returncode == 0
-    pids = wait_for(
-        lambda: fleet_fresh.login_processes("fleet4"), timeout=5, what="the background job"
-    )
-    left = leftovers.new_since(before)
-    assert [item.key[1] for item in left.get("bed user processes", [])] == pids, left
-    assert fleet_fresh.targets["fleet4"].netns in left["bed user processes"][0].desc
-    assert "processes" not in left, "the restarted sshd of fleet3 is the bed's, not a leftover"
-    kill_pids(pids)
+    try:  # the job goes in every case: a failed check must not leave it to the next tests
+        assert fleet_fresh.ssh("fleet4", bg).returncode == 0
+        pids = wait_for(
+            lambda: fleet_fresh.login_processes("fleet4"), timeout=5, what="the background job"
+        )
+        left = leftovers.new_since(before)
+        assert [item.key[1] for item in left.get("bed user processes", [])] == pids, left
+        assert fleet_fresh.targets["fleet4"].netns in left["bed user processes"][0].desc
+        assert "processes" not in left, "the restarted sshd of fleet3 is the bed's, not a leftover"
+    finally:
+        kill_pids(fleet_fresh.login_processes("fleet4"))
     leftovers.assert_nothing_left(before)
 
 
