@@ -11,7 +11,7 @@ import ipaddress
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -113,6 +113,26 @@ def kill_pids(pids: Sequence[int], *, timeout: float = 3.0) -> None:
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
+
+
+# A process the test user leaves running on a host, detached from the ssh session that began it.
+BACKGROUND_JOB = "setsid python3 -c 'import signal; signal.pause()' </dev/null >/dev/null 2>&1 &"
+
+
+@contextlib.contextmanager
+def background_job(
+    ssh: Callable[[str], subprocess.CompletedProcess[str]], pids: Callable[[], list[int]]
+) -> Iterator[list[int]]:
+    """Start :data:`BACKGROUND_JOB` with ``ssh`` and yield its pids (as ``pids`` finds them).
+
+    The job is ended however the block ends, so a failed check in it does not leave the job to
+    the next tests' own leftover checks.
+    """
+    try:
+        assert ssh(BACKGROUND_JOB).returncode == 0
+        yield wait_for(pids, timeout=5, what="the background job")
+    finally:
+        kill_pids(pids())
 
 
 def argv(template: str, **values: object) -> list[str]:

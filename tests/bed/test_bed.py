@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bed import ETC_NETNS, chromium, kill_pids, leftovers, netbed, reaper, wait_for
+from tests.bed import ETC_NETNS, background_job, chromium, leftovers, netbed, reaper, wait_for
 from tests.bed.netbed import Bed
 
 pytestmark = [pytest.mark.bed, pytest.mark.usefixtures("no_leftovers")]
@@ -221,22 +221,19 @@ def test_leftover_check_sees_masters_listeners_and_remote_processes(bed: Bed) ->
     )
     assert master.returncode == 0
     held = socket.socket()
-    # What the test leaves on purpose goes in every case: a failed check must not leave it
-    # to the next tests' own leftover checks.
-    try:
+    try:  # what the test leaves on purpose goes in every case, as the job does
         held.bind(("127.0.0.1", 0))
         held.listen()
-        bg = "setsid python3 -c 'import signal; signal.pause()' </dev/null >/dev/null 2>&1 &"
-        assert bed.ssh("remote", bg).returncode == 0
-        pids = wait_for(bed.remote_login_processes, timeout=3, what="the remote background job")
-        left = leftovers.new_since(before)
-        assert any(f"-S {sock}" in i.desc for i in left["processes"]), left
-        assert any(str(sock) in i.desc for i in left["paths"]), left
-        assert any("this test process" in i.desc for i in left["listeners"]), left
-        assert [i.key[1] for i in left["bed user processes"]] == pids
+        with background_job(
+            lambda command: bed.ssh("remote", command), bed.remote_login_processes
+        ) as pids:
+            left = leftovers.new_since(before)
+            assert any(f"-S {sock}" in i.desc for i in left["processes"]), left
+            assert any(str(sock) in i.desc for i in left["paths"]), left
+            assert any("this test process" in i.desc for i in left["listeners"]), left
+            assert [i.key[1] for i in left["bed user processes"]] == pids
     finally:
         held.close()
-        kill_pids(bed.remote_login_processes())
         ended = bed.ssh("remote", options=["-S", str(sock), "-O", "exit"])
     assert ended.returncode == 0
     leftovers.assert_nothing_left(before)

@@ -3,6 +3,7 @@ and hermes state; the OTP bastion asks once per connection; down hosts fail; not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bed import ETC_NETNS, kill_pids, leftovers, netbed, reaper, run, wait_for
+from tests.bed import ETC_NETNS, BedError, background_job, leftovers, netbed, reaper, run, wait_for
 from tests.bed import fleet as fleet_bed
 from tests.bed.fleet import Fleet
 from tests.bed.netbed import Bed
@@ -263,18 +264,23 @@ def test_leftovers_see_a_process_left_on_a_target_not_a_restarted_sshd(
     before = leftovers.snapshot(bed)
     fleet_fresh.stop("fleet3")
     fleet_fresh.start("fleet3")
-    bg = "setsid python3 -c 'import signal; signal.pause()' </dev/null >/dev/null 2>&1 &"
-    try:  # the job goes in every case: a failed check must not leave it to the next tests
-        assert fleet_fresh.ssh("fleet4", bg).returncode == 0
-        pids = wait_for(
-            lambda: fleet_fresh.login_processes("fleet4"), timeout=5, what="the background job"
-        )
+    with background_job(
+        lambda command: fleet_fresh.ssh("fleet4", command),
+        lambda: fleet_fresh.login_processes("fleet4"),
+    ) as pids:
+
+        def settled() -> dict[str, list[leftovers.Item]] | None:
+            # The sshd session that started the job ends a moment after ssh returns; the
+            # restarted sshd of fleet3 would stay.
+            left = leftovers.new_since(before)
+            return None if "processes" in left else left
+
+        with contextlib.suppress(BedError):
+            wait_for(settled, timeout=5, what="the job's sshd session to end")
         left = leftovers.new_since(before)
         assert [item.key[1] for item in left.get("bed user processes", [])] == pids, left
         assert fleet_fresh.targets["fleet4"].netns in left["bed user processes"][0].desc
         assert "processes" not in left, "the restarted sshd of fleet3 is the bed's, not a leftover"
-    finally:
-        kill_pids(fleet_fresh.login_processes("fleet4"))
     leftovers.assert_nothing_left(before)
 
 
