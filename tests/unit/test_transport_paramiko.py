@@ -29,6 +29,8 @@ from tunnelauth.errors import HostKeyError, SSHError, UsageError
 from tunnelauth.settings import SSHTarget
 from tunnelauth.transports.base import Transport
 from tunnelauth.transports.headstart import HeadStart
+from tunnelauth.transports.paramiko_channels import host_socket
+from tunnelauth.transports.paramiko_config import Effective
 from tunnelauth.transports.paramiko_transport import ParamikoTransport
 
 __all__ = ["_no_agent", "keys"]
@@ -184,6 +186,76 @@ def test_dead_link_is_noticed_by_keepalive(keys: tuple[Any, Path], tmp_path: Pat
             await until(
                 lambda: snapshot()[1] == before[1], f"threads to end: {threading.enumerate()}"
             )
+
+    run(main())
+
+
+def test_a_link_that_broke_before_teardown_still_closes_everything(
+    keys: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """The link under a jumped connection dies while the remote login runs (the server goes
+    silent, the first hop's socket takes no more writes): closing the session and the
+    connection raises nothing, and the hop behind the target is closed too.
+
+    paramiko reports a write to a dead socket as a bare ``EOFError``; escaping a close, it
+    stood in for a Ctrl-C's "interrupted" as an internal error and left the hop open.
+    """
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            before = snapshot()
+            transport = ParamikoTransport(
+                bed.target("jumped"), connect_timeout=DEADLINE, batch=True, keepalive_interval=60
+            )
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
+            proc = await transport.start("hold")
+            assert b"ready" in await asyncio.wait_for(proc.read(), DEADLINE)
+            servers = list(bed.state.connections)
+            for conn in servers:
+                conn._transport.pause_reading()  # silent: the client sees no EOF either
+            transport._transports[0].sock.shutdown(socket.SHUT_WR)  # writes now fail
+            try:
+                await asyncio.wait_for(proc.close(), DEADLINE)
+                await asyncio.wait_for(transport.close(), DEADLINE)
+            finally:
+                for conn in servers:
+                    conn._transport.resume_reading()
+            await until(lambda: snapshot() == before, f"sockets and threads to end: {snapshot()}")
+
+    run(main())
+
+
+def test_a_hop_whose_link_broke_is_a_clear_error_for_the_next_target(
+    keys: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """A fleet's shared hop dies before the next host's channel through it is opened: that
+    host gets an SSH error naming the hop, not paramiko's bare EOFError."""
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            transport = ParamikoTransport(
+                bed.target(), connect_timeout=DEADLINE, batch=True, keepalive_interval=60
+            )
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
+            servers = list(bed.state.connections)
+            for conn in servers:
+                conn._transport.pause_reading()
+            hop = transport.transport
+            hop.sock.shutdown(socket.SHUT_WR)
+            eff = Effective({"hostname": "127.0.0.1"}, "fleet7", bed.port, "tester")
+            try:
+                with pytest.raises(SSHError) as caught:
+                    await asyncio.to_thread(
+                        host_socket, eff, hop, "testhost", timeout=DEADLINE, take=None
+                    )
+                assert caught.value.message == (
+                    "cannot connect to fleet7: the connection to testhost broke"
+                )
+                assert caught.value.host == "fleet7"
+            finally:
+                for conn in servers:
+                    conn._transport.resume_reading()
+                await asyncio.wait_for(transport.close(), DEADLINE)
 
     run(main())
 

@@ -14,6 +14,7 @@ import queue
 import socket
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import paramiko
@@ -34,6 +35,17 @@ CHUNK = 65536
 # A socket the head start opened while paramiko imported: (host, port, timeout) -> it or None.
 TakeSocket = Callable[[str, int, float], "socket.socket | None"]
 
+# What paramiko raises when the link under a channel or connection is gone (a write to a dead
+# socket is a bare EOFError).
+LINK_ERRORS = (OSError, EOFError, paramiko.SSHException)
+
+
+def close_quietly(closable: Any) -> None:
+    """Blocking: close a paramiko channel or connection. One whose link already broke is as
+    closed as it gets: that is no error, and what is closed after it must still be closed."""
+    with contextlib.suppress(*LINK_ERRORS):
+        closable.close()
+
 
 def host_socket(
     eff: Effective, tunnel: Any, via: str | None, *, timeout: float, take: TakeSocket | None
@@ -51,6 +63,10 @@ def host_socket(
             )
         except paramiko.ChannelException as exc:
             reason = unreachable_from(via, refusal_message(exc.code, exc.text))
+            raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
+        except LINK_ERRORS as exc:
+            said = f": {exc}" if str(exc) else ""  # a dead socket's EOFError says nothing
+            reason = f"the connection to {via or 'the jump host'} broke{said}"
             raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
     try:
         sock = None if take is None else take(eff.hostname, eff.port, timeout)
@@ -121,6 +137,7 @@ class Pipe:
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.chan = chan
+        self._threads = threads
         self.ended: asyncio.Future[None] = self.loop.create_future()
         self._on_data = on_data
         self._out: queue.SimpleQueue[bytes | asyncio.Future[None] | None] = queue.SimpleQueue()
@@ -135,7 +152,7 @@ class Pipe:
         try:
             while chunk := self.chan.recv(CHUNK):
                 self._post(self._on_data, chunk)
-        except (OSError, EOFError, paramiko.SSHException):
+        except LINK_ERRORS:
             pass  # a broken link ends the output like EOF does
         finally:
             self._post(self._on_data, b"")
@@ -151,7 +168,7 @@ class Pipe:
                     self.chan.shutdown_write()
                 else:
                     self.chan.sendall(item)
-            except (OSError, EOFError, paramiko.SSHException):
+            except LINK_ERRORS:
                 pass  # the channel closed: what is left is lost, as with a socket
 
     def send(self, data: bytes) -> None:
@@ -169,7 +186,9 @@ class Pipe:
     async def close(self) -> None:
         """Close the channel; both threads end (the reader at EOF, the writer at the sentinel)."""
         self._out.put(None)
-        self.chan.close()
+        # On a thread: paramiko's close may wait for the connection's lock (or a key
+        # exchange), and it raises when the link under the channel already broke.
+        await self._threads.call(partial(close_quietly, self.chan), "close")
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.ended), CLOSE_GRACE)
 
@@ -317,7 +336,7 @@ def keep_alive(conn: Any, threads: Threads, stop: threading.Event, interval: flo
         prober = threads.start(probe, "probe")
         if not answered.wait(interval * KEEPALIVE_COUNT_MAX):
             if not stop.is_set():
-                conn.close()  # channels then read EOF and exit statuses become None
+                close_quietly(conn)  # channels then read EOF and exit statuses become None
             prober.join(CLOSE_GRACE)
             return
         if not conn.is_active():

@@ -27,10 +27,12 @@ from tunnelauth.transports.hops import jump_chain, refusal_message, split_hop
 from tunnelauth.transports.library_log import LibraryLog
 from tunnelauth.transports.paramiko_auth import authenticate
 from tunnelauth.transports.paramiko_channels import (
+    LINK_ERRORS,
     ParamikoChannel,
     ParamikoProcess,
     Pipe,
     Threads,
+    close_quietly,
     feeder,
     host_socket,
     keep_alive,
@@ -233,7 +235,7 @@ class ParamikoTransport(Transport):
             known.prefer(conn)
             try:
                 conn.start_client(timeout=self.connect_timeout)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
+            except LINK_ERRORS as exc:
                 if "banner" in str(exc).lower():  # paramiko's banner_timeout, our deadline
                     raise SSHError(
                         f"connecting to {eff.alias} timed out after {self.connect_timeout:g} s "
@@ -255,7 +257,7 @@ class ParamikoTransport(Transport):
             )
             authenticate(conn, eff, self.prompter, batch=self.batch, agent=self._agent)
         except BaseException:
-            conn.close()
+            close_quietly(conn)
             raise
         return conn
 
@@ -278,7 +280,7 @@ class ParamikoTransport(Transport):
 
         try:
             chan = await self._threads.call(open_session, "start")
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except LINK_ERRORS as exc:
             raise SSHError(
                 f"cannot start the remote command: {exc}", host=self.target.host
             ) from exc
@@ -298,7 +300,7 @@ class ParamikoTransport(Transport):
             chan = await self._threads.call(open_direct, "channel")
         except paramiko.ChannelException as exc:
             return ParamikoChannel(None, refusal_message(exc.code, exc.text))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except LINK_ERRORS as exc:
             return ParamikoChannel(None, untrusted(f"open failed: {exc}"))
 
         def pipe(reader: asyncio.StreamReader) -> Pipe:
@@ -328,11 +330,11 @@ class ParamikoTransport(Transport):
 
         try:
             return await asyncio.wait_for(self._threads.call(run, "exec"), timeout)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except LINK_ERRORS as exc:
             raise SSHError(f"remote command failed to run: {exc}", host=self.target.host) from exc
         finally:
             for chan in holder:
-                chan.close()
+                close_quietly(chan)
 
     async def close(self) -> None:
         """Close channels, then the target and each hop in reverse order; join every thread."""
@@ -350,7 +352,7 @@ class ParamikoTransport(Transport):
         """Close the target and each hop in reverse order; join every thread."""
         while self._transports:
             conn = self._transports.pop()
-            await self._threads.call(conn.close, "close")
+            await self._threads.call(partial(close_quietly, conn), "close")
         self._hop_specs.clear()
         await self._threads.join()
 
