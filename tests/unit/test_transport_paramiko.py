@@ -225,6 +225,56 @@ def test_a_link_that_broke_before_teardown_still_closes_everything(
     run(main())
 
 
+def test_a_channel_through_a_hop_never_closes_under_a_write_still_on_its_way(
+    keys: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """Closing a jumped connection while one of its threads writes: the channel through the
+    hop closes only after that write reached the hop, and a write after it fails cleanly.
+
+    paramiko sends outside the channel's lock; a write that lost the race went to the hop
+    after the channel's close, and OpenSSH then drops the whole hop connection ("data packet
+    referred to nonexistent channel"), taking a fleet's other hosts behind it along. The
+    hop's key exchange is held (as a rekey does) so that the write stays on its way.
+    """
+
+    async def main() -> None:
+        async with ssh_server(keys, tmp_path) as bed:
+            before = snapshot()
+            transport = ParamikoTransport(
+                bed.target("jumped"), connect_timeout=DEADLINE, batch=True, keepalive_interval=60
+            )
+            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
+            hop, target = transport._transports
+            through = target.sock.chan  # the target's channel on the hop
+            window = through.out_window_size
+            hop.clear_to_send.clear()  # the hop's sends wait, as during a key exchange
+            writer = threading.Thread(
+                target=target.global_request, args=("keepalive@openssh.com", None, False)
+            )
+            writer.start()
+            await until(
+                lambda: through.out_window_size < window, "the write to be on its way to the hop"
+            )
+            closer = threading.Thread(target=target.close)
+            closer.start()
+            writer.join(0.5)  # the closer has had its chance to close the channel early
+            try:
+                assert writer.is_alive(), "the write was expected to wait for the hop"
+                assert not through.closed, "the channel closed under a write on its way"
+            finally:
+                hop.clear_to_send.set()
+            writer.join(DEADLINE)
+            closer.join(DEADLINE)
+            assert through.closed
+            with pytest.raises(OSError):
+                target.sock.send(b"late")
+            assert hop.is_active()  # the hop outlives the connection through it
+            await asyncio.wait_for(transport.close(), DEADLINE)
+            await until(lambda: snapshot() == before, f"sockets and threads to end: {snapshot()}")
+
+    run(main())
+
+
 def test_a_hop_whose_link_broke_is_a_clear_error_for_the_next_target(
     keys: tuple[Any, Path], tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import queue
 import socket
 import threading
@@ -58,8 +59,10 @@ def host_socket(
     """
     if tunnel is not None:
         try:
-            return tunnel.open_channel(
-                "direct-tcpip", (eff.hostname, eff.port), ("127.0.0.1", 0), timeout=timeout
+            return HopSocket(
+                tunnel.open_channel(
+                    "direct-tcpip", (eff.hostname, eff.port), ("127.0.0.1", 0), timeout=timeout
+                )
             )
         except paramiko.ChannelException as exc:
             reason = unreachable_from(via, refusal_message(exc.code, exc.text))
@@ -80,6 +83,45 @@ def host_socket(
         reason = os_error_reason(exc, eff.hostname, eff.port)
         raise SSHError(f"cannot connect to {eff.alias}: {reason}", host=eff.alias) from None
     return sock
+
+
+class HopSocket:
+    """A direct-tcpip channel through the previous hop, as the socket a connection runs over.
+
+    paramiko checks that a channel is open, then sends outside the channel's lock. When a
+    connection is closed (its socket closed) while another of its threads writes, that
+    write can reach the hop after the channel's close. OpenSSH then ends the whole hop
+    connection ("data packet referred to nonexistent channel"), and with it every other
+    connection through that hop: a fleet's other hosts behind a shared bastion. Here a send
+    and the close never overlap: the close waits for a send under way, and a send after the
+    close fails as it does on a closed socket.
+    """
+
+    def __init__(self, chan: Any) -> None:
+        self.chan = chan
+        self._sending = threading.Lock()
+        self._closing = False
+
+    def send(self, data: bytes) -> int:
+        with self._sending:
+            if self._closing:
+                raise OSError(errno.EBADF, "the channel through the jump host is closed")
+            return int(self.chan.send(data))
+
+    def recv(self, size: int) -> bytes:
+        return bytes(self.chan.recv(size))
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.chan.settimeout(timeout)
+
+    @property
+    def _closed(self) -> bool:  # what paramiko asks a socket (as Python's sockets have it)
+        return self._closing or bool(self.chan.closed)
+
+    def close(self) -> None:
+        with self._sending:
+            self._closing = True
+        self.chan.close()
 
 
 class Threads:
