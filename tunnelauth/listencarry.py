@@ -63,6 +63,23 @@ class Carrier:
         self._remote_cookies: set[str] = set()
         self.carried = 0
         self.refused = 0
+        # Requests handed to the remote whose first answer byte (or end) has not come yet.
+        self._unanswered = 0
+        self._all_answered = asyncio.Event()
+        self._all_answered.set()
+
+    async def answers_settled(self, deadline: float) -> None:
+        """Wait (at most ``deadline`` s) until every request handed to the remote has its
+        first answer byte or its end, and so its event."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._all_answered.wait(), deadline)
+
+    def _awaiting_answer(self, change: int) -> None:
+        self._unanswered += change
+        if self._unanswered:
+            self._all_answered.clear()
+        else:
+            self._all_answered.set()
 
     async def carry(self, request: Request, redacted: str, writer: asyncio.StreamWriter) -> bool:
         """Send the one request over a fresh channel and pipe the answer back until it closes.
@@ -103,15 +120,20 @@ class Carrier:
                 progress.answered = True
                 await self._refused(data, exc.message, redacted, writer)
                 return
-            channel.write(data)
-            await channel.drain()
-            if self._write_eof:
-                channel.write_eof()
-            chunk = await channel.reader.read(CHUNK)
+            self._awaiting_answer(+1)
+            try:
+                channel.write(data)
+                await channel.drain()
+                if self._write_eof:
+                    channel.write_eof()
+                chunk = await channel.reader.read(CHUNK)
+                if chunk:
+                    # Counted at the first answer byte: the remote has the request and answered.
+                    self.carried += 1
+                    self._emit(ListenerEvent("request_carried", redacted, response_status(chunk)))
+            finally:
+                self._awaiting_answer(-1)
             if chunk:
-                # Counted at the first answer byte: the remote has the request and answered.
-                self.carried += 1
-                self._emit(ListenerEvent("request_carried", redacted, response_status(chunk)))
                 progress.answered = True
                 await self._pipe(channel, chunk, writer)
                 return

@@ -200,6 +200,11 @@ class CallbackListener:
             return False
         return not httpreq.is_browser_own(path)
 
+    async def answers_settled(self, deadline: float) -> None:
+        """Wait (at most ``deadline`` s) until every callback request already with the remote
+        has its answer's first byte or its end (and so its event)."""
+        await self._carrier.answers_settled(deadline)
+
     def stop_carrying(self) -> None:
         """After the login succeeded: answer further callback requests locally."""
         self._carrying = False

@@ -65,6 +65,7 @@ PASTE_DEADLINE = 60.0  # the remote's verdict after a pasted redirect
 IDLE_WINDOW = 0.3  # seconds of silence after which a partial line counts as a prompt
 EXIT_WAIT = 15.0  # how long the remote may take to exit after its output ended
 LISTENER_GRACE = 5.0  # how long a callback page still on its way to the browser may take
+ANSWER_SETTLE = 2.0  # how long a carried callback's answer may trail the remote's exit
 
 
 class Runner:
@@ -118,6 +119,11 @@ class Runner:
         exit_status = await self._wait_exit(self.process)
         if exit_status == 255 and not await self._link_alive():
             exit_status = None  # ssh's own failure status: the link died, not the login
+        if self.listener is not None:
+            # The remote's output can end before the answer to a carried callback arrives:
+            # each channel's bytes come on their own (paramiko reads each on its own thread).
+            # What reached the remote is judged once those answers are in.
+            await self.listener.answers_settled(ANSWER_SETTLE)
         return self.judge(exit_status)
 
     async def _link_alive(self) -> bool:

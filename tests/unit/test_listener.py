@@ -542,6 +542,60 @@ def test_stop_carrying_answers_locally() -> None:
     run(main())
 
 
+def test_an_answer_still_on_its_way_is_awaited_before_the_login_is_judged() -> None:
+    """The remote's output may end before the answer to a carried callback arrives: the run
+    waits for that answer (and its ``request_carried`` event) before judging the login."""
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        remote = await Remote("many", gate=gate).start()
+        events: list[ListenerEvent] = []
+        port = free_port()
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=opener(remote),
+            on_event=events.append,
+        ) as listener:
+            await listener.answers_settled(DEADLINE)  # nothing on its way: at once
+            browser = asyncio.ensure_future(fetch(port, get(port, CALLBACK)))
+            while not remote.requests:  # the request reached the remote, which holds its answer
+                await asyncio.wait({browser}, timeout=0.01)
+            settled = asyncio.ensure_future(listener.answers_settled(DEADLINE))
+            done, _ = await asyncio.wait({settled}, timeout=0.3)
+            assert not done, "settled before the remote answered"
+            gate.set()
+            await asyncio.wait_for(settled, DEADLINE)
+            carried = [e.kind for e in events if e.kind == "request_carried"]
+            assert carried == ["request_carried"]  # there when the wait ends
+            assert (await asyncio.wait_for(browser, DEADLINE)).startswith(b"HTTP/1.1 200 OK")
+
+    run(main())
+
+
+def test_an_answer_that_never_comes_is_awaited_only_until_the_deadline() -> None:
+    async def main() -> None:
+        remote = await Remote("silent").start()
+        events: list[ListenerEvent] = []
+        port = free_port()
+        async with await CallbackListener.open(
+            host="127.0.0.1",
+            port=port,
+            path="/callback",
+            open_channel=opener(remote),
+            on_event=events.append,
+        ) as listener:
+            browser = asyncio.ensure_future(fetch(port, get(port, CALLBACK)))
+            while not remote.requests:
+                await asyncio.wait({browser}, timeout=0.01)
+            await asyncio.wait_for(listener.answers_settled(0.1), DEADLINE)
+            assert not [e for e in events if e.kind == "request_carried"]
+            browser.cancel()
+
+    run(main())
+
+
 @pytest.mark.parametrize(
     ("raw", "status"),
     [
