@@ -235,6 +235,18 @@ def opener(
     return open_channel
 
 
+async def listening(port: int, remote: Remote, events: list[ListenerEvent]) -> CallbackListener:
+    """A listener on ``port`` for ``/callback``, carrying to ``remote``; its events go to
+    ``events``."""
+    return await CallbackListener.open(
+        host="127.0.0.1",
+        port=port,
+        path="/callback",
+        open_channel=opener(remote),
+        on_event=events.append,
+    )
+
+
 class ChannelCounter:
     """open_channel that counts the channels it opens and the most open at once."""
 
@@ -285,13 +297,7 @@ def test_callback_reaches_single_request_listener_once_favicon_stays_local() -> 
         remote = await Remote("once").start()
         events: list[ListenerEvent] = []
         port = free_port()
-        async with await CallbackListener.open(
-            host="127.0.0.1",
-            port=port,
-            path="/callback",
-            open_channel=opener(remote),
-            on_event=events.append,
-        ) as listener:
+        async with await listening(port, remote, events) as listener:
             before = await fetch(port, get(port, "/favicon.ico"))
             answer = await fetch(port, get(port, CALLBACK, b"Connection: keep-alive"))
             after = await fetch(port, get(port, "/favicon.ico"))
@@ -479,13 +485,7 @@ def test_remote_closing_without_a_byte_gives_502_and_an_event() -> None:
         remote = await Remote("mute").start()
         events: list[ListenerEvent] = []
         port = free_port()
-        async with await CallbackListener.open(
-            host="127.0.0.1",
-            port=port,
-            path="/callback",
-            open_channel=opener(remote),
-            on_event=events.append,
-        ):
+        async with await listening(port, remote, events):
             answer = await fetch(port, get(port, CALLBACK))
         assert answer.startswith(b"HTTP/1.1 502 ")
         assert [e.kind for e in events] == ["bound", "carry_failed"]
@@ -551,13 +551,7 @@ def test_an_answer_still_on_its_way_is_awaited_before_the_login_is_judged() -> N
         remote = await Remote("many", gate=gate).start()
         events: list[ListenerEvent] = []
         port = free_port()
-        async with await CallbackListener.open(
-            host="127.0.0.1",
-            port=port,
-            path="/callback",
-            open_channel=opener(remote),
-            on_event=events.append,
-        ) as listener:
+        async with await listening(port, remote, events) as listener:
             await listener.answers_settled(DEADLINE)  # nothing on its way: at once
             browser = asyncio.ensure_future(fetch(port, get(port, CALLBACK)))
             while not remote.requests:  # the request reached the remote, which holds its answer
@@ -579,13 +573,7 @@ def test_an_answer_that_never_comes_is_awaited_only_until_the_deadline() -> None
         remote = await Remote("silent").start()
         events: list[ListenerEvent] = []
         port = free_port()
-        async with await CallbackListener.open(
-            host="127.0.0.1",
-            port=port,
-            path="/callback",
-            open_channel=opener(remote),
-            on_event=events.append,
-        ) as listener:
+        async with await listening(port, remote, events) as listener:
             browser = asyncio.ensure_future(fetch(port, get(port, CALLBACK)))
             while not remote.requests:
                 await asyncio.wait({browser}, timeout=0.01)
@@ -856,13 +844,7 @@ def test_a_request_for_another_host_is_refused_and_the_real_callback_still_gets_
         # A rebinding page would bring its own code: it must never use up the one request.
         hostile = "/callback?code=attacker&state=attacker"
         raw = head.format(cb=hostile, port=port, other=other_port(port)).encode()
-        async with await CallbackListener.open(
-            host="127.0.0.1",
-            port=port,
-            path="/callback",
-            open_channel=opener(remote),
-            on_event=events.append,
-        ) as listener:
+        async with await listening(port, remote, events) as listener:
             refused = await fetch(port, raw)
             assert remote.connections == 0
             real = await fetch(port, get(port, CALLBACK))

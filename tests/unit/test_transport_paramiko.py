@@ -40,6 +40,15 @@ def _paramiko(target: SSHTarget) -> Transport:
     return ParamikoTransport(target, connect_timeout=DEADLINE, batch=True, keepalive_interval=1.0)
 
 
+async def _jumped(bed: Any) -> ParamikoTransport:
+    """A connection to the test server through itself as a jump host (no keepalive)."""
+    transport = ParamikoTransport(
+        bed.target("jumped"), connect_timeout=DEADLINE, batch=True, keepalive_interval=60
+    )
+    await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
+    return transport
+
+
 def test_process_channels_exec_and_clean_close(keys: tuple[Any, Path], tmp_path: Path) -> None:
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
@@ -204,10 +213,7 @@ def test_a_link_that_broke_before_teardown_still_closes_everything(
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
             before = snapshot()
-            transport = ParamikoTransport(
-                bed.target("jumped"), connect_timeout=DEADLINE, batch=True, keepalive_interval=60
-            )
-            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
+            transport = await _jumped(bed)
             proc = await transport.start("hold")
             assert b"ready" in await asyncio.wait_for(proc.read(), DEADLINE)
             servers = list(bed.state.connections)
@@ -240,10 +246,7 @@ def test_a_channel_through_a_hop_never_closes_under_a_write_still_on_its_way(
     async def main() -> None:
         async with ssh_server(keys, tmp_path) as bed:
             before = snapshot()
-            transport = ParamikoTransport(
-                bed.target("jumped"), connect_timeout=DEADLINE, batch=True, keepalive_interval=60
-            )
-            await asyncio.wait_for(transport.connect(env=Environment()), DEADLINE)
+            transport = await _jumped(bed)
             hop, target = transport._transports
             through = target.sock.chan  # the target's channel on the hop
             window = through.out_window_size
